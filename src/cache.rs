@@ -1,0 +1,249 @@
+//! The decision cache: answers per credential (keyed by its SHA-256), bounded by the
+//! credential's own expiry and `cache.max_ttl`; invalid credentials for `cache.negative_ttl`.
+//! Concurrent misses for one credential share one provider call (moka's `try_get_with`).
+//! It also notes when API tokens were used, so the store is written in batches, not per
+//! request.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::CacheConfig;
+use crate::identity::Identity;
+use crate::providers::AuthError;
+use crate::store::Store;
+
+/// A cached answer.
+#[derive(Clone)]
+pub enum Verdict {
+    /// The credential is valid.
+    Valid(Arc<Authenticated>),
+    /// The credential is not valid; the reason is safe to show the client.
+    Invalid(&'static str),
+}
+
+/// A valid credential's identity and the time it was last used.
+pub struct Authenticated {
+    /// Who it is.
+    pub identity: Arc<Identity>,
+    used_at: AtomicI64,
+}
+
+/// See the module documentation.
+pub struct DecisionCache {
+    entries: moka::future::Cache<[u8; 32], Verdict>,
+    pending_uses: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+struct VerdictExpiry {
+    max_ttl: Duration,
+    negative_ttl: Duration,
+}
+
+impl moka::Expiry<[u8; 32], Verdict> for VerdictExpiry {
+    fn expire_after_create(&self, _: &[u8; 32], value: &Verdict, _: Instant) -> Option<Duration> {
+        Some(match value {
+            Verdict::Invalid(_) => self.negative_ttl,
+            Verdict::Valid(a) => match a.identity.expires_at {
+                Some(at) => {
+                    let left = (at - crate::unix_now()).max(0) as u64;
+                    self.max_ttl.min(Duration::from_secs(left))
+                }
+                None => self.max_ttl,
+            },
+        })
+    }
+}
+
+impl DecisionCache {
+    /// An empty cache sized by `config`.
+    pub fn new(config: &CacheConfig) -> Self {
+        let pending_uses: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+        let on_evict = pending_uses.clone();
+        let entries = moka::future::Cache::builder()
+            .max_capacity(config.max_entries)
+            .expire_after(VerdictExpiry {
+                max_ttl: config.max_ttl,
+                negative_ttl: config.negative_ttl,
+            })
+            .eviction_listener(move |_key, value: Verdict, _cause| {
+                if let Verdict::Valid(a) = value {
+                    note_use(&on_evict, &a);
+                }
+            })
+            .build();
+        Self {
+            entries,
+            pending_uses,
+        }
+    }
+
+    /// The cached answer for `key`, or the answer of `authenticate` (one call for all
+    /// concurrent misses). Errors other than [`AuthError::Invalid`] are not cached.
+    /// The boolean is `true` for a cache hit.
+    pub async fn get_or_authenticate<F>(
+        &self,
+        key: [u8; 32],
+        authenticate: F,
+    ) -> Result<(Verdict, bool), Arc<AuthError>>
+    where
+        F: Future<Output = Result<Identity, AuthError>>,
+    {
+        if let Some(verdict) = self.entries.get(&key).await {
+            if let Verdict::Valid(a) = &verdict {
+                a.used_at.store(crate::unix_now(), Ordering::Relaxed);
+            }
+            return Ok((verdict, true));
+        }
+        let verdict = self
+            .entries
+            .try_get_with(key, async {
+                match authenticate.await {
+                    Ok(identity) => Ok(Verdict::Valid(Arc::new(Authenticated {
+                        identity: Arc::new(identity),
+                        used_at: AtomicI64::new(crate::unix_now()),
+                    }))),
+                    Err(AuthError::Invalid(reason)) => Ok(Verdict::Invalid(reason)),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        Ok((verdict, false))
+    }
+
+    /// Writes the uses noted since the last flush to the store, in one batch.
+    pub async fn flush_last_used(&self, store: &dyn Store) {
+        self.entries.run_pending_tasks().await;
+        for (_, verdict) in self.entries.iter() {
+            if let Verdict::Valid(a) = verdict {
+                note_use(&self.pending_uses, &a);
+            }
+        }
+        let batch: Vec<(String, i64)> = match self.pending_uses.lock() {
+            Ok(mut pending) => pending.drain().collect(),
+            Err(_) => return,
+        };
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = store.record_last_used(&batch).await {
+            tracing::warn!(error = %e, tokens = batch.len(), "could not record token use");
+        }
+    }
+
+    /// Number of entries (approximate).
+    pub fn len(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// Whether the cache holds no entry (approximate).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Moves an entry's last use (if any since the previous flush) into the pending batch.
+fn note_use(pending: &Mutex<HashMap<String, i64>>, a: &Authenticated) {
+    let Some(id) = &a.identity.credential_id else {
+        return;
+    };
+    let at = a.used_at.swap(0, Ordering::Relaxed);
+    if at > 0
+        && let Ok(mut p) = pending.lock()
+    {
+        let slot = p.entry(id.clone()).or_insert(at);
+        *slot = (*slot).max(at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    fn identity(expires_at: Option<i64>) -> Identity {
+        Identity {
+            subject: "s".into(),
+            provider: "api_token",
+            username: "s".into(),
+            email: None,
+            roles: Default::default(),
+            attributes: Default::default(),
+            scopes: None,
+            expires_at,
+            credential_id: Some("tok_1".into()),
+        }
+    }
+
+    fn config(max_ttl: u64) -> CacheConfig {
+        CacheConfig {
+            max_ttl: Duration::from_secs(max_ttl),
+            negative_ttl: Duration::from_secs(1),
+            max_entries: 100,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_make_one_call() {
+        let cache = Arc::new(DecisionCache::new(&config(10)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_authenticate([1; 32], async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(identity(None))
+                    })
+                    .await
+                    .map(|(v, _)| matches!(v, Verdict::Valid(_)))
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Ok(true));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn errors_are_not_cached_and_invalid_answers_are() {
+        let cache = DecisionCache::new(&config(10));
+        let r = cache
+            .get_or_authenticate([2; 32], async { Err(AuthError::Unavailable("down".into())) })
+            .await;
+        assert!(matches!(r, Err(e) if *e == AuthError::Unavailable("down".into())));
+        let (v, hit) = cache
+            .get_or_authenticate([2; 32], async { Err(AuthError::Invalid("nope")) })
+            .await
+            .unwrap();
+        assert!(matches!(v, Verdict::Invalid("nope")) && !hit);
+        let (v, hit) = cache
+            .get_or_authenticate([2; 32], async { Ok(identity(None)) })
+            .await
+            .unwrap();
+        assert!(matches!(v, Verdict::Invalid("nope")) && hit, "negative entry reused");
+    }
+
+    #[tokio::test]
+    async fn entries_end_with_the_credential() {
+        // (credential expiry from now, max_ttl, still cached after 1.5 s?)
+        let cases = [(Some(1), 10, false), (Some(100), 1, false), (None, 10, true), (Some(100), 10, true)];
+        for (i, (expires_in, max_ttl, cached)) in cases.into_iter().enumerate() {
+            let cache = DecisionCache::new(&config(max_ttl));
+            let id = identity(expires_in.map(|s| crate::unix_now() + s));
+            let key = [10 + i as u8; 32];
+            cache.get_or_authenticate(key, async { Ok(id) }).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1600)).await;
+            let (_, hit) = cache
+                .get_or_authenticate(key, async { Ok(identity(None)) })
+                .await
+                .unwrap();
+            assert_eq!(hit, cached, "case {i}");
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Finds the credential in a sub-request: `Authorization: Bearer`, `Authorization: Basic`
+//! or `X-Auth-Token`. Anything malformed is an error with a reason (401), never a panic.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http::HeaderMap;
+
+use crate::secret::{Secret, sha256};
+
+/// Longest credential accepted, in bytes (a JWT with many claims fits easily).
+pub const MAX_CREDENTIAL_LEN: usize = 8192;
+
+/// A credential as presented, before any provider looked at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `Authorization: Bearer <token>`.
+    Bearer(Secret),
+    /// `Authorization: Basic <base64(user:password)>`.
+    Basic {
+        /// The user name.
+        username: String,
+        /// The password.
+        password: Secret,
+    },
+    /// `X-Auth-Token: <token>` (Astakos, Keystone, and authgate tokens alike).
+    AuthToken(Secret),
+}
+
+/// Why a presented credential cannot even be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// More than one `Authorization` or `X-Auth-Token` header.
+    #[error("more than one {0} header")]
+    Repeated(&'static str),
+    /// Non-ASCII or control characters.
+    #[error("the {0} header holds characters outside visible ASCII")]
+    NotAscii(&'static str),
+    /// The Authorization scheme is neither Bearer nor Basic.
+    #[error("unsupported Authorization scheme (use Bearer or Basic)")]
+    UnsupportedScheme,
+    /// A scheme with nothing after it.
+    #[error("the {0} credential is empty")]
+    Empty(&'static str),
+    /// A token with characters a token never has.
+    #[error("the token holds characters that no token has")]
+    BadTokenSyntax,
+    /// Longer than [`MAX_CREDENTIAL_LEN`].
+    #[error("the credential is longer than 8192 bytes")]
+    TooLong,
+    /// Basic credentials that are not base64.
+    #[error("the Basic credential is not valid base64")]
+    BadBase64,
+    /// Basic credentials that decode to something other than UTF-8.
+    #[error("the Basic credential is not UTF-8")]
+    NotUtf8,
+    /// Basic credentials without `user:password`.
+    #[error("the Basic credential has no ':' between user and password")]
+    NoColon,
+    /// Basic credentials with an empty user name.
+    #[error("the Basic credential has an empty user name")]
+    EmptyUser,
+    /// `Authorization` and `X-Auth-Token` carry different credentials.
+    #[error("Authorization and X-Auth-Token carry different credentials")]
+    Conflicting,
+}
+
+impl Credential {
+    /// Key for the decision cache: SHA-256 over a kind tag and the secret, so that the
+    /// same bytes presented as another kind of credential never share an entry.
+    pub fn cache_key(&self) -> [u8; 32] {
+        let mut buf = Vec::with_capacity(64);
+        match self {
+            Self::Bearer(t) | Self::AuthToken(t) => {
+                buf.push(b't');
+                buf.extend_from_slice(t.expose().as_bytes());
+            }
+            Self::Basic { username, password } => {
+                buf.push(b'b');
+                buf.extend_from_slice(&(username.len() as u64).to_be_bytes());
+                buf.extend_from_slice(username.as_bytes());
+                buf.extend_from_slice(password.expose().as_bytes());
+            }
+        }
+        sha256(&buf)
+    }
+
+    /// The token of a Bearer or X-Auth-Token credential.
+    pub fn token(&self) -> Option<&Secret> {
+        match self {
+            Self::Bearer(t) | Self::AuthToken(t) => Some(t),
+            Self::Basic { .. } => None,
+        }
+    }
+
+    /// A short name for logs: the kind, never the value.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Bearer(_) => "bearer",
+            Self::Basic { .. } => "basic",
+            Self::AuthToken(_) => "x-auth-token",
+        }
+    }
+}
+
+/// The credential of a request: `Ok(None)` when it carries none.
+pub fn extract(headers: &HeaderMap) -> Result<Option<Credential>, CredentialError> {
+    let authorization = one_header(headers, "authorization", "Authorization")?
+        .map(parse_authorization)
+        .transpose()?;
+    let auth_token = one_header(headers, "x-auth-token", "X-Auth-Token")?
+        .map(|v| parse_token(v, "X-Auth-Token"))
+        .transpose()?;
+    match (authorization, auth_token) {
+        (Some(a), None) => Ok(Some(a)),
+        (None, Some(t)) => Ok(Some(Credential::AuthToken(t))),
+        (None, None) => Ok(None),
+        // The same token in both places is harmless (clients of OpenStack do it).
+        (Some(Credential::Bearer(a)), Some(t)) if a == t => Ok(Some(Credential::Bearer(a))),
+        (Some(_), Some(_)) => Err(CredentialError::Conflicting),
+    }
+}
+
+fn one_header<'a>(
+    headers: &'a HeaderMap,
+    name: &'static str,
+    display: &'static str,
+) -> Result<Option<&'a str>, CredentialError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(CredentialError::Repeated(display));
+    }
+    let bytes = value.as_bytes();
+    if bytes.len() > MAX_CREDENTIAL_LEN + 16 {
+        return Err(CredentialError::TooLong);
+    }
+    if !bytes.iter().all(|b| (0x20..0x7f).contains(b) || *b == b'\t') {
+        return Err(CredentialError::NotAscii(display));
+    }
+    // Checked above: visible ASCII, so this cannot fail.
+    Ok(value.to_str().ok().map(str::trim))
+}
+
+fn parse_authorization(value: &str) -> Result<Credential, CredentialError> {
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let rest = rest.trim_start();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        parse_token(rest, "Bearer").map(Credential::Bearer)
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        parse_basic(rest)
+    } else {
+        Err(CredentialError::UnsupportedScheme)
+    }
+}
+
+/// RFC 6750 `b64token`: `ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/"` then `=`s.
+fn parse_token(value: &str, what: &'static str) -> Result<Secret, CredentialError> {
+    if value.is_empty() {
+        return Err(CredentialError::Empty(what));
+    }
+    if value.len() > MAX_CREDENTIAL_LEN {
+        return Err(CredentialError::TooLong);
+    }
+    let body = value.trim_end_matches('=');
+    let ok = !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+    if !ok {
+        return Err(CredentialError::BadTokenSyntax);
+    }
+    Ok(Secret::new(value))
+}
+
+fn parse_basic(value: &str) -> Result<Credential, CredentialError> {
+    if value.is_empty() {
+        return Err(CredentialError::Empty("Basic"));
+    }
+    if value.len() > MAX_CREDENTIAL_LEN {
+        return Err(CredentialError::TooLong);
+    }
+    let decoded = STANDARD
+        .decode(value)
+        .map_err(|_| CredentialError::BadBase64)?;
+    let text = String::from_utf8(decoded).map_err(|_| CredentialError::NotUtf8)?;
+    let (user, password) = text.split_once(':').ok_or(CredentialError::NoColon)?;
+    if user.is_empty() {
+        return Err(CredentialError::EmptyUser);
+    }
+    Ok(Credential::Basic {
+        username: user.to_owned(),
+        password: Secret::new(password),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_bytes(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn b64(s: &[u8]) -> Vec<u8> {
+        let mut v = b"Basic ".to_vec();
+        v.extend_from_slice(STANDARD.encode(s).as_bytes());
+        v
+    }
+
+    #[test]
+    fn accepted_table() {
+        let basic = b64(b"alice:pa:ss");
+        let cases: Vec<(Vec<(&str, &[u8])>, Credential)> = vec![
+            (vec![("authorization", b"Bearer abc.def-ghi_~+/==")], Credential::Bearer(Secret::new("abc.def-ghi_~+/=="))),
+            (vec![("authorization", b"bearer   tok")], Credential::Bearer(Secret::new("tok"))),
+            (vec![("authorization", b"BEARER tok ")], Credential::Bearer(Secret::new("tok"))),
+            (vec![("x-auth-token", b"tok")], Credential::AuthToken(Secret::new("tok"))),
+            (vec![("authorization", b"Bearer tok"), ("x-auth-token", b"tok")], Credential::Bearer(Secret::new("tok"))),
+            (vec![("authorization", &basic)], Credential::Basic { username: "alice".into(), password: Secret::new("pa:ss") }),
+        ];
+        for (h, expected) in cases {
+            assert_eq!(extract(&headers(&h)).unwrap(), Some(expected), "{h:?}");
+        }
+        assert_eq!(extract(&HeaderMap::new()).unwrap(), None);
+    }
+
+    #[test]
+    fn rejected_table() {
+        use CredentialError as E;
+        let long = format!("Bearer {}", "a".repeat(MAX_CREDENTIAL_LEN + 1));
+        let long_basic = format!("Basic {}", "a".repeat(MAX_CREDENTIAL_LEN + 4));
+        let cases: Vec<(Vec<(&str, Vec<u8>)>, E)> = vec![
+            (vec![("authorization", b"Bearer".to_vec())], E::Empty("Bearer")),
+            (vec![("authorization", b"Bearer ".to_vec())], E::Empty("Bearer")),
+            (vec![("authorization", b"Basic".to_vec())], E::Empty("Basic")),
+            (vec![("authorization", b"Digest x".to_vec())], E::UnsupportedScheme),
+            (vec![("authorization", b"tok".to_vec())], E::UnsupportedScheme),
+            (vec![("authorization", b"".to_vec())], E::UnsupportedScheme),
+            (vec![("authorization", b"Bearer a b".to_vec())], E::BadTokenSyntax),
+            (vec![("authorization", b"Bearer ===".to_vec())], E::BadTokenSyntax),
+            (vec![("authorization", b"Bearer a,b".to_vec())], E::BadTokenSyntax),
+            (vec![("authorization", b"Bearer a\"b".to_vec())], E::BadTokenSyntax),
+            (vec![("authorization", b"Bearer \xff\xfe".to_vec())], E::NotAscii("Authorization")),
+            (vec![("authorization", b"Bearer caf\xc3\xa9".to_vec())], E::NotAscii("Authorization")),
+            (vec![("authorization", long.into_bytes())], E::TooLong),
+            (vec![("authorization", long_basic.into_bytes())], E::TooLong),
+            (vec![("authorization", b"Bearer a".to_vec()), ("authorization", b"Bearer a".to_vec())], E::Repeated("Authorization")),
+            (vec![("x-auth-token", b"a".to_vec()), ("x-auth-token", b"b".to_vec())], E::Repeated("X-Auth-Token")),
+            (vec![("x-auth-token", b"".to_vec())], E::Empty("X-Auth-Token")),
+            (vec![("x-auth-token", b"a b".to_vec())], E::BadTokenSyntax),
+            (vec![("authorization", b"Bearer a".to_vec()), ("x-auth-token", b"b".to_vec())], E::Conflicting),
+            (vec![("authorization", b64(b"alice:x")), ("x-auth-token", b"b".to_vec())], E::Conflicting),
+            (vec![("authorization", b"Basic !!!".to_vec())], E::BadBase64),
+            (vec![("authorization", b"Basic YWxpY2U".to_vec())], E::BadBase64),
+            (vec![("authorization", b64(b"alice"))], E::NoColon),
+            (vec![("authorization", b64(b":pw"))], E::EmptyUser),
+            (vec![("authorization", b64(b"al\xffce:pw"))], E::NotUtf8),
+        ];
+        for (h, expected) in cases {
+            let borrowed: Vec<(&str, &[u8])> = h.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+            assert_eq!(extract(&headers(&borrowed)), Err(expected), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn cache_keys_separate_kinds_and_users() {
+        let bearer = Credential::Bearer(Secret::new("x"));
+        let token = Credential::AuthToken(Secret::new("x"));
+        let basic1 = Credential::Basic { username: "ab".into(), password: Secret::new("c") };
+        let basic2 = Credential::Basic { username: "a".into(), password: Secret::new("bc") };
+        assert_eq!(bearer.cache_key(), token.cache_key(), "one token, one entry");
+        assert_ne!(basic1.cache_key(), basic2.cache_key());
+        assert_ne!(bearer.cache_key(), basic1.cache_key());
+        assert_eq!(format!("{basic1:?}").contains("\"c\""), false);
+    }
+}

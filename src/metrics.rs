@@ -1,0 +1,111 @@
+//! Prometheus metrics: decisions by outcome and provider, decision latency, cache hits and
+//! misses, store errors. Served on the admin listener at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of `authgate_decisions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `allow`, `deny`, `unauthenticated`, ...
+    pub outcome: &'static str,
+    /// The provider that answered, or `none`.
+    pub provider: &'static str,
+}
+
+/// Every metric authgate exports.
+pub struct Metrics {
+    registry: Registry,
+    decisions: Family<DecisionLabels, Counter>,
+    latency: Histogram,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    store_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("authgate");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register("decisions", "Decisions by outcome and provider", decisions.clone());
+        let latency = Histogram::new(exponential_buckets(0.000_025, 2.0, 18));
+        registry.register(
+            "decision_duration_seconds",
+            "Time to answer a decision request",
+            latency.clone(),
+        );
+        let cache_hits = Counter::default();
+        registry.register("cache_hits", "Decision cache hits", cache_hits.clone());
+        let cache_misses = Counter::default();
+        registry.register("cache_misses", "Decision cache misses", cache_misses.clone());
+        let store_errors = Counter::default();
+        registry.register("store_errors", "Failed store operations", store_errors.clone());
+        Self {
+            registry,
+            decisions,
+            latency,
+            cache_hits,
+            cache_misses,
+            store_errors,
+        }
+    }
+
+    /// Counts one decision and its latency.
+    pub fn decision(&self, outcome: &'static str, provider: &'static str, seconds: f64) {
+        self.decisions
+            .get_or_create(&DecisionLabels { outcome, provider })
+            .inc();
+        self.latency.observe(seconds);
+    }
+
+    /// Counts a cache lookup.
+    pub fn cache(&self, hit: bool) {
+        if hit {
+            self.cache_hits.inc();
+        } else {
+            self.cache_misses.inc();
+        }
+    }
+
+    /// Counts a failed store operation.
+    pub fn store_error(&self) {
+        self.store_errors.inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names() {
+        let m = Metrics::new();
+        m.decision("allow", "api_token", 0.001);
+        m.cache(true);
+        m.store_error();
+        let text = m.encode();
+        assert!(text.contains("authgate_decisions_total{outcome=\"allow\",provider=\"api_token\"} 1"), "{text}");
+        assert!(text.contains("authgate_cache_hits_total 1"), "{text}");
+        assert!(text.contains("authgate_store_errors_total 1"), "{text}");
+        assert!(text.contains("authgate_decision_duration_seconds_count 1"), "{text}");
+    }
+}

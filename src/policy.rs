@@ -1,0 +1,487 @@
+//! Route policy: ordered rules matched on host, path and method, each naming what the
+//! identity must hold. [`Policy::evaluate`] is pure: no I/O, no clock.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::config::{AllowConfig, DefaultAction, PolicyConfig, RuleConfig};
+use crate::identity::Identity;
+
+/// The parsed policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    default: DefaultAction,
+}
+
+/// One rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Name, for logs and 403 bodies.
+    pub name: Arc<str>,
+    host: HostPattern,
+    path: PathPattern,
+    methods: Vec<Method>,
+    access: Access,
+    /// `aud` for JWTs minted under this rule.
+    pub audience: Option<Arc<str>>,
+}
+
+/// Host part of a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    Any,
+    Exact(String),
+    /// `*.example.org`, stored as `.example.org`: any subdomain, not the apex.
+    Subdomain(String),
+}
+
+/// Path part of a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PathPattern {
+    Any,
+    /// Matches the path itself and everything below it, on segment boundaries.
+    Prefix(String),
+    /// Segments; `*` within a segment matches any characters but `/`, `**` any segments.
+    Glob(Vec<String>),
+}
+
+/// What a rule grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Access {
+    Anonymous,
+    Require(Requirements),
+}
+
+/// What an identity must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Requirements {
+    all_roles: Vec<String>,
+    any_roles: Vec<String>,
+    all_scopes: Vec<String>,
+    any_scopes: Vec<String>,
+    attributes: BTreeMap<String, Vec<String>>,
+}
+
+/// The request as the policy sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// Method of the original request.
+    pub method: &'a Method,
+    /// Lower-case host without port.
+    pub host: &'a str,
+    /// Normalised path.
+    pub path: &'a str,
+}
+
+/// The outcome of [`Policy::evaluate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Pass; mint with `audience` (the rule's, or the default when `None`).
+    Allow {
+        /// Matched rule, `None` for the default.
+        rule: Option<Arc<str>>,
+        /// Rule audience.
+        audience: Option<Arc<str>>,
+    },
+    /// Pass without identity (an anonymous rule).
+    AllowAnonymous {
+        /// Matched rule.
+        rule: Arc<str>,
+    },
+    /// A valid credential is needed first (401).
+    Unauthenticated,
+    /// The identity lacks what the rule needs (403).
+    Deny {
+        /// Matched rule, or `default`.
+        rule: Arc<str>,
+        /// What was missing, e.g. `role admin`.
+        missing: String,
+    },
+}
+
+/// A rule that cannot be parsed, with the key path (`policy.rules[2].path`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct PolicyError {
+    /// Dotted key path.
+    pub key: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl TryFrom<&PolicyConfig> for Policy {
+    type Error = PolicyError;
+
+    fn try_from(config: &PolicyConfig) -> Result<Self, PolicyError> {
+        let mut rules: Vec<Rule> = Vec::with_capacity(config.rules.len());
+        for (i, rc) in config.rules.iter().enumerate() {
+            let rule = Rule::parse(rc, &format!("policy.rules[{i}]"))?;
+            if rules.iter().any(|r| r.name == rule.name) {
+                return Err(PolicyError {
+                    key: format!("policy.rules[{i}].name"),
+                    reason: format!("'{}' is used by an earlier rule", rule.name),
+                });
+            }
+            rules.push(rule);
+        }
+        Ok(Self {
+            rules,
+            default: config.default,
+        })
+    }
+}
+
+impl Rule {
+    fn parse(rc: &RuleConfig, key: &str) -> Result<Self, PolicyError> {
+        let err = |field: &str, reason: &str| PolicyError {
+            key: if field.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{key}.{field}")
+            },
+            reason: reason.to_owned(),
+        };
+        if rc.name.is_empty() {
+            return Err(err("name", "every rule needs a name"));
+        }
+        let host = match rc.host.as_deref() {
+            None | Some("*") => HostPattern::Any,
+            Some(h) => {
+                let h = h.to_ascii_lowercase();
+                let (wild, rest) = match h.strip_prefix("*.") {
+                    Some(rest) => (true, rest),
+                    None => (false, h.as_str()),
+                };
+                let valid = !rest.is_empty()
+                    && rest
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b':');
+                if !valid {
+                    return Err(err(
+                        "host",
+                        "must be a host name or '*.domain' (a '*' only as the first label)",
+                    ));
+                }
+                if wild {
+                    HostPattern::Subdomain(format!(".{rest}"))
+                } else {
+                    HostPattern::Exact(rest.to_owned())
+                }
+            }
+        };
+        let path = match rc.path.as_deref() {
+            None => PathPattern::Any,
+            Some(p) if !p.starts_with('/') => return Err(err("path", "must start with '/'")),
+            Some(p) if p.contains(['*', '?']) => {
+                PathPattern::Glob(p.split('/').skip(1).map(str::to_owned).collect())
+            }
+            Some("/") => PathPattern::Any,
+            Some(p) => PathPattern::Prefix(p.trim_end_matches('/').to_owned()),
+        };
+        let mut methods = Vec::with_capacity(rc.methods.len());
+        for m in &rc.methods {
+            let m = Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                .map_err(|_| err("methods", &format!("'{m}' is not an HTTP method")))?;
+            methods.push(m);
+        }
+        let req = &rc.require;
+        let requires_something = !(req.roles.is_empty()
+            && req.any_roles.is_empty()
+            && req.scopes.is_empty()
+            && req.any_scopes.is_empty()
+            && req.attributes.is_empty());
+        let access = match rc.allow {
+            Some(AllowConfig::Anonymous) if requires_something => {
+                return Err(err("", "`allow: anonymous` and `require` exclude each other"));
+            }
+            Some(AllowConfig::Anonymous) => Access::Anonymous,
+            None => Access::Require(Requirements {
+                all_roles: req.roles.clone(),
+                any_roles: req.any_roles.clone(),
+                all_scopes: req.scopes.clone(),
+                any_scopes: req.any_scopes.clone(),
+                attributes: req
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_vec()))
+                    .collect(),
+            }),
+        };
+        if rc.audience.as_deref() == Some("") {
+            return Err(err("audience", "must not be empty"));
+        }
+        Ok(Self {
+            name: Arc::from(rc.name.as_str()),
+            host,
+            path,
+            methods,
+            access,
+            audience: rc.audience.as_deref().map(Arc::from),
+        })
+    }
+
+    fn matches(&self, target: &Target<'_>) -> bool {
+        let host_ok = match &self.host {
+            HostPattern::Any => true,
+            HostPattern::Exact(h) => h == target.host,
+            HostPattern::Subdomain(suffix) => {
+                target.host.len() > suffix.len() && target.host.ends_with(suffix.as_str())
+            }
+        };
+        let path_ok = match &self.path {
+            PathPattern::Any => true,
+            PathPattern::Prefix(p) => target
+                .path
+                .strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+            PathPattern::Glob(segments) => {
+                let path_segments: Vec<&str> = target.path.split('/').skip(1).collect();
+                glob_segments(segments, &path_segments)
+            }
+        };
+        let method_ok = self.methods.is_empty() || self.methods.contains(target.method);
+        host_ok && path_ok && method_ok
+    }
+}
+
+impl Requirements {
+    /// `None` when satisfied, else a description of the first missing item.
+    fn missing(&self, id: &Identity) -> Option<String> {
+        if let Some(r) = self.all_roles.iter().find(|r| !id.roles.contains(*r)) {
+            return Some(format!("role {r}"));
+        }
+        if !self.any_roles.is_empty() && !self.any_roles.iter().any(|r| id.roles.contains(r)) {
+            return Some(format!("one of the roles {}", self.any_roles.join(", ")));
+        }
+        if let Some(s) = self.all_scopes.iter().find(|s| !id.has_scope(s)) {
+            return Some(format!("scope {s}"));
+        }
+        if !self.any_scopes.is_empty() && !self.any_scopes.iter().any(|s| id.has_scope(s)) {
+            return Some(format!("one of the scopes {}", self.any_scopes.join(", ")));
+        }
+        for (name, accepted) in &self.attributes {
+            let ok = id
+                .attributes
+                .get(name)
+                .is_some_and(|v| accepted.iter().any(|a| v.contains(a)));
+            if !ok {
+                return Some(format!("attribute {name} in [{}]", accepted.join(", ")));
+            }
+        }
+        None
+    }
+}
+
+impl Policy {
+    /// The first rule matching `target`, if any.
+    pub fn matching_rule(&self, target: &Target<'_>) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.matches(target))
+    }
+
+    /// Whether the matching rule lets the request pass without any credential.
+    pub fn is_anonymous(&self, target: &Target<'_>) -> Option<Arc<str>> {
+        self.matching_rule(target).and_then(|r| match r.access {
+            Access::Anonymous => Some(r.name.clone()),
+            Access::Require(_) => None,
+        })
+    }
+
+    /// The decision for `identity` (`None`: no valid credential) reaching `target`.
+    pub fn evaluate(&self, target: &Target<'_>, identity: Option<&Identity>) -> Decision {
+        let rule = self.matching_rule(target);
+        if let Some(Rule {
+            name,
+            access: Access::Anonymous,
+            ..
+        }) = rule
+        {
+            return Decision::AllowAnonymous { rule: name.clone() };
+        }
+        let Some(identity) = identity else {
+            return Decision::Unauthenticated;
+        };
+        match rule {
+            Some(rule) => {
+                let Access::Require(req) = &rule.access else {
+                    unreachable!("anonymous rules returned above")
+                };
+                match req.missing(identity) {
+                    None => Decision::Allow {
+                        rule: Some(rule.name.clone()),
+                        audience: rule.audience.clone(),
+                    },
+                    Some(missing) => Decision::Deny {
+                        rule: rule.name.clone(),
+                        missing,
+                    },
+                }
+            }
+            None => match self.default {
+                DefaultAction::AllowAuthenticated => Decision::Allow {
+                    rule: None,
+                    audience: None,
+                },
+                DefaultAction::Deny => Decision::Deny {
+                    rule: Arc::from("default"),
+                    missing: "a rule that matches this request".to_owned(),
+                },
+            },
+        }
+    }
+}
+
+/// Matches path segments against glob segments (`**` spans any number of segments).
+fn glob_segments(pattern: &[String], path: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((first, rest)) if first == "**" => {
+            (0..=path.len()).any(|skip| glob_segments(rest, &path[skip..]))
+        }
+        Some((first, rest)) => match path.split_first() {
+            Some((seg, path_rest)) => {
+                glob_one(first.as_bytes(), seg.as_bytes()) && glob_segments(rest, path_rest)
+            }
+            None => false,
+        },
+    }
+}
+
+/// Glob within one segment: `*` any run of characters, `?` one character.
+fn glob_one(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => (0..=text.len()).any(|skip| glob_one(rest, &text[skip..])),
+        Some((b'?', rest)) => !text.is_empty() && glob_one(rest, &text[1..]),
+        Some((c, rest)) => text.first() == Some(c) && glob_one(rest, &text[1..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::identity::{AttributeValue, Attributes};
+
+    fn policy(yaml: &str) -> Policy {
+        let config = Config::from_yaml(yaml).unwrap();
+        Policy::try_from(&config.policy).unwrap()
+    }
+
+    fn user(roles: &[&str], scopes: Option<&[&str]>, dept: Option<&str>) -> Identity {
+        let mut attributes = Attributes::new();
+        if let Some(d) = dept {
+            attributes.insert("dept".into(), AttributeValue::One(d.into()));
+        }
+        Identity {
+            subject: "alice".into(),
+            provider: "api_token",
+            username: "alice".into(),
+            email: None,
+            roles: roles.iter().map(|s| s.to_string()).collect(),
+            attributes,
+            scopes: scopes.map(|s| s.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>()),
+            expires_at: None,
+            credential_id: None,
+        }
+    }
+
+    const POLICY: &str = r#"
+policy:
+  default: deny
+  rules:
+    - { name: health, path: /healthz, allow: anonymous }
+    - { name: data-read, host: api.example.org, path: /data, methods: [GET, HEAD], require: { scopes: ["read:data"] } }
+    - { name: data-write, host: api.example.org, path: /data, methods: [POST], require: { scopes: ["write:data"], roles: [editor] } }
+    - { name: admin, path: /admin, require: { roles: [admin] }, audience: admin-api }
+    - { name: tenants, host: "*.tenants.example.org", require: { any_roles: [owner, member] } }
+    - { name: reports, path: "/reports/*/pdf", require: { attributes: { dept: [physics, chemistry] } } }
+    - { name: files, path: "/files/**/*.txt", require: { any_scopes: ["files:read", "files:all"] } }
+"#;
+
+    #[test]
+    fn decision_table() {
+        let p = policy(POLICY);
+        let alice = user(&["editor"], None, Some("physics"));
+        let reader = user(&[], Some(&["read:data"]), None);
+        let admin = user(&["admin"], Some(&["other"]), None);
+        let member = user(&["member"], Some(&[]), Some("biology"));
+        let files = user(&[], Some(&["files:read"]), None);
+        use Decision as D;
+        let allow = |rule: &str| D::Allow {
+            rule: Some(Arc::from(rule)),
+            audience: None,
+        };
+        let deny = |rule: &str, missing: &str| D::Deny {
+            rule: Arc::from(rule),
+            missing: missing.into(),
+        };
+        let cases: Vec<(&str, &str, &str, Option<&Identity>, Decision)> = vec![
+            ("GET", "api.example.org", "/healthz", None, D::AllowAnonymous { rule: "health".into() }),
+            ("GET", "api.example.org", "/healthz", Some(&alice), D::AllowAnonymous { rule: "health".into() }),
+            ("GET", "api.example.org", "/data", None, D::Unauthenticated),
+            ("GET", "api.example.org", "/data", Some(&alice), allow("data-read")),
+            ("GET", "api.example.org", "/data/x/y", Some(&reader), allow("data-read")),
+            ("HEAD", "api.example.org", "/data", Some(&reader), allow("data-read")),
+            ("GET", "api.example.org", "/database", Some(&reader), deny("default", "a rule that matches this request")),
+            ("POST", "api.example.org", "/data", Some(&reader), deny("data-write", "role editor")),
+            ("POST", "api.example.org", "/data", Some(&user(&["editor"], Some(&["read:data"]), None)), deny("data-write", "scope write:data")),
+            ("POST", "api.example.org", "/data", Some(&alice), allow("data-write")),
+            ("DELETE", "api.example.org", "/data", Some(&alice), deny("default", "a rule that matches this request")),
+            ("GET", "other.example.org", "/data", Some(&alice), deny("default", "a rule that matches this request")),
+            ("GET", "x", "/admin", Some(&alice), deny("admin", "role admin")),
+            ("GET", "x", "/admin/users", Some(&admin), D::Allow { rule: Some("admin".into()), audience: Some("admin-api".into()) }),
+            ("GET", "a.tenants.example.org", "/", Some(&member), allow("tenants")),
+            ("GET", "tenants.example.org", "/", Some(&member), deny("default", "a rule that matches this request")),
+            ("GET", "a.tenants.example.org", "/", Some(&reader), deny("tenants", "one of the roles owner, member")),
+            ("GET", "x", "/reports/2024/pdf", Some(&alice), allow("reports")),
+            ("GET", "x", "/reports/2024/pdf", Some(&member), deny("reports", "attribute dept in [physics, chemistry]")),
+            ("GET", "x", "/reports/2024/x/pdf", Some(&alice), deny("default", "a rule that matches this request")),
+            ("GET", "x", "/files/a/b/c.txt", Some(&files), allow("files")),
+            ("GET", "x", "/files/c.txt", Some(&files), allow("files")),
+            ("GET", "x", "/files/c.txt", Some(&reader), deny("files", "one of the scopes files:read, files:all")),
+            ("GET", "x", "/files/c.pdf", Some(&files), deny("default", "a rule that matches this request")),
+        ];
+        for (method, host, path, identity, expected) in cases {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let target = Target { method: &method, host, path };
+            assert_eq!(p.evaluate(&target, identity), expected, "{method} {host}{path}");
+        }
+    }
+
+    #[test]
+    fn default_allow_authenticated() {
+        let p = policy("policy: { default: allow_authenticated }");
+        let t = Target { method: &Method::GET, host: "h", path: "/anything" };
+        assert_eq!(p.evaluate(&t, None), Decision::Unauthenticated);
+        assert_eq!(
+            p.evaluate(&t, Some(&user(&[], Some(&[]), None))),
+            Decision::Allow { rule: None, audience: None }
+        );
+    }
+
+    #[test]
+    fn glob_table() {
+        let cases = [
+            ("/a/*", "/a/b", true),
+            ("/a/*", "/a/b/c", false),
+            ("/a/**", "/a/b/c", true),
+            ("/a/**", "/a", true),
+            ("/a/*.json", "/a/x.json", true),
+            ("/a/*.json", "/a/x.jsonx", false),
+            ("/v?/x", "/v1/x", true),
+            ("/v?/x", "/v10/x", false),
+            ("/**/secret", "/a/b/secret", true),
+            ("/**/secret", "/a/b/secrets", false),
+        ];
+        for (pattern, path, expected) in cases {
+            let segs: Vec<String> = pattern.split('/').skip(1).map(str::to_owned).collect();
+            let p: Vec<&str> = path.split('/').skip(1).collect();
+            assert_eq!(glob_segments(&segs, &p), expected, "{pattern} vs {path}");
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Providers decide who a credential belongs to. Each is a small [`Provider`] chosen from
+//! config (a serde enum tagged by `type`); the [`Chain`] holds them in config order and the
+//! first one that takes the credential decides.
+
+mod api_token;
+mod basic;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+pub use api_token::ApiTokenProvider;
+pub use basic::{BasicConfig, BasicProvider, hash_password};
+
+use crate::config::ConfigError;
+use crate::credential::Credential;
+use crate::identity::Identity;
+use crate::store::Store;
+
+/// One entry of `providers:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProviderConfig {
+    /// Opaque API tokens issued by authgate.
+    ApiToken(ApiTokenConfig),
+    /// Local users with argon2id passwords.
+    Basic(BasicConfig),
+}
+
+/// `type: api_token` (no options yet).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenConfig {}
+
+impl ProviderConfig {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::ApiToken(_) => ApiTokenProvider::KIND,
+            Self::Basic(_) => BasicProvider::KIND,
+        }
+    }
+}
+
+/// Rejects an empty list, duplicates and bad provider options.
+pub fn validate(providers: &[ProviderConfig]) -> Result<(), ConfigError> {
+    if providers.is_empty() {
+        return Err(ConfigError::invalid("providers", "at least one provider is needed"));
+    }
+    for (i, p) in providers.iter().enumerate() {
+        if providers[..i].iter().any(|q| q.kind() == p.kind()) {
+            return Err(ConfigError::invalid(
+                format!("providers[{i}]"),
+                format!("provider type '{}' is listed twice", p.kind()),
+            ));
+        }
+        if let ProviderConfig::Basic(b) = p {
+            b.validate(&format!("providers[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+/// What the request looks like to a provider (beyond the credential).
+#[derive(Debug, Clone, Copy)]
+pub struct AuthContext {
+    /// The end client's address (for rate limits).
+    pub client_ip: IpAddr,
+}
+
+/// Why a provider did not produce an identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The credential is not valid (401); the reason is safe to show the client.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// Too many failures for this user or client (429).
+    #[error("too many failed attempts; retry in {} s", .retry_after.as_secs())]
+    RateLimited {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The provider could not be asked (503; fail closed). Never cached.
+    #[error("the identity backend is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A source of identities.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// Type name, as in config and in the `provider` claim.
+    fn kind(&self) -> &'static str;
+    /// Whether this provider takes this kind of credential.
+    fn accepts(&self, credential: &Credential) -> bool;
+    /// The `WWW-Authenticate` challenge this provider adds to a 401.
+    fn challenge(&self, realm: &str) -> String;
+    /// Who the credential belongs to.
+    async fn authenticate(
+        &self,
+        credential: &Credential,
+        ctx: &AuthContext,
+    ) -> Result<Identity, AuthError>;
+}
+
+/// The configured providers, in order.
+pub struct Chain {
+    providers: Vec<Box<dyn Provider>>,
+}
+
+impl Chain {
+    /// Builds each configured provider.
+    pub fn build(configs: &[ProviderConfig], store: Arc<dyn Store>) -> Self {
+        let providers = configs
+            .iter()
+            .map(|c| -> Box<dyn Provider> {
+                match c {
+                    ProviderConfig::ApiToken(_) => Box::new(ApiTokenProvider::new(store.clone())),
+                    ProviderConfig::Basic(b) => Box::new(BasicProvider::new(b, store.clone())),
+                }
+            })
+            .collect();
+        Self { providers }
+    }
+
+    /// The first provider that accepts `credential`, if any.
+    pub fn provider_for(&self, credential: &Credential) -> Option<&dyn Provider> {
+        self.providers
+            .iter()
+            .find(|p| p.accepts(credential))
+            .map(|p| p.as_ref())
+    }
+
+    /// Authenticates with the first provider that accepts the credential.
+    pub async fn authenticate(
+        &self,
+        credential: &Credential,
+        ctx: &AuthContext,
+    ) -> Result<Identity, AuthError> {
+        match self.provider_for(credential) {
+            Some(p) => p.authenticate(credential, ctx).await,
+            None => Err(AuthError::Invalid("no configured provider accepts this credential")),
+        }
+    }
+
+    /// One `WWW-Authenticate` challenge per distinct scheme of the configured providers.
+    pub fn challenges(&self, realm: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for p in &self.providers {
+            let c = p.challenge(realm);
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
+    }
+}

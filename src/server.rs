@@ -1,0 +1,627 @@
+//! The data plane: routes `/auth`, `/auth/*`, `/forward-auth` and the well-known documents,
+//! runs one decision per sub-request, and maps every outcome to its answer in one place
+//! ([`App::respond`]). Also owns start-up, the listeners and graceful shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::cache::{DecisionCache, Verdict};
+use crate::config::Config;
+use crate::credential::{self, CredentialError};
+use crate::forward::{ForwardError, OriginalRequest, TrustedProxies};
+use crate::identity::Identity;
+use crate::metrics::Metrics;
+use crate::mint::{KEY_RELOAD_INTERVAL, MintError, Minter};
+use crate::policy::{Decision, Policy, Target};
+use crate::providers::{AuthContext, AuthError, Chain};
+use crate::store::{self, Store, StoreError};
+
+/// Response body type of every handler.
+pub type Body = Full<Bytes>;
+
+/// How often token last-use times are written to the store.
+const LAST_USED_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why authgate could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The signing keys could not be loaded.
+    #[error(transparent)]
+    Mint(#[from] MintError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({key}): {reason}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The config key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Everything a decision needs, built once at start.
+pub struct App {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The minter (also serves the JWKS).
+    pub minter: Minter,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The decision cache.
+    pub cache: DecisionCache,
+    chain: Chain,
+    policy: Policy,
+    trusted: TrustedProxies,
+    challenges: Vec<HeaderValue>,
+    signin_url: Option<String>,
+    max_header_bytes: usize,
+    jwt_header: HeaderName,
+    jwt_prefix: String,
+    request_ids: RequestIds,
+}
+
+/// Which decision endpoint was called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    /// `/auth`, `/auth/*`: never a redirect (nginx turns one into a 500).
+    Auth,
+    /// `/forward-auth`: a browser without a credential is redirected to sign in.
+    ForwardAuth,
+}
+
+/// The outcome of one decision, before it becomes a response.
+enum Outcome {
+    Allow {
+        identity: Arc<Identity>,
+        jwt: Arc<str>,
+    },
+    AllowAnonymous,
+    Reject(Rejection),
+}
+
+/// Every way a decision can say no.
+#[derive(Debug)]
+enum Rejection {
+    HeadersTooLarge(usize),
+    BadRequest(ForwardError),
+    BadCredential(CredentialError),
+    NoCredential,
+    Invalid(&'static str),
+    RateLimited(Duration),
+    Forbidden { rule: Arc<str>, missing: String },
+    Unavailable(String),
+}
+
+impl Rejection {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::HeadersTooLarge(_) | Self::BadRequest(_) => "bad_request",
+            Self::BadCredential(_) | Self::NoCredential | Self::Invalid(_) => "unauthenticated",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Forbidden { .. } => "deny",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// Cheap unique request ids: a random per-process prefix and a counter.
+struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        Self {
+            prefix: crate::secret::random_id(""),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn for_request(&self, headers: &http::HeaderMap) -> String {
+        if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+            && !id.is_empty()
+            && id.len() <= 128
+        {
+            return id.to_owned();
+        }
+        format!("{}-{}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl App {
+    /// Opens the store, loads (or creates) the signing keys and builds the providers.
+    pub async fn build(config: &Config) -> Result<Arc<Self>, StartError> {
+        let store = store::open(&config.store)?;
+        let minter = Minter::new(&config.mint, store.as_ref(), true, config.cache.max_entries).await?;
+        let chain = Chain::build(&config.providers.0, store.clone());
+        let challenges = chain
+            .challenges(&config.server.realm)
+            .into_iter()
+            .filter_map(|c| HeaderValue::from_str(&c).ok())
+            .collect();
+        let policy = Policy::try_from(&config.policy).map_err(|e| {
+            // Validated when the config was loaded; kept as an error, not a panic.
+            StartError::Store(StoreError::Corrupt(e.to_string()))
+        })?;
+        Ok(Arc::new(Self {
+            store,
+            minter,
+            metrics: Metrics::new(),
+            cache: DecisionCache::new(&config.cache),
+            chain,
+            policy,
+            trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
+            challenges,
+            signin_url: config.server.signin_url.clone(),
+            max_header_bytes: config.server.max_header_bytes,
+            // Both validated by Config::validate.
+            jwt_header: HeaderName::from_bytes(config.mint.header.as_bytes())
+                .unwrap_or(header::AUTHORIZATION),
+            jwt_prefix: config.mint.header_prefix.clone(),
+            request_ids: RequestIds::new(),
+        }))
+    }
+
+    /// Answers one data-plane request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let path = req.uri().path();
+        if path == "/auth" {
+            self.decide(req, peer, Endpoint::Auth, None).await
+        } else if let Some(suffix) = req
+            .uri()
+            .path_and_query()
+            .and_then(|pq| pq.as_str().strip_prefix("/auth/"))
+        {
+            let suffix = suffix.to_owned();
+            self.decide(req, peer, Endpoint::Auth, Some(&suffix)).await
+        } else if path == "/forward-auth" {
+            self.decide(req, peer, Endpoint::ForwardAuth, None).await
+        } else if path == "/.well-known/jwks.json" {
+            document(req.method(), self.minter.jwks(), "public, max-age=60")
+        } else if path == "/.well-known/openid-configuration" {
+            document(req.method(), self.minter.discovery(), "public, max-age=3600")
+        } else {
+            json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"}))
+        }
+    }
+
+    async fn decide(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        endpoint: Endpoint,
+        suffix: Option<&str>,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let (parts, _body) = req.into_parts();
+        let request_id = self.request_ids.for_request(&parts.headers);
+        let original = OriginalRequest::from_parts(&parts, peer.ip(), suffix, &self.trusted);
+        let mut provider = "none";
+        let outcome = match &original {
+            Err(e) => Outcome::Reject(Rejection::BadRequest(e.clone())),
+            Ok(original) => self.decide_for(&parts, original, &mut provider).await,
+        };
+        let (status_label, subject) = match &outcome {
+            Outcome::Allow { identity, .. } => ("allow", Some(identity.clone())),
+            Outcome::AllowAnonymous => ("allow_anonymous", None),
+            Outcome::Reject(r) => (r.label(), None),
+        };
+        let subject = subject.as_ref().map_or("", |i| i.subject.as_str());
+        let response = self.respond(outcome, endpoint, &parts, original.as_ref().ok());
+        let elapsed = started.elapsed();
+        self.metrics.decision(status_label, provider, elapsed.as_secs_f64());
+        let (method, host, path) = match &original {
+            Ok(o) => (o.method.as_str(), o.host.as_str(), o.path.as_str()),
+            Err(_) => (parts.method.as_str(), "", ""),
+        };
+        tracing::info!(
+            target: "authgate::decision",
+            request_id,
+            method,
+            host,
+            path,
+            outcome = status_label,
+            status = response.status().as_u16(),
+            provider,
+            subject,
+            latency_us = elapsed.as_micros() as u64,
+        );
+        response
+    }
+
+    async fn decide_for(
+        &self,
+        parts: &http::request::Parts,
+        original: &OriginalRequest,
+        provider: &mut &'static str,
+    ) -> Outcome {
+        let header_bytes: usize = parts
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if header_bytes > self.max_header_bytes {
+            return Outcome::Reject(Rejection::HeadersTooLarge(header_bytes));
+        }
+        let target = Target {
+            method: &original.method,
+            host: &original.host,
+            path: &original.path,
+        };
+        if self.policy.is_anonymous(&target).is_some() {
+            return Outcome::AllowAnonymous;
+        }
+        let credential = match credential::extract(&parts.headers) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Outcome::Reject(Rejection::NoCredential),
+            Err(e) => return Outcome::Reject(Rejection::BadCredential(e)),
+        };
+        *provider = self.chain.provider_for(&credential).map_or("none", |p| p.kind());
+        let key = credential.cache_key();
+        let ctx = AuthContext {
+            client_ip: original.client_ip,
+        };
+        let looked_up = self
+            .cache
+            .get_or_authenticate(key, self.chain.authenticate(&credential, &ctx))
+            .await;
+        let authenticated = match looked_up {
+            Ok((verdict, hit)) => {
+                self.metrics.cache(hit);
+                match verdict {
+                    Verdict::Valid(a) => a,
+                    Verdict::Invalid(reason) => return Outcome::Reject(Rejection::Invalid(reason)),
+                }
+            }
+            Err(e) => {
+                self.metrics.cache(false);
+                return Outcome::Reject(match &*e {
+                    AuthError::Invalid(reason) => Rejection::Invalid(reason),
+                    AuthError::RateLimited { retry_after } => Rejection::RateLimited(*retry_after),
+                    AuthError::Unavailable(why) => {
+                        self.metrics.store_error();
+                        Rejection::Unavailable(why.clone())
+                    }
+                });
+            }
+        };
+        let identity = &authenticated.identity;
+        match self.policy.evaluate(&target, Some(identity)) {
+            Decision::Allow { audience, .. } => {
+                match self
+                    .minter
+                    .mint_for(&key, identity, audience.as_ref(), crate::unix_now())
+                {
+                    Ok(jwt) => Outcome::Allow {
+                        identity: identity.clone(),
+                        jwt,
+                    },
+                    Err(e) => Outcome::Reject(Rejection::Unavailable(e.to_string())),
+                }
+            }
+            Decision::AllowAnonymous { .. } => Outcome::AllowAnonymous,
+            Decision::Unauthenticated => Outcome::Reject(Rejection::NoCredential),
+            Decision::Deny { rule, missing } => {
+                Outcome::Reject(Rejection::Forbidden { rule, missing })
+            }
+        }
+    }
+
+    /// The one place where outcomes become responses.
+    fn respond(
+        &self,
+        outcome: Outcome,
+        endpoint: Endpoint,
+        parts: &http::request::Parts,
+        original: Option<&OriginalRequest>,
+    ) -> Response<Body> {
+        let rejection = match outcome {
+            Outcome::Allow { identity, jwt } => return self.allow(&identity, &jwt),
+            Outcome::AllowAnonymous => return empty(StatusCode::OK),
+            Outcome::Reject(r) => r,
+        };
+        match rejection {
+            Rejection::HeadersTooLarge(n) => json_response(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                json!({"error": "request_header_fields_too_large",
+                       "reason": format!("the request headers take {n} bytes; the limit is {}", self.max_header_bytes)}),
+            ),
+            Rejection::BadRequest(e) => json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "bad_request", "reason": e.to_string()}),
+            ),
+            Rejection::BadCredential(e) => self.unauthorized(&e.to_string(), endpoint, parts, original),
+            Rejection::NoCredential => {
+                self.unauthorized("no credential was presented", endpoint, parts, original)
+            }
+            Rejection::Invalid(reason) => self.unauthorized(reason, endpoint, parts, original),
+            Rejection::RateLimited(retry_after) => {
+                let mut r = json_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    json!({"error": "too_many_requests",
+                           "reason": "too many failed attempts for this user or address"}),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+                r
+            }
+            Rejection::Forbidden { rule, missing } => json_response(
+                StatusCode::FORBIDDEN,
+                json!({"error": "forbidden", "rule": &*rule, "reason": format!("missing {missing}")}),
+            ),
+            Rejection::Unavailable(why) => {
+                tracing::error!(error = %why, "could not decide: failing closed");
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": "unavailable", "reason": "the identity backend could not be asked"}),
+                )
+            }
+        }
+    }
+
+    fn allow(&self, identity: &Identity, jwt: &str) -> Response<Body> {
+        let mut response = empty(StatusCode::OK);
+        let headers = response.headers_mut();
+        let mut value = String::with_capacity(self.jwt_prefix.len() + jwt.len());
+        value.push_str(&self.jwt_prefix);
+        value.push_str(jwt);
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(self.jwt_header.clone(), v);
+        }
+        let mut put = |name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
+                headers.insert(name, v);
+            }
+        };
+        put("x-auth-request-user", &identity.username);
+        if let Some(email) = &identity.email {
+            put("x-auth-request-email", email);
+        }
+        put("x-auth-request-roles", &join(identity.roles.iter()));
+        if let Some(scopes) = &identity.scopes {
+            put("x-auth-request-scopes", &join(scopes.iter()));
+        }
+        response
+    }
+
+    fn unauthorized(
+        &self,
+        reason: &str,
+        endpoint: Endpoint,
+        parts: &http::request::Parts,
+        original: Option<&OriginalRequest>,
+    ) -> Response<Body> {
+        let signin = self
+            .signin_url
+            .as_deref()
+            .zip(original)
+            .filter(|_| is_browser_navigation(parts))
+            .map(|(url, o)| {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                let original_url = o.url();
+                let rd = percent_encoding::utf8_percent_encode(
+                    &original_url,
+                    percent_encoding::NON_ALPHANUMERIC,
+                );
+                format!("{url}{sep}rd={rd}")
+            });
+        if endpoint == Endpoint::ForwardAuth
+            && let Some(location) = &signin
+            && let Ok(v) = HeaderValue::from_str(location)
+        {
+            let mut r = empty(StatusCode::FOUND);
+            r.headers_mut().insert(header::LOCATION, v);
+            return r;
+        }
+        let mut r = json_response(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "unauthorized", "reason": reason}),
+        );
+        for c in &self.challenges {
+            r.headers_mut().append(header::WWW_AUTHENTICATE, c.clone());
+        }
+        if let Some(v) = signin.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        r
+    }
+}
+
+fn is_browser_navigation(parts: &http::request::Parts) -> bool {
+    let method = parts
+        .headers
+        .get("x-forwarded-method")
+        .or(parts.headers.get("x-original-method"))
+        .map(|m| m.as_bytes())
+        .unwrap_or(parts.method.as_str().as_bytes());
+    let accepts_html = parts
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")));
+    (method == b"GET" || method == b"HEAD") && accepts_html
+}
+
+fn join<'a>(items: impl Iterator<Item = &'a String>) -> String {
+    let mut out = String::new();
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item);
+    }
+    out
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+/// A small JSON response that no cache keeps.
+pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn document(method: &Method, body: Bytes, cache_control: &'static str) -> Response<Body> {
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method_not_allowed"}));
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let mut r = Response::new(Full::new(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
+    r
+}
+
+/// Binds a listener, naming the config key when it fails.
+async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|e| StartError::Bind {
+        addr,
+        key,
+        reason: e.to_string(),
+    })
+}
+
+/// Runs authgate until SIGTERM or SIGINT, then drains in-flight requests.
+pub async fn serve(config: Config) -> Result<(), StartError> {
+    let app = App::build(&config).await?;
+    let data = bind(config.server.listen, "server.listen").await?;
+    let admin = bind(config.admin.listen, "admin.listen").await?;
+    for (name, l) in [("data", &data), ("admin", &admin)] {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(listener = name, %addr, "listening");
+        }
+    }
+    let background = spawn_background(app.clone());
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size((config.server.max_header_bytes * 4).max(16 * 1024));
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer, admin_side) = tokio::select! {
+            accepted = data.accept() => match accepted {
+                Ok((s, p)) => (s, p, false),
+                Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
+            },
+            accepted = admin.accept() => match accepted {
+                Ok((s, p)) => (s, p, true),
+                Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = service_fn(move |req| {
+            let app = app.clone();
+            async move {
+                let response = if admin_side {
+                    crate::admin::handle(&app, &req).await
+                } else {
+                    app.handle(req, peer).await
+                };
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    drop(data);
+    drop(admin);
+    if tokio::time::timeout(config.server.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown timeout reached; closing the remaining connections");
+    }
+    background.abort();
+    app.cache.flush_last_used(app.store.as_ref()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Key reloads (rotations by the CLI or other replicas) and token last-use flushes.
+fn spawn_background(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut keys = tokio::time::interval(KEY_RELOAD_INTERVAL);
+        let mut uses = tokio::time::interval(LAST_USED_FLUSH_INTERVAL);
+        keys.tick().await;
+        uses.tick().await;
+        loop {
+            tokio::select! {
+                _ = keys.tick() => {
+                    if let Err(e) = app.minter.reload(app.store.as_ref()).await {
+                        app.metrics.store_error();
+                        tracing::warn!(error = %e, "could not reload signing keys; keeping the current ones");
+                    }
+                }
+                _ = uses.tick() => app.cache.flush_last_used(app.store.as_ref()).await,
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,202 @@
+//! State: API tokens (by SHA-256 of the secret), local users, signing keys. The [`Store`]
+//! trait is what the rest of authgate sees; `embedded` (SQLite) implements it, and a Redis
+//! implementation fits the same methods.
+
+mod sqlite;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use sqlite::SqliteStore;
+
+use crate::config::StoreConfig;
+use crate::identity::Attributes;
+
+/// An API token as stored: never the secret, only its SHA-256.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Public identifier (`tok_...`), safe to log and show.
+    pub id: String,
+    /// SHA-256 of the secret.
+    pub hash: [u8; 32],
+    /// Subject the token acts for.
+    pub owner: String,
+    /// Human label.
+    pub name: String,
+    /// Roles granted by the token itself (added to the owner's).
+    pub roles: BTreeSet<String>,
+    /// Attributes set by the token itself (over the owner's).
+    pub attributes: Attributes,
+    /// `None`: acts with all of the owner's scopes.
+    pub scopes: Option<BTreeSet<String>>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; `None` never expires.
+    pub expires_at: Option<i64>,
+    /// Unix seconds of the last recorded use.
+    pub last_used_at: Option<i64>,
+    /// Unix seconds of revocation.
+    pub revoked_at: Option<i64>,
+}
+
+impl std::fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("id", &self.id)
+            .field("hash", &"<redacted>")
+            .field("owner", &self.owner)
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("expires_at", &self.expires_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A local user.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Login name (also the subject).
+    pub username: String,
+    /// PHC string of the argon2id hash.
+    pub password_hash: String,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Roles.
+    pub roles: BTreeSet<String>,
+    /// Attributes.
+    pub attributes: Attributes,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("username", &self.username)
+            .field("password_hash", &"<redacted>")
+            .field("email", &self.email)
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token and, when the owner is a local user, that user.
+#[derive(Debug, Clone)]
+pub struct TokenLookup {
+    /// The token.
+    pub token: TokenRecord,
+    /// The owner, when it is a local user.
+    pub owner: Option<UserRecord>,
+}
+
+/// A signing key as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Key id (RFC 7638 thumbprint).
+    pub kid: String,
+    /// `ES256`, `EdDSA`, `RS256`.
+    pub algorithm: String,
+    /// PKCS#8 DER of the private key.
+    pub private_pkcs8: Vec<u8>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// When it stopped signing; `None` for the active key.
+    pub retired_at: Option<i64>,
+    /// Until when its public key stays in the JWKS.
+    pub publish_until: Option<i64>,
+}
+
+impl std::fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("private_pkcs8", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .field("publish_until", &self.publish_until)
+            .finish()
+    }
+}
+
+/// Which token to revoke.
+#[derive(Debug, Clone, Copy)]
+pub enum TokenRef<'a> {
+    /// By its public id.
+    Id(&'a str),
+    /// By the SHA-256 of its secret.
+    Hash(&'a [u8; 32]),
+}
+
+/// A store operation that failed (the caller fails closed: 503).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened.
+    #[error("cannot open the embedded store at '{path}': {reason}")]
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A query failed.
+    #[error("store query failed: {0}")]
+    Query(String),
+    /// Stored data could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// A record that must be unique exists already.
+    #[error("{0} exists already")]
+    Exists(String),
+}
+
+/// What authgate keeps. Every method is one round trip to the backend.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap liveness check for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Adds a new token.
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// The token with this secret hash, joined with its owner when a local user.
+    async fn lookup_token(&self, hash: &[u8; 32]) -> Result<Option<TokenLookup>, StoreError>;
+    /// Tokens, of one owner or all.
+    async fn list_tokens(&self, owner: Option<&str>) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Marks a token revoked; `false` when there is no such (unrevoked) token.
+    async fn revoke_token(&self, token: TokenRef<'_>, at: i64) -> Result<bool, StoreError>;
+    /// Records last-use times in one batch (token id, unix seconds).
+    async fn record_last_used(&self, uses: &[(String, i64)]) -> Result<(), StoreError>;
+
+    /// Adds a user; [`StoreError::Exists`] when the name is taken.
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    /// The user of this name.
+    async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// All users.
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    /// Replaces a user's password hash; `false` when there is no such user.
+    async fn set_password(&self, username: &str, hash: &str) -> Result<bool, StoreError>;
+    /// Removes a user and revokes their tokens; `false` when there is no such user.
+    async fn remove_user(&self, username: &str, at: i64) -> Result<bool, StoreError>;
+
+    /// Keys still published (active and retired ones not yet past `publish_until`).
+    async fn keys(&self, now: i64) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Makes `key` the active one; the previous active keys retire at `key.created_at`
+    /// and stay published until `publish_until`. When `only_if_none_active`, does nothing
+    /// if an active key of the same algorithm exists (several replicas starting at once).
+    async fn rotate_key(
+        &self,
+        key: &KeyRecord,
+        publish_until: i64,
+        only_if_none_active: bool,
+    ) -> Result<(), StoreError>;
+}
+
+/// Opens the configured store.
+pub fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    match config {
+        StoreConfig::Embedded { path } => Ok(Arc::new(SqliteStore::open(path)?)),
+    }
+}

@@ -1,0 +1,516 @@
+//! The embedded store: one SQLite file in WAL mode, so the CLI and the server can use it
+//! at the same time. Queries run on tokio's blocking pool over a small connection pool.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{KeyRecord, Store, StoreError, TokenLookup, TokenRecord, TokenRef, UserRecord};
+use crate::identity::Attributes;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    username      TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    email         TEXT,
+    roles         TEXT NOT NULL,
+    attributes    TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE api_tokens (
+    id           TEXT PRIMARY KEY,
+    hash         BLOB NOT NULL UNIQUE,
+    owner        TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    roles        TEXT NOT NULL,
+    attributes   TEXT NOT NULL,
+    scopes       TEXT,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER,
+    last_used_at INTEGER,
+    revoked_at   INTEGER
+);
+CREATE INDEX api_tokens_owner ON api_tokens (owner);
+CREATE TABLE signing_keys (
+    kid           TEXT PRIMARY KEY,
+    algorithm     TEXT NOT NULL,
+    private_pkcs8 BLOB NOT NULL,
+    created_at    INTEGER NOT NULL,
+    retired_at    INTEGER,
+    publish_until INTEGER
+);
+"#];
+
+/// The SQLite-backed [`Store`].
+pub struct SqliteStore {
+    inner: Arc<Pool>,
+}
+
+struct Pool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+const TOKEN_COLUMNS: &str = "t.id, t.hash, t.owner, t.name, t.roles, t.attributes, t.scopes, \
+     t.created_at, t.expires_at, t.last_used_at, t.revoked_at";
+const USER_COLUMNS: &str = "u.username, u.password_hash, u.email, u.roles, u.attributes, u.created_at";
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database at `path` and applies migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        }
+        let mut conn = connect(path).map_err(|e| open_err(e.to_string()))?;
+        migrate(&mut conn).map_err(|e| open_err(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Pool {
+                path: path.to_owned(),
+                idle: Mutex::new(vec![conn]),
+            }),
+        })
+    }
+
+    /// Runs `f` on a pooled connection on the blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let mut conn = match conn {
+                Some(c) => c,
+                None => connect(&pool.path).map_err(query_err)?,
+            };
+            let result = f(&mut conn);
+            if let Ok(mut idle) = pool.idle.lock()
+                && idle.len() < 8
+            {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Query(format!("store task failed: {e}")))?
+    }
+}
+
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let applied: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for sql in MIGRATIONS.iter().skip(applied.max(0) as usize) {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.commit()
+}
+
+fn query_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Query(e.to_string())
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn token_from_row(row: &Row<'_>, offset: usize) -> rusqlite::Result<TokenRecord> {
+    let hash: Vec<u8> = row.get(offset + 1)?;
+    let hash: [u8; 32] = hash.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            1,
+            rusqlite::types::Type::Blob,
+            "token hash is not 32 bytes".into(),
+        )
+    })?;
+    let scopes: Option<String> = row.get(offset + 6)?;
+    Ok(TokenRecord {
+        id: row.get(offset)?,
+        hash,
+        owner: row.get(offset + 2)?,
+        name: row.get(offset + 3)?,
+        roles: from_json(&row.get::<_, String>(offset + 4)?)?,
+        attributes: from_json(&row.get::<_, String>(offset + 5)?)?,
+        scopes: scopes.map(|s| from_json::<BTreeSet<String>>(&s)).transpose()?,
+        created_at: row.get(offset + 7)?,
+        expires_at: row.get(offset + 8)?,
+        last_used_at: row.get(offset + 9)?,
+        revoked_at: row.get(offset + 10)?,
+    })
+}
+
+fn user_from_row(row: &Row<'_>, offset: usize) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        username: row.get(offset)?,
+        password_hash: row.get(offset + 1)?,
+        email: row.get(offset + 2)?,
+        roles: from_json(&row.get::<_, String>(offset + 3)?)?,
+        attributes: from_json::<Attributes>(&row.get::<_, String>(offset + 4)?)?,
+        created_at: row.get(offset + 5)?,
+    })
+}
+
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
+    Ok(KeyRecord {
+        kid: row.get(0)?,
+        algorithm: row.get(1)?,
+        private_pkcs8: row.get(2)?,
+        created_at: row.get(3)?,
+        retired_at: row.get(4)?,
+        publish_until: row.get(5)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|c| {
+            c.query_row("SELECT count(*) FROM signing_keys", [], |_| Ok(()))
+                .map_err(query_err)
+        })
+        .await
+    }
+
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let t = token.clone();
+        let roles = to_json(&t.roles)?;
+        let attributes = to_json(&t.attributes)?;
+        let scopes = t.scopes.as_ref().map(to_json).transpose()?;
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO api_tokens (id, hash, owner, name, roles, attributes, scopes, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![t.id, &t.hash[..], t.owner, t.name, roles, attributes, scopes, t.created_at, t.expires_at],
+            )
+            .map_err(query_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn lookup_token(&self, hash: &[u8; 32]) -> Result<Option<TokenLookup>, StoreError> {
+        let hash = *hash;
+        self.run(move |c| {
+            let sql = format!(
+                "SELECT {TOKEN_COLUMNS}, {USER_COLUMNS} FROM api_tokens t
+                 LEFT JOIN users u ON u.username = t.owner WHERE t.hash = ?1"
+            );
+            let mut stmt = c.prepare_cached(&sql).map_err(query_err)?;
+            stmt.query_row(params![&hash[..]], |row| {
+                let token = token_from_row(row, 0)?;
+                let owner = match row.get::<_, Option<String>>(11)? {
+                    Some(_) => Some(user_from_row(row, 11)?),
+                    None => None,
+                };
+                Ok(TokenLookup { token, owner })
+            })
+            .optional()
+            .map_err(query_err)
+        })
+        .await
+    }
+
+    async fn list_tokens(&self, owner: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
+        let owner = owner.map(str::to_owned);
+        self.run(move |c| {
+            let sql = format!(
+                "SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE ?1 IS NULL OR t.owner = ?1
+                 ORDER BY t.created_at, t.id"
+            );
+            let mut stmt = c.prepare(&sql).map_err(query_err)?;
+            let rows = stmt
+                .query_map(params![owner], |r| token_from_row(r, 0))
+                .map_err(query_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(query_err)
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, token: TokenRef<'_>, at: i64) -> Result<bool, StoreError> {
+        let (by_id, id, hash) = match token {
+            TokenRef::Id(id) => (true, id.to_owned(), Vec::new()),
+            TokenRef::Hash(h) => (false, String::new(), h.to_vec()),
+        };
+        self.run(move |c| {
+            let n = if by_id {
+                c.execute(
+                    "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    params![id, at],
+                )
+            } else {
+                c.execute(
+                    "UPDATE api_tokens SET revoked_at = ?2 WHERE hash = ?1 AND revoked_at IS NULL",
+                    params![hash, at],
+                )
+            }
+            .map_err(query_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn record_last_used(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
+        let uses = uses.to_vec();
+        self.run(move |c| {
+            let tx = c.transaction().map_err(query_err)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "UPDATE api_tokens SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1",
+                    )
+                    .map_err(query_err)?;
+                for (id, at) in &uses {
+                    stmt.execute(params![id, at]).map_err(query_err)?;
+                }
+            }
+            tx.commit().map_err(query_err)
+        })
+        .await
+    }
+
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        let u = user.clone();
+        let roles = to_json(&u.roles)?;
+        let attributes = to_json(&u.attributes)?;
+        self.run(move |c| {
+            let result = c.execute(
+                "INSERT INTO users (username, password_hash, email, roles, attributes, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![u.username, u.password_hash, u.email, roles, attributes, u.created_at],
+            );
+            match result {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::Exists(format!("user '{}'", u.username)))
+                }
+                Err(e) => Err(query_err(e)),
+            }
+        })
+        .await
+    }
+
+    async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        let username = username.to_owned();
+        self.run(move |c| {
+            let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.username = ?1");
+            let mut stmt = c.prepare_cached(&sql).map_err(query_err)?;
+            stmt.query_row(params![username], |r| user_from_row(r, 0))
+                .optional()
+                .map_err(query_err)
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        self.run(|c| {
+            let sql = format!("SELECT {USER_COLUMNS} FROM users u ORDER BY u.username");
+            let mut stmt = c.prepare(&sql).map_err(query_err)?;
+            let rows = stmt.query_map([], |r| user_from_row(r, 0)).map_err(query_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(query_err)
+        })
+        .await
+    }
+
+    async fn set_password(&self, username: &str, hash: &str) -> Result<bool, StoreError> {
+        let (username, hash) = (username.to_owned(), hash.to_owned());
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE users SET password_hash = ?2 WHERE username = ?1",
+                    params![username, hash],
+                )
+                .map_err(query_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn remove_user(&self, username: &str, at: i64) -> Result<bool, StoreError> {
+        let username = username.to_owned();
+        self.run(move |c| {
+            let tx = c.transaction().map_err(query_err)?;
+            let n = tx
+                .execute("DELETE FROM users WHERE username = ?1", params![username])
+                .map_err(query_err)?;
+            if n > 0 {
+                tx.execute(
+                    "UPDATE api_tokens SET revoked_at = ?2 WHERE owner = ?1 AND revoked_at IS NULL",
+                    params![username, at],
+                )
+                .map_err(query_err)?;
+            }
+            tx.commit().map_err(query_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn keys(&self, now: i64) -> Result<Vec<KeyRecord>, StoreError> {
+        self.run(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT kid, algorithm, private_pkcs8, created_at, retired_at, publish_until
+                     FROM signing_keys WHERE publish_until IS NULL OR publish_until > ?1
+                     ORDER BY created_at DESC, kid",
+                )
+                .map_err(query_err)?;
+            let rows = stmt.query_map(params![now], key_from_row).map_err(query_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(query_err)
+        })
+        .await
+    }
+
+    async fn rotate_key(
+        &self,
+        key: &KeyRecord,
+        publish_until: i64,
+        only_if_none_active: bool,
+    ) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.run(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(query_err)?;
+            if only_if_none_active {
+                let active: Option<String> = tx
+                    .query_row(
+                        "SELECT kid FROM signing_keys WHERE retired_at IS NULL AND algorithm = ?1",
+                        params![key.algorithm],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(query_err)?;
+                if active.is_some() {
+                    return Ok(());
+                }
+            }
+            tx.execute(
+                "UPDATE signing_keys SET retired_at = ?1, publish_until = ?2 WHERE retired_at IS NULL",
+                params![key.created_at, publish_until],
+            )
+            .map_err(query_err)?;
+            tx.execute(
+                "DELETE FROM signing_keys WHERE publish_until IS NOT NULL AND publish_until <= ?1",
+                params![key.created_at],
+            )
+            .map_err(query_err)?;
+            tx.execute(
+                "INSERT INTO signing_keys (kid, algorithm, private_pkcs8, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![key.kid, key.algorithm, key.private_pkcs8, key.created_at],
+            )
+            .map_err(query_err)?;
+            tx.commit().map_err(query_err)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::sha256;
+
+    fn token(id: &str, owner: &str, secret: &str) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            hash: sha256(secret.as_bytes()),
+            owner: owner.into(),
+            name: "t".into(),
+            roles: BTreeSet::from(["r".to_owned()]),
+            attributes: Attributes::new(),
+            scopes: Some(BTreeSet::from(["read:data".to_owned()])),
+            created_at: 1,
+            expires_at: None,
+            last_used_at: None,
+            revoked_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_users_and_keys_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("sub/a.db")).unwrap();
+        store.ping().await.unwrap();
+        let user = UserRecord {
+            username: "alice".into(),
+            password_hash: "$argon2id$x".into(),
+            email: Some("a@example.org".into()),
+            roles: BTreeSet::from(["admin".to_owned()]),
+            attributes: Attributes::new(),
+            created_at: 5,
+        };
+        store.insert_user(&user).await.unwrap();
+        assert!(matches!(store.insert_user(&user).await, Err(StoreError::Exists(_))));
+        store.insert_token(&token("tok_1", "alice", "s1")).await.unwrap();
+        store.insert_token(&token("tok_2", "bob", "s2")).await.unwrap();
+
+        let found = store.lookup_token(&sha256(b"s1")).await.unwrap().unwrap();
+        assert_eq!(found.token, token("tok_1", "alice", "s1"));
+        assert_eq!(found.owner.as_ref(), Some(&user));
+        let bob = store.lookup_token(&sha256(b"s2")).await.unwrap().unwrap();
+        assert!(bob.owner.is_none());
+        assert!(store.lookup_token(&sha256(b"nope")).await.unwrap().is_none());
+
+        store.record_last_used(&[("tok_1".into(), 42)]).await.unwrap();
+        store.record_last_used(&[("tok_1".into(), 41)]).await.unwrap();
+        let listed = store.list_tokens(Some("alice")).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].last_used_at, Some(42));
+
+        assert!(store.revoke_token(TokenRef::Hash(&sha256(b"s2")), 9).await.unwrap());
+        assert!(!store.revoke_token(TokenRef::Id("tok_2"), 10).await.unwrap());
+        assert!(store.remove_user("alice", 11).await.unwrap());
+        let all = store.list_tokens(None).await.unwrap();
+        assert_eq!(all.iter().map(|t| t.revoked_at).collect::<Vec<_>>(), vec![Some(11), Some(9)]);
+
+        let key = |kid: &str, at| KeyRecord {
+            kid: kid.into(),
+            algorithm: "ES256".into(),
+            private_pkcs8: vec![1, 2],
+            created_at: at,
+            retired_at: None,
+            publish_until: None,
+        };
+        store.rotate_key(&key("k1", 100), 0, true).await.unwrap();
+        store.rotate_key(&key("k0", 100), 0, true).await.unwrap();
+        assert_eq!(store.keys(100).await.unwrap().len(), 1, "only_if_none_active");
+        store.rotate_key(&key("k2", 200), 500, false).await.unwrap();
+        let keys = store.keys(200).await.unwrap();
+        assert_eq!(keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), vec!["k2", "k1"]);
+        assert_eq!(keys[1].retired_at, Some(200));
+        assert_eq!(store.keys(500).await.unwrap().len(), 1, "k1 unpublished after 500");
+        assert!(format!("{:?}", keys[0]).contains("<redacted>"));
+    }
+
+    #[test]
+    fn a_store_that_cannot_be_opened_names_the_path() {
+        let err = SqliteStore::open(Path::new("/proc/authgate/x.db")).err().unwrap();
+        assert!(err.to_string().contains("/proc/authgate/x.db"), "{err}");
+    }
+}
