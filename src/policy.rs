@@ -411,6 +411,7 @@ policy:
         let admin = user(&["admin"], Some(&["other"]), None);
         let member = user(&["member"], Some(&[]), Some("biology"));
         let files = user(&[], Some(&["files:read"]), None);
+        let scoped_editor = user(&["editor"], Some(&["read:data"]), None);
         use Decision as D;
         let allow = |rule: &str| D::Allow {
             rule: Some(Arc::from(rule)),
@@ -429,7 +430,7 @@ policy:
             ("HEAD", "api.example.org", "/data", Some(&reader), allow("data-read")),
             ("GET", "api.example.org", "/database", Some(&reader), deny("default", "a rule that matches this request")),
             ("POST", "api.example.org", "/data", Some(&reader), deny("data-write", "role editor")),
-            ("POST", "api.example.org", "/data", Some(&user(&["editor"], Some(&["read:data"]), None)), deny("data-write", "scope write:data")),
+            ("POST", "api.example.org", "/data", Some(&scoped_editor), deny("data-write", "scope write:data")),
             ("POST", "api.example.org", "/data", Some(&alice), allow("data-write")),
             ("DELETE", "api.example.org", "/data", Some(&alice), deny("default", "a rule that matches this request")),
             ("GET", "other.example.org", "/data", Some(&alice), deny("default", "a rule that matches this request")),
