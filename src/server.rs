@@ -71,7 +71,9 @@ pub struct App {
     chain: Chain,
     policy: Policy,
     trusted: TrustedProxies,
-    challenges: Vec<HeaderValue>,
+    /// All challenges in one field: nginx's auth_request passes only the first
+    /// `WWW-Authenticate` header of a sub-request on to the client.
+    challenge: Option<HeaderValue>,
     signin_url: Option<String>,
     max_header_bytes: usize,
     jwt_header: HeaderName,
@@ -154,11 +156,7 @@ impl App {
         let store = store::open(&config.store)?;
         let minter = Minter::new(&config.mint, store.as_ref(), true, config.cache.max_entries).await?;
         let chain = Chain::build(&config.providers.0, store.clone());
-        let challenges = chain
-            .challenges(&config.server.realm)
-            .into_iter()
-            .filter_map(|c| HeaderValue::from_str(&c).ok())
-            .collect();
+        let challenge = HeaderValue::from_str(&chain.challenges(&config.server.realm).join(", ")).ok();
         let policy = Policy::try_from(&config.policy).map_err(|e| {
             // Validated when the config was loaded; kept as an error, not a panic.
             StartError::Store(StoreError::Corrupt(e.to_string()))
@@ -171,7 +169,7 @@ impl App {
             chain,
             policy,
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
-            challenges,
+            challenge,
             signin_url: config.server.signin_url.clone(),
             max_header_bytes: config.server.max_header_bytes,
             // Both validated by Config::validate.
@@ -437,8 +435,8 @@ impl App {
             StatusCode::UNAUTHORIZED,
             json!({"error": "unauthorized", "reason": reason}),
         );
-        for c in &self.challenges {
-            r.headers_mut().append(header::WWW_AUTHENTICATE, c.clone());
+        if let Some(c) = &self.challenge {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, c.clone());
         }
         if let Some(v) = signin.and_then(|l| HeaderValue::from_str(&l).ok()) {
             r.headers_mut().insert(header::LOCATION, v);
