@@ -20,7 +20,9 @@ pub async fn handle<B>(app: &App, req: &Request<B>) -> Response<Body> {
             let mut r = Response::new(Full::new(Bytes::from(app.metrics.encode())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             r
         }
@@ -33,7 +35,11 @@ pub async fn handle<B>(app: &App, req: &Request<B>) -> Response<Body> {
             }
             let keys = app.minter.ring().published.len();
             let ready = store_ok && keys > 0;
-            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             json_response(
                 status,
                 json!({"status": if ready { "ready" } else { "not ready" },

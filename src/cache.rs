@@ -214,7 +214,9 @@ mod tests {
     async fn errors_are_not_cached_and_invalid_answers_are() {
         let cache = DecisionCache::new(&config(10));
         let r = cache
-            .get_or_authenticate([2; 32], async { Err(AuthError::Unavailable("down".into())) })
+            .get_or_authenticate([2; 32], async {
+                Err(AuthError::Unavailable("down".into()))
+            })
             .await;
         assert!(matches!(r, Err(e) if *e == AuthError::Unavailable("down".into())));
         let (v, hit) = cache
@@ -226,18 +228,29 @@ mod tests {
             .get_or_authenticate([2; 32], async { Ok(identity(None)) })
             .await
             .unwrap();
-        assert!(matches!(v, Verdict::Invalid("nope")) && hit, "negative entry reused");
+        assert!(
+            matches!(v, Verdict::Invalid("nope")) && hit,
+            "negative entry reused"
+        );
     }
 
     #[tokio::test]
     async fn entries_end_with_the_credential() {
         // (credential expiry from now, max_ttl, still cached after 1.5 s?)
-        let cases = [(Some(1), 10, false), (Some(100), 1, false), (None, 10, true), (Some(100), 10, true)];
+        let cases = [
+            (Some(1), 10, false),
+            (Some(100), 1, false),
+            (None, 10, true),
+            (Some(100), 10, true),
+        ];
         for (i, (expires_in, max_ttl, cached)) in cases.into_iter().enumerate() {
             let cache = DecisionCache::new(&config(max_ttl));
             let id = identity(expires_in.map(|s| crate::unix_now() + s));
             let key = [10 + i as u8; 32];
-            cache.get_or_authenticate(key, async { Ok(id) }).await.unwrap();
+            cache
+                .get_or_authenticate(key, async { Ok(id) })
+                .await
+                .unwrap();
             tokio::time::sleep(Duration::from_millis(1600)).await;
             let (_, hit) = cache
                 .get_or_authenticate(key, async { Ok(identity(None)) })

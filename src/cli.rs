@@ -25,7 +25,11 @@ const EXIT_CONFIG: u8 = 64;
 const EXIT_INPUT: u8 = 65;
 
 #[derive(Debug, Parser)]
-#[command(name = "authgate", version, about = "Authentication gateway for reverse proxies")]
+#[command(
+    name = "authgate",
+    version,
+    about = "Authentication gateway for reverse proxies"
+)]
 struct Cli {
     /// YAML configuration file (built-in defaults when absent).
     #[arg(long, global = true, env = "AUTHGATE_CONFIG")]
@@ -217,7 +221,10 @@ pub fn main() -> ExitCode {
             ..config.log.clone()
         });
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("authgate: cannot start the async runtime: {e}");
@@ -306,7 +313,7 @@ async fn token(command: TokenCommand, config: &Config) -> Result<u8, Failure> {
                 "created token {} for {} (scopes: {}, expires: {}); the secret above is shown only once",
                 record.id,
                 record.owner,
-                record.scopes.as_ref().map_or("all".to_owned(), |s| join(s)),
+                record.scopes.as_ref().map_or("all".to_owned(), join),
                 time_or(expires_at, "never"),
             );
             Ok(0)
@@ -342,7 +349,7 @@ async fn token(command: TokenCommand, config: &Config) -> Result<u8, Failure> {
                         t.id,
                         t.owner,
                         t.name,
-                        t.scopes.as_ref().map_or("all".to_owned(), |s| join(s)),
+                        t.scopes.as_ref().map_or("all".to_owned(), join),
                         time_or(Some(t.created_at), "-"),
                         time_or(t.expires_at, "never"),
                         time_or(t.last_used_at, "never"),
@@ -383,8 +390,13 @@ async fn user(command: UserCommand, config: &Config) -> Result<u8, Failure> {
             roles,
             attributes,
         } => {
-            if username.is_empty() || username.contains(':') || username.chars().any(char::is_control) {
-                return Err(input_err("a user name must be non-empty, without ':' or control characters"));
+            if username.is_empty()
+                || username.contains(':')
+                || username.chars().any(char::is_control)
+            {
+                return Err(input_err(
+                    "a user name must be non-empty, without ':' or control characters",
+                ));
             }
             let attributes = attributes_from_pairs(&attributes).map_err(input_err)?;
             let password_hash = new_password_hash()?;
@@ -465,7 +477,9 @@ async fn keys(command: KeysCommand, config: &Config) -> Result<u8, Failure> {
             let record = generate_key_record(config.mint.algorithm, now)
                 .map_err(|e| Failure::new(1, e.to_string()))?;
             let ttl = config.mint.ttl.as_secs() as i64;
-            store.rotate_key(&record, publish_until(now, ttl), false).await?;
+            store
+                .rotate_key(&record, publish_until(now, ttl), false)
+                .await?;
             println!("{}", record.kid);
             eprintln!(
                 "new {} key is active; running servers switch within {} s, and the previous key stays published until {}",
@@ -487,8 +501,11 @@ async fn policy_check(
     method: &str,
     url: &str,
 ) -> Result<u8, Failure> {
-    let policy = Policy::try_from(&config.policy).map_err(|e| Failure::new(EXIT_CONFIG, e.to_string()))?;
-    let uri: http::Uri = url.parse().map_err(|_| input_err(format!("'{url}' is not a URL")))?;
+    let policy =
+        Policy::try_from(&config.policy).map_err(|e| Failure::new(EXIT_CONFIG, e.to_string()))?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| input_err(format!("'{url}' is not a URL")))?;
     let host = uri
         .host()
         .ok_or_else(|| input_err(format!("'{url}' has no host")))?
@@ -518,7 +535,9 @@ async fn policy_check(
                     identity.attributes = u.attributes;
                     identity.email = u.email;
                 }
-                None => eprintln!("note: '{name}' is not a local user; using only the roles and attributes given"),
+                None => eprintln!(
+                    "note: '{name}' is not a local user; using only the roles and attributes given"
+                ),
             }
             identity.roles.extend(roles);
             identity
@@ -542,8 +561,13 @@ async fn policy_check(
             0,
         ),
         Decision::AllowAnonymous { rule } => (format!("allow anonymous (rule: {rule})"), 0),
-        Decision::Unauthenticated => ("unauthenticated: a valid credential is needed (401)".to_owned(), 1),
-        Decision::Deny { rule, missing } => (format!("deny (rule: {rule}): missing {missing} (403)"), 1),
+        Decision::Unauthenticated => (
+            "unauthenticated: a valid credential is needed (401)".to_owned(),
+            1,
+        ),
+        Decision::Deny { rule, missing } => {
+            (format!("deny (rule: {rule}): missing {missing} (403)"), 1)
+        }
     };
     println!("{line}");
     Ok(code)
@@ -582,8 +606,10 @@ fn join(items: &BTreeSet<String>) -> String {
 
 fn time_or(at: Option<i64>, none: &str) -> String {
     match at {
-        Some(t) => humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t.max(0) as u64))
-            .to_string(),
+        Some(t) => {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t.max(0) as u64))
+                .to_string()
+        }
         None => none.to_owned(),
     }
 }
@@ -597,14 +623,30 @@ mod tests {
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from([
-            "authgate", "token", "create", "--user", "alice", "--scopes", "read:data,write:data", "--expires", "30d",
+            "authgate",
+            "token",
+            "create",
+            "--user",
+            "alice",
+            "--scopes",
+            "read:data,write:data",
+            "--expires",
+            "30d",
         ])
         .unwrap();
         match cli.command {
-            Command::Token(TokenCommand::Create { user, scopes, expires, .. }) => {
+            Command::Token(TokenCommand::Create {
+                user,
+                scopes,
+                expires,
+                ..
+            }) => {
                 assert_eq!(user, "alice");
                 assert_eq!(scopes.unwrap(), vec!["read:data", "write:data"]);
-                assert_eq!(Duration::from(expires.unwrap()), Duration::from_secs(30 * 86400));
+                assert_eq!(
+                    Duration::from(expires.unwrap()),
+                    Duration::from_secs(30 * 86400)
+                );
             }
             other => panic!("{other:?}"),
         }

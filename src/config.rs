@@ -525,13 +525,25 @@ mod tests {
         let cases = [
             ("server: { listen: nowhere }", "server.listen"),
             ("server: { lisen: \"127.0.0.1:1\" }", "lisen"),
-            ("server: { trusted_proxies: [\"10.0.0.0/33\"] }", "server.trusted_proxies"),
-            ("server: { max_header_bytes: 10 }", "server.max_header_bytes"),
-            ("server: { signin_url: \"javascript:x\" }", "server.signin_url"),
+            (
+                "server: { trusted_proxies: [\"10.0.0.0/33\"] }",
+                "server.trusted_proxies",
+            ),
+            (
+                "server: { max_header_bytes: 10 }",
+                "server.max_header_bytes",
+            ),
+            (
+                "server: { signin_url: \"javascript:x\" }",
+                "server.signin_url",
+            ),
             ("store: { type: redis, url: x }", "store"),
             ("store: { type: embedded, path: x, extra: 1 }", "extra"),
             ("mint: { issuer: \"auth.example.org\" }", "mint.issuer"),
-            ("mint: { issuer: \"https://a.example.org/\" }", "mint.issuer"),
+            (
+                "mint: { issuer: \"https://a.example.org/\" }",
+                "mint.issuer",
+            ),
             ("mint: { algorithm: HS256 }", "mint.algorithm"),
             ("mint: { algorithm: RS256 }", "mint.key_files"),
             ("mint: { ttl: 1s }", "mint.ttl"),
@@ -543,16 +555,43 @@ mod tests {
             ("cache: { negative_ttl: 1m }", "cache.negative_ttl"),
             ("providers: []", "providers"),
             ("providers: [ { type: magic } ]", "providers"),
-            ("providers: [ { type: basic }, { type: basic } ]", "providers[1]"),
-            ("providers: [ { type: basic, max_failures: 0 } ]", "providers[0].max_failures"),
+            (
+                "providers: [ { type: basic }, { type: basic } ]",
+                "providers[1]",
+            ),
+            (
+                "providers: [ { type: basic, max_failures: 0 } ]",
+                "providers[0].max_failures",
+            ),
             ("policy: { default: maybe }", "policy.default"),
-            ("policy: { rules: [ { path: /x } ] }", "policy.rules[0].name"),
-            ("policy: { rules: [ { name: a, path: x } ] }", "policy.rules[0].path"),
-            ("policy: { rules: [ { name: a }, { name: a } ] }", "policy.rules[1].name"),
-            ("policy: { rules: [ { name: a, methods: [\"GE T\"] } ] }", "policy.rules[0].methods"),
-            ("policy: { rules: [ { name: a, host: \"a.*.org\" } ] }", "policy.rules[0].host"),
-            ("policy: { rules: [ { name: a, allow: anonymous, require: { roles: [x] } } ] }", "policy.rules[0]"),
-            ("policy: { rules: [ { name: a, allow: everyone } ] }", "policy.rules"),
+            (
+                "policy: { rules: [ { path: /x } ] }",
+                "policy.rules[0].name",
+            ),
+            (
+                "policy: { rules: [ { name: a, path: x } ] }",
+                "policy.rules[0].path",
+            ),
+            (
+                "policy: { rules: [ { name: a }, { name: a } ] }",
+                "policy.rules[1].name",
+            ),
+            (
+                "policy: { rules: [ { name: a, methods: [\"GE T\"] } ] }",
+                "policy.rules[0].methods",
+            ),
+            (
+                "policy: { rules: [ { name: a, host: \"a.*.org\" } ] }",
+                "policy.rules[0].host",
+            ),
+            (
+                "policy: { rules: [ { name: a, allow: anonymous, require: { roles: [x] } } ] }",
+                "policy.rules[0]",
+            ),
+            (
+                "policy: { rules: [ { name: a, allow: everyone } ] }",
+                "policy.rules",
+            ),
             ("log: { format: xml }", "log.format"),
             ("log: { level: \"[[[\" }", "log.level"),
         ];
@@ -568,9 +607,13 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own error type
     fn environment_overrides_the_file() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("c.yaml", "server: { listen: \"127.0.0.1:1000\" }\nmint: { audience: file }")?;
+            jail.create_file(
+                "c.yaml",
+                "server: { listen: \"127.0.0.1:1000\" }\nmint: { audience: file }",
+            )?;
             jail.set_env("AUTHGATE_SERVER__LISTEN", "127.0.0.1:2000");
             jail.set_env("AUTHGATE_CACHE__MAX_ENTRIES", "7");
             jail.set_env("AUTHGATE_CONFIG", "c.yaml");

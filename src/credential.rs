@@ -136,7 +136,10 @@ fn one_header<'a>(
     if bytes.len() > MAX_CREDENTIAL_LEN + 16 {
         return Err(CredentialError::TooLong);
     }
-    if !bytes.iter().all(|b| (0x20..0x7f).contains(b) || *b == b'\t') {
+    if !bytes
+        .iter()
+        .all(|b| (0x20..0x7f).contains(b) || *b == b'\t')
+    {
         return Err(CredentialError::NotAscii(display));
     }
     // Checked above: visible ASCII, so this cannot fail.
@@ -199,6 +202,9 @@ fn parse_basic(value: &str) -> Result<Credential, CredentialError> {
 mod tests {
     use super::*;
 
+    type Headers<'a> = Vec<(&'a str, &'a [u8])>;
+    type OwnedHeaders<'a> = Vec<(&'a str, Vec<u8>)>;
+
     fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -219,13 +225,34 @@ mod tests {
     #[test]
     fn accepted_table() {
         let basic = b64(b"alice:pa:ss");
-        let cases: Vec<(Vec<(&str, &[u8])>, Credential)> = vec![
-            (vec![("authorization", b"Bearer abc.def-ghi_~+/==")], Credential::Bearer(Secret::new("abc.def-ghi_~+/=="))),
-            (vec![("authorization", b"bearer   tok")], Credential::Bearer(Secret::new("tok"))),
-            (vec![("authorization", b"BEARER tok ")], Credential::Bearer(Secret::new("tok"))),
-            (vec![("x-auth-token", b"tok")], Credential::AuthToken(Secret::new("tok"))),
-            (vec![("authorization", b"Bearer tok"), ("x-auth-token", b"tok")], Credential::Bearer(Secret::new("tok"))),
-            (vec![("authorization", &basic)], Credential::Basic { username: "alice".into(), password: Secret::new("pa:ss") }),
+        let cases: Vec<(Headers, Credential)> = vec![
+            (
+                vec![("authorization", b"Bearer abc.def-ghi_~+/==")],
+                Credential::Bearer(Secret::new("abc.def-ghi_~+/==")),
+            ),
+            (
+                vec![("authorization", b"bearer   tok")],
+                Credential::Bearer(Secret::new("tok")),
+            ),
+            (
+                vec![("authorization", b"BEARER tok ")],
+                Credential::Bearer(Secret::new("tok")),
+            ),
+            (
+                vec![("x-auth-token", b"tok")],
+                Credential::AuthToken(Secret::new("tok")),
+            ),
+            (
+                vec![("authorization", b"Bearer tok"), ("x-auth-token", b"tok")],
+                Credential::Bearer(Secret::new("tok")),
+            ),
+            (
+                vec![("authorization", &basic)],
+                Credential::Basic {
+                    username: "alice".into(),
+                    password: Secret::new("pa:ss"),
+                },
+            ),
         ];
         for (h, expected) in cases {
             assert_eq!(extract(&headers(&h)).unwrap(), Some(expected), "{h:?}");
@@ -238,29 +265,92 @@ mod tests {
         use CredentialError as E;
         let long = format!("Bearer {}", "a".repeat(MAX_CREDENTIAL_LEN + 1));
         let long_basic = format!("Basic {}", "a".repeat(MAX_CREDENTIAL_LEN + 4));
-        let cases: Vec<(Vec<(&str, Vec<u8>)>, E)> = vec![
-            (vec![("authorization", b"Bearer".to_vec())], E::Empty("Bearer")),
-            (vec![("authorization", b"Bearer ".to_vec())], E::Empty("Bearer")),
-            (vec![("authorization", b"Basic".to_vec())], E::Empty("Basic")),
-            (vec![("authorization", b"Digest x".to_vec())], E::UnsupportedScheme),
-            (vec![("authorization", b"tok".to_vec())], E::UnsupportedScheme),
+        let cases: Vec<(OwnedHeaders, E)> = vec![
+            (
+                vec![("authorization", b"Bearer".to_vec())],
+                E::Empty("Bearer"),
+            ),
+            (
+                vec![("authorization", b"Bearer ".to_vec())],
+                E::Empty("Bearer"),
+            ),
+            (
+                vec![("authorization", b"Basic".to_vec())],
+                E::Empty("Basic"),
+            ),
+            (
+                vec![("authorization", b"Digest x".to_vec())],
+                E::UnsupportedScheme,
+            ),
+            (
+                vec![("authorization", b"tok".to_vec())],
+                E::UnsupportedScheme,
+            ),
             (vec![("authorization", b"".to_vec())], E::UnsupportedScheme),
-            (vec![("authorization", b"Bearer a b".to_vec())], E::BadTokenSyntax),
-            (vec![("authorization", b"Bearer ===".to_vec())], E::BadTokenSyntax),
-            (vec![("authorization", b"Bearer a,b".to_vec())], E::BadTokenSyntax),
-            (vec![("authorization", b"Bearer a\"b".to_vec())], E::BadTokenSyntax),
-            (vec![("authorization", b"Bearer \xff\xfe".to_vec())], E::NotAscii("Authorization")),
-            (vec![("authorization", b"Bearer caf\xc3\xa9".to_vec())], E::NotAscii("Authorization")),
+            (
+                vec![("authorization", b"Bearer a b".to_vec())],
+                E::BadTokenSyntax,
+            ),
+            (
+                vec![("authorization", b"Bearer ===".to_vec())],
+                E::BadTokenSyntax,
+            ),
+            (
+                vec![("authorization", b"Bearer a,b".to_vec())],
+                E::BadTokenSyntax,
+            ),
+            (
+                vec![("authorization", b"Bearer a\"b".to_vec())],
+                E::BadTokenSyntax,
+            ),
+            (
+                vec![("authorization", b"Bearer \xff\xfe".to_vec())],
+                E::NotAscii("Authorization"),
+            ),
+            (
+                vec![("authorization", b"Bearer caf\xc3\xa9".to_vec())],
+                E::NotAscii("Authorization"),
+            ),
             (vec![("authorization", long.into_bytes())], E::TooLong),
             (vec![("authorization", long_basic.into_bytes())], E::TooLong),
-            (vec![("authorization", b"Bearer a".to_vec()), ("authorization", b"Bearer a".to_vec())], E::Repeated("Authorization")),
-            (vec![("x-auth-token", b"a".to_vec()), ("x-auth-token", b"b".to_vec())], E::Repeated("X-Auth-Token")),
-            (vec![("x-auth-token", b"".to_vec())], E::Empty("X-Auth-Token")),
+            (
+                vec![
+                    ("authorization", b"Bearer a".to_vec()),
+                    ("authorization", b"Bearer a".to_vec()),
+                ],
+                E::Repeated("Authorization"),
+            ),
+            (
+                vec![
+                    ("x-auth-token", b"a".to_vec()),
+                    ("x-auth-token", b"b".to_vec()),
+                ],
+                E::Repeated("X-Auth-Token"),
+            ),
+            (
+                vec![("x-auth-token", b"".to_vec())],
+                E::Empty("X-Auth-Token"),
+            ),
             (vec![("x-auth-token", b"a b".to_vec())], E::BadTokenSyntax),
-            (vec![("authorization", b"Bearer a".to_vec()), ("x-auth-token", b"b".to_vec())], E::Conflicting),
-            (vec![("authorization", b64(b"alice:x")), ("x-auth-token", b"b".to_vec())], E::Conflicting),
+            (
+                vec![
+                    ("authorization", b"Bearer a".to_vec()),
+                    ("x-auth-token", b"b".to_vec()),
+                ],
+                E::Conflicting,
+            ),
+            (
+                vec![
+                    ("authorization", b64(b"alice:x")),
+                    ("x-auth-token", b"b".to_vec()),
+                ],
+                E::Conflicting,
+            ),
             (vec![("authorization", b"Basic !!!".to_vec())], E::BadBase64),
-            (vec![("authorization", b"Basic YWxpY2U".to_vec())], E::BadBase64),
+            (
+                vec![("authorization", b"Basic YWxpY2U".to_vec())],
+                E::BadBase64,
+            ),
             (vec![("authorization", b64(b"alice"))], E::NoColon),
             (vec![("authorization", b64(b":pw"))], E::EmptyUser),
             (vec![("authorization", b64(b"al\xffce:pw"))], E::NotUtf8),
@@ -275,11 +365,21 @@ mod tests {
     fn cache_keys_separate_kinds_and_users() {
         let bearer = Credential::Bearer(Secret::new("x"));
         let token = Credential::AuthToken(Secret::new("x"));
-        let basic1 = Credential::Basic { username: "ab".into(), password: Secret::new("c") };
-        let basic2 = Credential::Basic { username: "a".into(), password: Secret::new("bc") };
-        assert_eq!(bearer.cache_key(), token.cache_key(), "one token, one entry");
+        let basic1 = Credential::Basic {
+            username: "ab".into(),
+            password: Secret::new("c"),
+        };
+        let basic2 = Credential::Basic {
+            username: "a".into(),
+            password: Secret::new("bc"),
+        };
+        assert_eq!(
+            bearer.cache_key(),
+            token.cache_key(),
+            "one token, one entry"
+        );
         assert_ne!(basic1.cache_key(), basic2.cache_key());
         assert_ne!(bearer.cache_key(), basic1.cache_key());
-        assert_eq!(format!("{basic1:?}").contains("\"c\""), false);
+        assert!(!format!("{basic1:?}").contains("\"c\""));
     }
 }

@@ -72,7 +72,10 @@ impl OriginalRequest {
     ) -> Result<Self, ForwardError> {
         let headers = &parts.headers;
         let original_url = single(headers, "x-original-url")?
-            .map(|v| v.parse::<Uri>().map_err(|_| ForwardError::Malformed("X-Original-URL")))
+            .map(|v| {
+                v.parse::<Uri>()
+                    .map_err(|_| ForwardError::Malformed("X-Original-URL"))
+            })
             .transpose()?;
         let (raw_path, query) = if let Some(suffix) = suffix {
             let path_and_query = format!("/{suffix}");
@@ -119,7 +122,9 @@ impl OriginalRequest {
                     Some(h) => ("X-Forwarded-Host", h),
                     None => ("Host", single(headers, "host")?.unwrap_or("")),
                 };
-                host_without_port(raw).ok_or(ForwardError::Malformed(name))?.to_owned()
+                host_without_port(raw)
+                    .ok_or(ForwardError::Malformed(name))?
+                    .to_owned()
             }
         }
         .to_ascii_lowercase();
@@ -278,6 +283,8 @@ fn client_ip(
 mod tests {
     use super::*;
 
+    type Headers<'a> = Vec<(&'a str, &'a [u8])>;
+
     fn parts(method: &str, headers: &[(&str, &[u8])]) -> Parts {
         let mut b = http::Request::builder().method(method).uri("/auth");
         for (k, v) in headers {
@@ -287,7 +294,10 @@ mod tests {
     }
 
     fn trusted() -> TrustedProxies {
-        TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap(), "127.0.0.1/32".parse().unwrap()])
+        TrustedProxies::new(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "127.0.0.1/32".parse().unwrap(),
+        ])
     }
 
     const PEER: &str = "127.0.0.1";
@@ -295,24 +305,114 @@ mod tests {
 
     #[test]
     fn header_forms_table() {
-        type Case<'a> = (&'a str, Vec<(&'a str, &'a [u8])>, Option<&'a str>, &'a str, &'a str, &'a str, &'a str, Option<&'a str>, &'a str);
+        type Case<'a> = (
+            &'a str,
+            Vec<(&'a str, &'a [u8])>,
+            Option<&'a str>,
+            &'a str,
+            &'a str,
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+            &'a str,
+        );
         let cases: Vec<Case> = vec![
             // nginx auth_request
-            ("GET", vec![("host", b"api.example.org"), ("x-original-uri", b"/data/x?a=1"), ("x-original-method", b"POST")],
-             None, PEER, "POST", "http", "api.example.org", Some("a=1"), "/data/x"),
+            (
+                "GET",
+                vec![
+                    ("host", b"api.example.org"),
+                    ("x-original-uri", b"/data/x?a=1"),
+                    ("x-original-method", b"POST"),
+                ],
+                None,
+                PEER,
+                "POST",
+                "http",
+                "api.example.org",
+                Some("a=1"),
+                "/data/x",
+            ),
             // ingress-nginx
-            ("GET", vec![("host", b"authgate"), ("x-original-url", b"https://API.example.org:8443/d?q"), ("x-original-method", b"PUT")],
-             None, PEER, "PUT", "https", "api.example.org", Some("q"), "/d"),
+            (
+                "GET",
+                vec![
+                    ("host", b"authgate"),
+                    ("x-original-url", b"https://API.example.org:8443/d?q"),
+                    ("x-original-method", b"PUT"),
+                ],
+                None,
+                PEER,
+                "PUT",
+                "https",
+                "api.example.org",
+                Some("q"),
+                "/d",
+            ),
             // Traefik / Caddy
-            ("GET", vec![("host", b"authgate"), ("x-forwarded-host", b"app.example.org:443"), ("x-forwarded-proto", b"https"),
-                         ("x-forwarded-uri", b"/p/../admin"), ("x-forwarded-method", b"DELETE")],
-             None, PEER, "DELETE", "https", "app.example.org", None, "/admin"),
+            (
+                "GET",
+                vec![
+                    ("host", b"authgate"),
+                    ("x-forwarded-host", b"app.example.org:443"),
+                    ("x-forwarded-proto", b"https"),
+                    ("x-forwarded-uri", b"/p/../admin"),
+                    ("x-forwarded-method", b"DELETE"),
+                ],
+                None,
+                PEER,
+                "DELETE",
+                "https",
+                "app.example.org",
+                None,
+                "/admin",
+            ),
             // Envoy path prefix
-            ("PATCH", vec![("host", b"svc.example.org")], Some("v1/items?x=2"), PEER, "PATCH", "http", "svc.example.org", Some("x=2"), "/v1/items"),
+            (
+                "PATCH",
+                vec![("host", b"svc.example.org")],
+                Some("v1/items?x=2"),
+                PEER,
+                "PATCH",
+                "http",
+                "svc.example.org",
+                Some("x=2"),
+                "/v1/items",
+            ),
             // percent-encoded and doubled slashes
-            ("GET", vec![("host", b"h"), ("x-original-uri", b"//a/%61dmin/./x/")], None, PEER, "GET", "http", "h", None, "/a/admin/x/"),
-            ("GET", vec![("host", b"[::1]:8080"), ("x-original-uri", b"/")], None, PEER, "GET", "http", "[::1]", None, "/"),
-            ("GET", vec![("host", b"h"), ("x-original-uri", b"/../../..")], None, PEER, "GET", "http", "h", None, "/"),
+            (
+                "GET",
+                vec![("host", b"h"), ("x-original-uri", b"//a/%61dmin/./x/")],
+                None,
+                PEER,
+                "GET",
+                "http",
+                "h",
+                None,
+                "/a/admin/x/",
+            ),
+            (
+                "GET",
+                vec![("host", b"[::1]:8080"), ("x-original-uri", b"/")],
+                None,
+                PEER,
+                "GET",
+                "http",
+                "[::1]",
+                None,
+                "/",
+            ),
+            (
+                "GET",
+                vec![("host", b"h"), ("x-original-uri", b"/../../..")],
+                None,
+                PEER,
+                "GET",
+                "http",
+                "h",
+                None,
+                "/",
+            ),
         ];
         for (method, headers, suffix, peer, m, scheme, host, query, path) in cases {
             let p = parts(method, &headers);
@@ -328,21 +428,64 @@ mod tests {
 
     #[test]
     fn malformed_forms_table() {
-        let cases: Vec<(Vec<(&str, &[u8])>, ForwardError)> = vec![
+        let cases: Vec<(Headers, ForwardError)> = vec![
             (vec![("host", b"h")], ForwardError::MissingUri),
-            (vec![("x-original-uri", b"data")], ForwardError::Malformed("X-Original-URI")),
-            (vec![("x-original-uri", b"/a"), ("x-original-uri", b"/b")], ForwardError::Repeated("x-original-uri")),
-            (vec![("x-original-url", b"/relative")], ForwardError::Malformed("X-Original-URL")),
-            (vec![("x-original-url", b"ht tp://x")], ForwardError::Malformed("x-original-url")),
-            (vec![("x-original-uri", b"/%ff%fe")], ForwardError::BadPath("it is not UTF-8 once decoded")),
-            (vec![("x-original-uri", b"/a%00b")], ForwardError::BadPath("it holds control characters")),
-            (vec![("x-original-uri", b"/a%5c..%5cadmin")], ForwardError::BadPath("it holds a backslash")),
-            (vec![("x-original-uri", b"/"), ("x-original-method", b"get")], ForwardError::Malformed("X-Original-Method")),
-            (vec![("x-original-uri", b"/"), ("x-forwarded-proto", b"gopher")], ForwardError::Malformed("X-Forwarded-Proto")),
-            (vec![("x-original-uri", b"/"), ("host", b"bad host")], ForwardError::Malformed("Host")),
-            (vec![("x-original-uri", b"/"), ("host", b"")], ForwardError::Malformed("Host")),
-            (vec![("x-original-uri", b"/"), ("host", b"h"), ("x-forwarded-for", b"not-an-ip")], ForwardError::Malformed("X-Forwarded-For")),
-            (vec![("x-original-uri", b"/\xc3\xa9")], ForwardError::Malformed("x-original-uri")),
+            (
+                vec![("x-original-uri", b"data")],
+                ForwardError::Malformed("X-Original-URI"),
+            ),
+            (
+                vec![("x-original-uri", b"/a"), ("x-original-uri", b"/b")],
+                ForwardError::Repeated("x-original-uri"),
+            ),
+            (
+                vec![("x-original-url", b"/relative")],
+                ForwardError::Malformed("X-Original-URL"),
+            ),
+            (
+                vec![("x-original-url", b"ht tp://x")],
+                ForwardError::Malformed("x-original-url"),
+            ),
+            (
+                vec![("x-original-uri", b"/%ff%fe")],
+                ForwardError::BadPath("it is not UTF-8 once decoded"),
+            ),
+            (
+                vec![("x-original-uri", b"/a%00b")],
+                ForwardError::BadPath("it holds control characters"),
+            ),
+            (
+                vec![("x-original-uri", b"/a%5c..%5cadmin")],
+                ForwardError::BadPath("it holds a backslash"),
+            ),
+            (
+                vec![("x-original-uri", b"/"), ("x-original-method", b"get")],
+                ForwardError::Malformed("X-Original-Method"),
+            ),
+            (
+                vec![("x-original-uri", b"/"), ("x-forwarded-proto", b"gopher")],
+                ForwardError::Malformed("X-Forwarded-Proto"),
+            ),
+            (
+                vec![("x-original-uri", b"/"), ("host", b"bad host")],
+                ForwardError::Malformed("Host"),
+            ),
+            (
+                vec![("x-original-uri", b"/"), ("host", b"")],
+                ForwardError::Malformed("Host"),
+            ),
+            (
+                vec![
+                    ("x-original-uri", b"/"),
+                    ("host", b"h"),
+                    ("x-forwarded-for", b"not-an-ip"),
+                ],
+                ForwardError::Malformed("X-Forwarded-For"),
+            ),
+            (
+                vec![("x-original-uri", b"/\xc3\xa9")],
+                ForwardError::Malformed("x-original-uri"),
+            ),
         ];
         for (headers, expected) in cases {
             let p = parts("GET", &headers);
@@ -363,24 +506,44 @@ mod tests {
 
     #[test]
     fn client_ip_table() {
-        let cases: Vec<(&str, Vec<(&str, &[u8])>, &str)> = vec![
+        let cases: Vec<(&str, Headers, &str)> = vec![
             // untrusted peer: its own address, whatever it claims
             (STRANGER, vec![("x-forwarded-for", b"1.2.3.4")], STRANGER),
             (STRANGER, vec![("x-real-ip", b"1.2.3.4")], STRANGER),
             // trusted peer: right-most untrusted hop
-            (PEER, vec![("x-forwarded-for", b"6.6.6.6, 1.2.3.4, 10.1.1.1")], "1.2.3.4"),
-            (PEER, vec![("x-forwarded-for", b"6.6.6.6"), ("x-forwarded-for", b"1.2.3.4")], "1.2.3.4"),
-            (PEER, vec![("x-forwarded-for", b"10.0.0.2, 10.0.0.1")], "10.0.0.2"),
+            (
+                PEER,
+                vec![("x-forwarded-for", b"6.6.6.6, 1.2.3.4, 10.1.1.1")],
+                "1.2.3.4",
+            ),
+            (
+                PEER,
+                vec![
+                    ("x-forwarded-for", b"6.6.6.6"),
+                    ("x-forwarded-for", b"1.2.3.4"),
+                ],
+                "1.2.3.4",
+            ),
+            (
+                PEER,
+                vec![("x-forwarded-for", b"10.0.0.2, 10.0.0.1")],
+                "10.0.0.2",
+            ),
             (PEER, vec![("x-real-ip", b"5.5.5.5")], "5.5.5.5"),
             (PEER, vec![], PEER),
-            ("::ffff:10.0.0.7", vec![("x-forwarded-for", b"::ffff:8.8.8.8")], "8.8.8.8"),
+            (
+                "::ffff:10.0.0.7",
+                vec![("x-forwarded-for", b"::ffff:8.8.8.8")],
+                "8.8.8.8",
+            ),
         ];
         for (peer, headers, expected) in cases {
             let mut all = headers.clone();
             all.push(("x-original-uri", b"/"));
             all.push(("host", b"h"));
             let p = parts("GET", &all);
-            let r = OriginalRequest::from_parts(&p, peer.parse().unwrap(), None, &trusted()).unwrap();
+            let r =
+                OriginalRequest::from_parts(&p, peer.parse().unwrap(), None, &trusted()).unwrap();
             assert_eq!(r.client_ip.to_string(), expected, "{peer} {headers:?}");
         }
     }

@@ -67,9 +67,10 @@ pub fn attributes_from_pairs(pairs: &[String]) -> Result<Attributes, String> {
             .ok_or_else(|| format!("attribute '{pair}' is not of the form key=value"))?;
         match out.remove(k) {
             None => out.insert(k.to_owned(), AttributeValue::One(v.to_owned())),
-            Some(AttributeValue::One(first)) => {
-                out.insert(k.to_owned(), AttributeValue::Many(vec![first, v.to_owned()]))
-            }
+            Some(AttributeValue::One(first)) => out.insert(
+                k.to_owned(),
+                AttributeValue::Many(vec![first, v.to_owned()]),
+            ),
             Some(AttributeValue::Many(mut vs)) => {
                 vs.push(v.to_owned());
                 out.insert(k.to_owned(), AttributeValue::Many(vs))

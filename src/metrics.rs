@@ -37,7 +37,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("authgate");
         let decisions = Family::<DecisionLabels, Counter>::default();
-        registry.register("decisions", "Decisions by outcome and provider", decisions.clone());
+        registry.register(
+            "decisions",
+            "Decisions by outcome and provider",
+            decisions.clone(),
+        );
         let latency = Histogram::new(exponential_buckets(0.000_025, 2.0, 18));
         registry.register(
             "decision_duration_seconds",
@@ -47,9 +51,17 @@ impl Metrics {
         let cache_hits = Counter::default();
         registry.register("cache_hits", "Decision cache hits", cache_hits.clone());
         let cache_misses = Counter::default();
-        registry.register("cache_misses", "Decision cache misses", cache_misses.clone());
+        registry.register(
+            "cache_misses",
+            "Decision cache misses",
+            cache_misses.clone(),
+        );
         let store_errors = Counter::default();
-        registry.register("store_errors", "Failed store operations", store_errors.clone());
+        registry.register(
+            "store_errors",
+            "Failed store operations",
+            store_errors.clone(),
+        );
         Self {
             registry,
             decisions,
@@ -103,9 +115,15 @@ mod tests {
         m.cache(true);
         m.store_error();
         let text = m.encode();
-        assert!(text.contains("authgate_decisions_total{outcome=\"allow\",provider=\"api_token\"} 1"), "{text}");
+        assert!(
+            text.contains("authgate_decisions_total{outcome=\"allow\",provider=\"api_token\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("authgate_cache_hits_total 1"), "{text}");
         assert!(text.contains("authgate_store_errors_total 1"), "{text}");
-        assert!(text.contains("authgate_decision_duration_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("authgate_decision_duration_seconds_count 1"),
+            "{text}"
+        );
     }
 }

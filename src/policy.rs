@@ -195,7 +195,10 @@ impl Rule {
             && req.attributes.is_empty());
         let access = match rc.allow {
             Some(AllowConfig::Anonymous) if requires_something => {
-                return Err(err("", "`allow: anonymous` and `require` exclude each other"));
+                return Err(err(
+                    "",
+                    "`allow: anonymous` and `require` exclude each other",
+                ));
             }
             Some(AllowConfig::Anonymous) => Access::Anonymous,
             None => Access::Require(Requirements {
@@ -422,46 +425,194 @@ policy:
             missing: missing.into(),
         };
         let cases: Vec<(&str, &str, &str, Option<&Identity>, Decision)> = vec![
-            ("GET", "api.example.org", "/healthz", None, D::AllowAnonymous { rule: "health".into() }),
-            ("GET", "api.example.org", "/healthz", Some(&alice), D::AllowAnonymous { rule: "health".into() }),
+            (
+                "GET",
+                "api.example.org",
+                "/healthz",
+                None,
+                D::AllowAnonymous {
+                    rule: "health".into(),
+                },
+            ),
+            (
+                "GET",
+                "api.example.org",
+                "/healthz",
+                Some(&alice),
+                D::AllowAnonymous {
+                    rule: "health".into(),
+                },
+            ),
             ("GET", "api.example.org", "/data", None, D::Unauthenticated),
-            ("GET", "api.example.org", "/data", Some(&alice), allow("data-read")),
-            ("GET", "api.example.org", "/data/x/y", Some(&reader), allow("data-read")),
-            ("HEAD", "api.example.org", "/data", Some(&reader), allow("data-read")),
-            ("GET", "api.example.org", "/database", Some(&reader), deny("default", "a rule that matches this request")),
-            ("POST", "api.example.org", "/data", Some(&reader), deny("data-write", "role editor")),
-            ("POST", "api.example.org", "/data", Some(&scoped_editor), deny("data-write", "scope write:data")),
-            ("POST", "api.example.org", "/data", Some(&alice), allow("data-write")),
-            ("DELETE", "api.example.org", "/data", Some(&alice), deny("default", "a rule that matches this request")),
-            ("GET", "other.example.org", "/data", Some(&alice), deny("default", "a rule that matches this request")),
-            ("GET", "x", "/admin", Some(&alice), deny("admin", "role admin")),
-            ("GET", "x", "/admin/users", Some(&admin), D::Allow { rule: Some("admin".into()), audience: Some("admin-api".into()) }),
-            ("GET", "a.tenants.example.org", "/", Some(&member), allow("tenants")),
-            ("GET", "tenants.example.org", "/", Some(&member), deny("default", "a rule that matches this request")),
-            ("GET", "a.tenants.example.org", "/", Some(&reader), deny("tenants", "one of the roles owner, member")),
-            ("GET", "x", "/reports/2024/pdf", Some(&alice), allow("reports")),
-            ("GET", "x", "/reports/2024/pdf", Some(&member), deny("reports", "attribute dept in [physics, chemistry]")),
-            ("GET", "x", "/reports/2024/x/pdf", Some(&alice), deny("default", "a rule that matches this request")),
+            (
+                "GET",
+                "api.example.org",
+                "/data",
+                Some(&alice),
+                allow("data-read"),
+            ),
+            (
+                "GET",
+                "api.example.org",
+                "/data/x/y",
+                Some(&reader),
+                allow("data-read"),
+            ),
+            (
+                "HEAD",
+                "api.example.org",
+                "/data",
+                Some(&reader),
+                allow("data-read"),
+            ),
+            (
+                "GET",
+                "api.example.org",
+                "/database",
+                Some(&reader),
+                deny("default", "a rule that matches this request"),
+            ),
+            (
+                "POST",
+                "api.example.org",
+                "/data",
+                Some(&reader),
+                deny("data-write", "role editor"),
+            ),
+            (
+                "POST",
+                "api.example.org",
+                "/data",
+                Some(&scoped_editor),
+                deny("data-write", "scope write:data"),
+            ),
+            (
+                "POST",
+                "api.example.org",
+                "/data",
+                Some(&alice),
+                allow("data-write"),
+            ),
+            (
+                "DELETE",
+                "api.example.org",
+                "/data",
+                Some(&alice),
+                deny("default", "a rule that matches this request"),
+            ),
+            (
+                "GET",
+                "other.example.org",
+                "/data",
+                Some(&alice),
+                deny("default", "a rule that matches this request"),
+            ),
+            (
+                "GET",
+                "x",
+                "/admin",
+                Some(&alice),
+                deny("admin", "role admin"),
+            ),
+            (
+                "GET",
+                "x",
+                "/admin/users",
+                Some(&admin),
+                D::Allow {
+                    rule: Some("admin".into()),
+                    audience: Some("admin-api".into()),
+                },
+            ),
+            (
+                "GET",
+                "a.tenants.example.org",
+                "/",
+                Some(&member),
+                allow("tenants"),
+            ),
+            (
+                "GET",
+                "tenants.example.org",
+                "/",
+                Some(&member),
+                deny("default", "a rule that matches this request"),
+            ),
+            (
+                "GET",
+                "a.tenants.example.org",
+                "/",
+                Some(&reader),
+                deny("tenants", "one of the roles owner, member"),
+            ),
+            (
+                "GET",
+                "x",
+                "/reports/2024/pdf",
+                Some(&alice),
+                allow("reports"),
+            ),
+            (
+                "GET",
+                "x",
+                "/reports/2024/pdf",
+                Some(&member),
+                deny("reports", "attribute dept in [physics, chemistry]"),
+            ),
+            (
+                "GET",
+                "x",
+                "/reports/2024/x/pdf",
+                Some(&alice),
+                deny("default", "a rule that matches this request"),
+            ),
             ("GET", "x", "/files/a/b/c.txt", Some(&files), allow("files")),
             ("GET", "x", "/files/c.txt", Some(&files), allow("files")),
-            ("GET", "x", "/files/c.txt", Some(&reader), deny("files", "one of the scopes files:read, files:all")),
-            ("GET", "x", "/files/c.pdf", Some(&files), deny("default", "a rule that matches this request")),
+            (
+                "GET",
+                "x",
+                "/files/c.txt",
+                Some(&reader),
+                deny("files", "one of the scopes files:read, files:all"),
+            ),
+            (
+                "GET",
+                "x",
+                "/files/c.pdf",
+                Some(&files),
+                deny("default", "a rule that matches this request"),
+            ),
         ];
         for (method, host, path, identity, expected) in cases {
             let method = Method::from_bytes(method.as_bytes()).unwrap();
-            let target = Target { method: &method, host, path };
-            assert_eq!(p.evaluate(&target, identity), expected, "{method} {host}{path}");
+            let target = Target {
+                method: &method,
+                host,
+                path,
+            };
+            assert_eq!(
+                p.evaluate(&target, identity),
+                expected,
+                "{method} {host}{path}"
+            );
         }
     }
 
     #[test]
     fn default_allow_authenticated() {
         let p = policy("policy: { default: allow_authenticated }");
-        let t = Target { method: &Method::GET, host: "h", path: "/anything" };
+        let t = Target {
+            method: &Method::GET,
+            host: "h",
+            path: "/anything",
+        };
         assert_eq!(p.evaluate(&t, None), Decision::Unauthenticated);
         assert_eq!(
             p.evaluate(&t, Some(&user(&[], Some(&[]), None))),
-            Decision::Allow { rule: None, audience: None }
+            Decision::Allow {
+                rule: None,
+                audience: None
+            }
         );
     }
 

@@ -146,7 +146,11 @@ impl RequestIds {
         {
             return id.to_owned();
         }
-        format!("{}-{}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{}-{}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
     }
 }
 
@@ -154,9 +158,11 @@ impl App {
     /// Opens the store, loads (or creates) the signing keys and builds the providers.
     pub async fn build(config: &Config) -> Result<Arc<Self>, StartError> {
         let store = store::open(&config.store)?;
-        let minter = Minter::new(&config.mint, store.as_ref(), true, config.cache.max_entries).await?;
+        let minter =
+            Minter::new(&config.mint, store.as_ref(), true, config.cache.max_entries).await?;
         let chain = Chain::build(&config.providers.0, store.clone());
-        let challenge = HeaderValue::from_str(&chain.challenges(&config.server.realm).join(", ")).ok();
+        let challenge =
+            HeaderValue::from_str(&chain.challenges(&config.server.realm).join(", ")).ok();
         let policy = Policy::try_from(&config.policy).map_err(|e| {
             // Validated when the config was loaded; kept as an error, not a panic.
             StartError::Store(StoreError::Corrupt(e.to_string()))
@@ -181,7 +187,11 @@ impl App {
     }
 
     /// Answers one data-plane request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
         let path = req.uri().path();
         if path == "/auth" {
             self.decide(req, peer, Endpoint::Auth, None).await
@@ -197,7 +207,11 @@ impl App {
         } else if path == "/.well-known/jwks.json" {
             document(req.method(), self.minter.jwks(), "public, max-age=60")
         } else if path == "/.well-known/openid-configuration" {
-            document(req.method(), self.minter.discovery(), "public, max-age=3600")
+            document(
+                req.method(),
+                self.minter.discovery(),
+                "public, max-age=3600",
+            )
         } else {
             json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"}))
         }
@@ -227,7 +241,8 @@ impl App {
         let subject = subject.as_ref().map_or("", |i| i.subject.as_str());
         let response = self.respond(outcome, endpoint, &parts, original.as_ref().ok());
         let elapsed = started.elapsed();
-        self.metrics.decision(status_label, provider, elapsed.as_secs_f64());
+        self.metrics
+            .decision(status_label, provider, elapsed.as_secs_f64());
         let (method, host, path) = match &original {
             Ok(o) => (o.method.as_str(), o.host.as_str(), o.path.as_str()),
             Err(_) => (parts.method.as_str(), "", ""),
@@ -274,7 +289,10 @@ impl App {
             Ok(None) => return Outcome::Reject(Rejection::NoCredential),
             Err(e) => return Outcome::Reject(Rejection::BadCredential(e)),
         };
-        *provider = self.chain.provider_for(&credential).map_or("none", |p| p.kind());
+        *provider = self
+            .chain
+            .provider_for(&credential)
+            .map_or("none", |p| p.kind());
         let key = credential.cache_key();
         let ctx = AuthContext {
             client_ip: original.client_ip,
@@ -348,7 +366,9 @@ impl App {
                 StatusCode::BAD_REQUEST,
                 json!({"error": "bad_request", "reason": e.to_string()}),
             ),
-            Rejection::BadCredential(e) => self.unauthorized(&e.to_string(), endpoint, parts, original),
+            Rejection::BadCredential(e) => {
+                self.unauthorized(&e.to_string(), endpoint, parts, original)
+            }
             Rejection::NoCredential => {
                 self.unauthorized("no credential was presented", endpoint, parts, original)
             }
@@ -359,8 +379,10 @@ impl App {
                     json!({"error": "too_many_requests",
                            "reason": "too many failed attempts for this user or address"}),
                 );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+                r.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after.as_secs().max(1)),
+                );
                 r
             }
             Rejection::Forbidden { rule, missing } => json_response(
@@ -492,8 +514,12 @@ pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Bo
 
 fn document(method: &Method, body: Bytes, cache_control: &'static str) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
-        let mut r = json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method_not_allowed"}));
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        let mut r = json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({"error": "method_not_allowed"}),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
     let mut r = Response::new(Full::new(body));
@@ -501,8 +527,10 @@ fn document(method: &Method, body: Bytes, cache_control: &'static str) -> Respon
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control),
+    );
     r
 }
 

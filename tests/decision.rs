@@ -33,7 +33,9 @@ async fn malformed_input_gets_a_clear_4xx() {
     let config = write_config(dir.path(), POLICY);
     let token = create_token(&config, &["--user", "alice", "--scopes", "read:data"]);
     let authgate = Authgate::start(&config);
-    let ok = |extra: &str| format!("GET /auth HTTP/1.1\r\nHost: h\r\nX-Original-URI: /data\r\n{extra}Connection: close\r\n\r\n").into_bytes();
+    let ok = |extra: &str| {
+        format!("GET /auth HTTP/1.1\r\nHost: h\r\nX-Original-URI: /data\r\n{extra}Connection: close\r\n\r\n").into_bytes()
+    };
     let raw = |head: &[u8], extra: &[u8]| {
         let mut v = b"GET /auth HTTP/1.1\r\nHost: h\r\nX-Original-URI: /data\r\n".to_vec();
         v.extend_from_slice(head);
@@ -45,7 +47,9 @@ async fn malformed_input_gets_a_clear_4xx() {
     let agt_unknown = format!("Authorization: Bearer agt_{}\r\n", "A".repeat(43));
     let agt_bad_char = format!("Authorization: Bearer agt_{}*\r\n", "A".repeat(42));
     let big_token = format!("Authorization: Bearer {}\r\n", "a".repeat(9000));
-    let many_headers: String = (0..90).map(|i| format!("X-Filler-{i}: {}\r\n", "v".repeat(190))).collect();
+    let many_headers: String = (0..90)
+        .map(|i| format!("X-Filler-{i}: {}\r\n", "v".repeat(190)))
+        .collect();
     let huge = format!("X-Huge: {}\r\n", "h".repeat(70_000));
     let basic = |s: &[u8]| format!("Authorization: Basic {}\r\n", b64(s));
     let cases: Vec<(Vec<u8>, u16)> = vec![
@@ -116,18 +120,37 @@ async fn malformed_input_gets_a_clear_4xx() {
         let shown = String::from_utf8_lossy(&request[..request.len().min(160)]);
         assert_eq!(status, *expected, "case {i}: {shown}\n{head}\n{body}");
         if status == 401 {
-            assert!(head.to_ascii_lowercase().contains("www-authenticate: bearer realm=\"authgate\""), "case {i}: {head}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("www-authenticate: bearer realm=\"authgate\""),
+                "case {i}: {head}"
+            );
         }
         if !(status == 431 && body.is_empty()) {
-            let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("case {i}: body {body:?}"));
-            assert!(v["reason"].as_str().is_some_and(|r| !r.is_empty()), "case {i}: {body}");
+            let v: Value =
+                serde_json::from_str(&body).unwrap_or_else(|_| panic!("case {i}: body {body:?}"));
+            assert!(
+                v["reason"].as_str().is_some_and(|r| !r.is_empty()),
+                "case {i}: {body}"
+            );
         }
     }
     // Still alive and still right.
     let http = reqwest::Client::new();
-    let resp = http.get(authgate.url("/auth")).header("X-Original-URI", "/data").bearer_auth(&token).send().await.unwrap();
+    let resp = http
+        .get(authgate.url("/auth"))
+        .header("X-Original-URI", "/data")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    let metrics = reqwest::get(authgate.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(authgate.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(!metrics.contains("outcome=\"unavailable\""), "{metrics}");
 }
 
@@ -135,70 +158,150 @@ async fn malformed_input_gets_a_clear_4xx() {
 #[tokio::test(flavor = "multi_thread")]
 async fn proxy_forms_and_browser_sign_in() {
     let dir = tempfile::tempdir().unwrap();
-    let sections = format!("{POLICY}\nserver: {{ listen: \"127.0.0.1:0\", signin_url: \"https://auth.example.org/oauth2/start\" }}\n");
+    let sections = format!(
+        "{POLICY}\nserver: {{ listen: \"127.0.0.1:0\", signin_url: \"https://auth.example.org/oauth2/start\" }}\n"
+    );
     let config = write_config(dir.path(), &sections);
     let token = create_token(&config, &["--user", "alice", "--scopes", "read:data"]);
     let authgate = Authgate::start(&config);
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let html = "text/html,application/xhtml+xml";
 
     // Traefik / Caddy form.
-    let resp = http.get(authgate.url("/forward-auth"))
-        .header("X-Forwarded-Method", "GET").header("X-Forwarded-Proto", "https")
-        .header("X-Forwarded-Host", "api.example.org").header("X-Forwarded-Uri", "/data?q=1")
-        .bearer_auth(&token).send().await.unwrap();
+    let resp = http
+        .get(authgate.url("/forward-auth"))
+        .header("X-Forwarded-Method", "GET")
+        .header("X-Forwarded-Proto", "https")
+        .header("X-Forwarded-Host", "api.example.org")
+        .header("X-Forwarded-Uri", "/data?q=1")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["authorization"].to_str().unwrap().starts_with("Bearer "));
+    assert!(
+        resp.headers()["authorization"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer ")
+    );
     assert_eq!(resp.headers()["x-auth-request-user"], "alice");
     // Envoy path-prefix form; only the method of the check request counts.
-    let resp = http.get(authgate.url("/auth/data/x?y=1")).bearer_auth(&token).send().await.unwrap();
+    let resp = http
+        .get(authgate.url("/auth/data/x?y=1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    let resp = http.post(authgate.url("/auth/data")).bearer_auth(&token).send().await.unwrap();
+    let resp = http
+        .post(authgate.url("/auth/data"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403, "POST /data has no rule");
     // ingress-nginx form.
-    let resp = http.get(authgate.url("/auth")).header("X-Original-URL", "https://api.example.org/data")
-        .header("X-Original-Method", "GET").bearer_auth(&token).send().await.unwrap();
+    let resp = http
+        .get(authgate.url("/auth"))
+        .header("X-Original-URL", "https://api.example.org/data")
+        .header("X-Original-Method", "GET")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     // Anonymous route: 200 with no identity headers.
-    let resp = http.get(authgate.url("/auth/healthz")).send().await.unwrap();
+    let resp = http
+        .get(authgate.url("/auth/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("authorization").is_none());
     assert!(resp.headers().get("x-auth-request-user").is_none());
 
     // A browser without a credential: /forward-auth redirects to sign in ...
-    let resp = http.get(authgate.url("/forward-auth"))
-        .header("X-Forwarded-Method", "GET").header("X-Forwarded-Proto", "https")
-        .header("X-Forwarded-Host", "api.example.org").header("X-Forwarded-Uri", "/data?q=1")
-        .header("Accept", html).send().await.unwrap();
+    let resp = http
+        .get(authgate.url("/forward-auth"))
+        .header("X-Forwarded-Method", "GET")
+        .header("X-Forwarded-Proto", "https")
+        .header("X-Forwarded-Host", "api.example.org")
+        .header("X-Forwarded-Uri", "/data?q=1")
+        .header("Accept", html)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 302);
     assert_eq!(
         resp.headers()["location"],
         "https://auth.example.org/oauth2/start?rd=https%3A%2F%2Fapi%2Eexample%2Eorg%2Fdata%3Fq%3D1"
     );
     // ... /auth never redirects (nginx would make a 500 of it) but says where to go.
-    let resp = http.get(authgate.url("/auth")).header("X-Original-URI", "/data").header("Host", "api.example.org")
-        .header("Accept", html).send().await.unwrap();
+    let resp = http
+        .get(authgate.url("/auth"))
+        .header("X-Original-URI", "/data")
+        .header("Host", "api.example.org")
+        .header("Accept", html)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
-    assert_eq!(resp.headers()["location"], "https://auth.example.org/oauth2/start?rd=http%3A%2F%2Fapi%2Eexample%2Eorg%2Fdata");
+    assert_eq!(
+        resp.headers()["location"],
+        "https://auth.example.org/oauth2/start?rd=http%3A%2F%2Fapi%2Eexample%2Eorg%2Fdata"
+    );
     // An API client (no text/html) and a POST get the plain 401 from /forward-auth.
-    let resp = http.get(authgate.url("/forward-auth")).header("X-Forwarded-Uri", "/data").send().await.unwrap();
+    let resp = http
+        .get(authgate.url("/forward-auth"))
+        .header("X-Forwarded-Uri", "/data")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert!(resp.headers().get("location").is_none());
-    let resp = http.get(authgate.url("/forward-auth")).header("X-Forwarded-Uri", "/data")
-        .header("X-Forwarded-Method", "POST").header("Accept", html).send().await.unwrap();
+    let resp = http
+        .get(authgate.url("/forward-auth"))
+        .header("X-Forwarded-Uri", "/data")
+        .header("X-Forwarded-Method", "POST")
+        .header("Accept", html)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     // A browser with a valid credential but not allowed: 403, not a redirect.
-    let resp = http.get(authgate.url("/forward-auth")).header("X-Forwarded-Uri", "/other")
-        .header("Accept", html).bearer_auth(&token).send().await.unwrap();
+    let resp = http
+        .get(authgate.url("/forward-auth"))
+        .header("X-Forwarded-Uri", "/other")
+        .header("Accept", html)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["rule"], "default");
 
     // Well-known documents.
-    let discovery: Value = reqwest::get(authgate.url("/.well-known/openid-configuration")).await.unwrap().json().await.unwrap();
+    let discovery: Value = reqwest::get(authgate.url("/.well-known/openid-configuration"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(discovery["issuer"], "https://authgate.test");
-    assert_eq!(discovery["jwks_uri"], "https://authgate.test/.well-known/jwks.json");
-    let resp = http.post(authgate.url("/.well-known/jwks.json")).send().await.unwrap();
+    assert_eq!(
+        discovery["jwks_uri"],
+        "https://authgate.test/.well-known/jwks.json"
+    );
+    let resp = http
+        .post(authgate.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 405);
 }
 
@@ -211,24 +314,54 @@ async fn basic_auth_is_cached_and_rate_limited() {
     let authgate = Authgate::start(&config);
     let http = reqwest::Client::new();
     let get = |user: &'static str, pw: &'static str| {
-        http.get(authgate.url("/auth/data")).basic_auth(user, Some(pw)).send()
+        http.get(authgate.url("/auth/data"))
+            .basic_auth(user, Some(pw))
+            .send()
     };
     assert_eq!(get("carol", "carol-password").await.unwrap().status(), 200);
     for _ in 0..20 {
         assert_eq!(get("carol", "carol-password").await.unwrap().status(), 200);
     }
-    let metrics = reqwest::get(authgate.admin_url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("authgate_cache_hits_total 20"), "argon2 ran once, the rest were hits:\n{metrics}");
-    assert!(metrics.contains("authgate_cache_misses_total 1"), "{metrics}");
-    assert!(metrics.contains("authgate_decisions_total{outcome=\"allow\",provider=\"basic\"} 21"), "{metrics}");
+    let metrics = reqwest::get(authgate.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("authgate_cache_hits_total 20"),
+        "argon2 ran once, the rest were hits:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("authgate_cache_misses_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("authgate_decisions_total{outcome=\"allow\",provider=\"basic\"} 21"),
+        "{metrics}"
+    );
 
     for pw in ["wrong-1", "wrong-2", "wrong-3"] {
-        let resp = http.get(authgate.url("/auth/data")).basic_auth("carol", Some(pw)).send().await.unwrap();
+        let resp = http
+            .get(authgate.url("/auth/data"))
+            .basic_auth("carol", Some(pw))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 401);
     }
-    let resp = http.get(authgate.url("/auth/data")).basic_auth("carol", Some("wrong-4")).send().await.unwrap();
+    let resp = http
+        .get(authgate.url("/auth/data"))
+        .basic_auth("carol", Some("wrong-4"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 429);
-    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     // The cached success keeps working (the credential was verified before the attack).
     assert_eq!(get("carol", "carol-password").await.unwrap().status(), 200);
@@ -241,22 +374,57 @@ async fn restart_keeps_state_and_shutdown_is_graceful() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), POLICY);
     add_user(&config, &["dave"], "dave-password");
-    let token = create_token(&config, &["--user", "dave", "--scopes", "read:data", "--name", "t1"]);
+    let token = create_token(
+        &config,
+        &["--user", "dave", "--scopes", "read:data", "--name", "t1"],
+    );
     let authgate = Authgate::start(&config);
     let http = reqwest::Client::new();
-    let resp = http.get(authgate.url("/auth/data")).bearer_auth(&token).send().await.unwrap();
+    let resp = http
+        .get(authgate.url("/auth/data"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    let jwt = resp.headers()["authorization"].to_str().unwrap().strip_prefix("Bearer ").unwrap().to_owned();
+    let jwt = resp.headers()["authorization"]
+        .to_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned();
     assert_eq!(authgate.stop(), Some(0), "SIGTERM exits cleanly");
 
     let authgate = Authgate::start(&config);
     let claims = verify_jwt(&authgate, &jwt, "api").await;
     assert_eq!(claims["sub"], "dave");
-    assert_eq!(http.get(authgate.url("/auth/data")).bearer_auth(&token).send().await.unwrap().status(), 200);
-    assert_eq!(http.get(authgate.url("/auth/data")).basic_auth("dave", Some("dave-password")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(authgate.url("/auth/data"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(authgate.url("/auth/data"))
+            .basic_auth("dave", Some("dave-password"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let ready = reqwest::get(authgate.admin_url("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
-    assert_eq!(reqwest::get(authgate.admin_url("/livez")).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(authgate.admin_url("/livez"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     // last_used_at is written by the periodic flush (every 5 s) or at shutdown.
     assert_eq!(authgate.stop(), Some(0));
     let out = cli(&config, &["token", "list", "--json"], None);
@@ -274,30 +442,69 @@ async fn key_rotation_while_running() {
     let authgate = Authgate::start(&config);
     let http = reqwest::Client::new();
     let mint = async || {
-        let resp = http.get(authgate.url("/auth/data")).bearer_auth(&token).send().await.unwrap();
+        let resp = http
+            .get(authgate.url("/auth/data"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
-        resp.headers()["authorization"].to_str().unwrap().strip_prefix("Bearer ").unwrap().to_owned()
+        resp.headers()["authorization"]
+            .to_str()
+            .unwrap()
+            .strip_prefix("Bearer ")
+            .unwrap()
+            .to_owned()
     };
     let old_jwt = mint().await;
     let old_kid = jsonwebtoken::decode_header(&old_jwt).unwrap().kid.unwrap();
     let out = authgate.cli(&["keys", "rotate"], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let new_kid = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert_ne!(new_kid, old_kid);
     let switched = eventually(Duration::from_secs(15), async || {
-        jsonwebtoken::decode_header(&mint().await).unwrap().kid.unwrap() == new_kid
+        jsonwebtoken::decode_header(&mint().await)
+            .unwrap()
+            .kid
+            .unwrap()
+            == new_kid
     })
     .await;
     assert!(switched, "the server did not pick up the rotated key");
-    let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(authgate.url("/.well-known/jwks.json")).await.unwrap().json().await.unwrap();
-    let kids: Vec<_> = jwks.keys.iter().map(|k| k.common.key_id.clone().unwrap()).collect();
+    let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(authgate.url("/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<_> = jwks
+        .keys
+        .iter()
+        .map(|k| k.common.key_id.clone().unwrap())
+        .collect();
     assert_eq!(kids, vec![new_kid.clone(), old_kid.clone()]);
     verify_with(&jwks, &old_jwt, "api");
     verify_with(&jwks, &mint().await, "api");
     let listed = String::from_utf8(authgate.cli(&["keys", "list"], None).stdout).unwrap();
-    let rows: Vec<Vec<&str>> = listed.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(rows[0][..3], [new_kid.as_str(), "ES256", "active"], "{listed}");
-    assert_eq!(rows[1][..3], [old_kid.as_str(), "ES256", "retired"], "{listed}");
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0][..3],
+        [new_kid.as_str(), "ES256", "active"],
+        "{listed}"
+    );
+    assert_eq!(
+        rows[1][..3],
+        [old_kid.as_str(), "ES256", "retired"],
+        "{listed}"
+    );
 }
 
 /// A store that fails while running: /readyz says so, and /auth fails closed (503) for a
@@ -309,11 +516,23 @@ async fn failing_store_fails_closed() {
     let token = create_token(&config, &["--user", "frank", "--scopes", "read:data"]);
     let authgate = Authgate::start(&config);
     let http = reqwest::Client::new();
-    assert_eq!(reqwest::get(authgate.admin_url("/readyz")).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(authgate.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     // Break the database under the running server (as a bad migration or a wrong file would).
     let db = rusqlite::Connection::open(dir.path().join("authgate.db")).unwrap();
-    db.execute_batch("DROP TABLE api_tokens; DROP TABLE signing_keys;").unwrap();
-    let resp = http.get(authgate.url("/auth/data")).bearer_auth(&token).send().await.unwrap();
+    db.execute_batch("DROP TABLE api_tokens; DROP TABLE signing_keys;")
+        .unwrap();
+    let resp = http
+        .get(authgate.url("/auth/data"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 503);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "unavailable");
@@ -321,8 +540,17 @@ async fn failing_store_fails_closed() {
     assert_eq!(ready.status(), 503);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["store"], "unreachable");
-    let metrics = reqwest::get(authgate.admin_url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("authgate_decisions_total{outcome=\"unavailable\",provider=\"api_token\"} 1"), "{metrics}");
+    let metrics = reqwest::get(authgate.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("authgate_decisions_total{outcome=\"unavailable\",provider=\"api_token\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// Bad start-up inputs: a clear message naming the key or file, and the documented exit code.
@@ -333,7 +561,10 @@ fn start_up_errors_are_clear() {
         let path = dir.path().join("bad.yaml");
         std::fs::write(&path, yaml).unwrap();
         let out = cli(&path, args, None);
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
     let (code, err) = run("server: { lisen: x }", &["serve"]);
     assert_eq!(code, Some(64));
@@ -345,71 +576,235 @@ fn start_up_errors_are_clear() {
     assert_eq!(code, Some(64));
     assert!(err.contains("cache.max_entries"), "{err}");
     // An unreadable key file is named.
-    let (code, err) = run("mint: { key_files: [/nonexistent/signing.pem] }\nserver: { listen: \"127.0.0.1:0\" }\nadmin: { listen: \"127.0.0.1:0\" }\nstore: { type: embedded, path: /tmp/authgate-keyfile-test.db }", &["serve"]);
+    let (code, err) = run(
+        "mint: { key_files: [/nonexistent/signing.pem] }\nserver: { listen: \"127.0.0.1:0\" }\nadmin: { listen: \"127.0.0.1:0\" }\nstore: { type: embedded, path: /tmp/authgate-keyfile-test.db }",
+        &["serve"],
+    );
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("/nonexistent/signing.pem"), "{err}");
-    let (code, err) = run("mint: { key_files: [/nonexistent/signing.pem] }", &["check-config"]);
+    let (code, err) = run(
+        "mint: { key_files: [/nonexistent/signing.pem] }",
+        &["check-config"],
+    );
     assert_eq!(code, Some(64));
     assert!(err.contains("/nonexistent/signing.pem"), "{err}");
     // A store that cannot be opened is named.
-    let (code, err) = run("store: { type: embedded, path: /proc/no/authgate.db }\nserver: { listen: \"127.0.0.1:0\" }\nadmin: { listen: \"127.0.0.1:0\" }", &["serve"]);
+    let (code, err) = run(
+        "store: { type: embedded, path: /proc/no/authgate.db }\nserver: { listen: \"127.0.0.1:0\" }\nadmin: { listen: \"127.0.0.1:0\" }",
+        &["serve"],
+    );
     assert_eq!(code, Some(1));
-    assert!(err.contains("cannot open the embedded store at '/proc/no/authgate.db'"), "{err}");
+    assert!(
+        err.contains("cannot open the embedded store at '/proc/no/authgate.db'"),
+        "{err}"
+    );
     // A valid config passes check-config.
     let (code, _) = run("", &["check-config"]);
     assert_eq!(code, Some(0));
     // The example config is valid.
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml");
     let out = cli(&example, &["check-config"], None);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The CLI: policy check, token list/revoke by secret, user management.
 #[test]
 fn cli_commands() {
     let dir = tempfile::tempdir().unwrap();
-    let example = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml")).unwrap();
-    let example = example.replace("/var/lib/authgate/authgate.db", &dir.path().join("a.db").display().to_string());
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml"),
+    )
+    .unwrap();
+    let example = example.replace(
+        "/var/lib/authgate/authgate.db",
+        &dir.path().join("a.db").display().to_string(),
+    );
     let config = dir.path().join("c.yaml");
     std::fs::write(&config, example).unwrap();
-    add_user(&config, &["alice", "--roles", "editor", "--attr", "department=physics"], "alice-password");
+    add_user(
+        &config,
+        &["alice", "--roles", "editor", "--attr", "department=physics"],
+        "alice-password",
+    );
     let check = |args: &[&str]| {
         let mut all = vec!["policy", "check"];
         all.extend_from_slice(args);
         let out = cli(&config, &all, None);
-        (out.status.code(), String::from_utf8(out.stdout).unwrap().trim().to_owned())
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+        )
     };
-    assert_eq!(check(&["--user", "alice", "--url", "https://api.example.org/data"]), (Some(0), "allow (rule: data-read, audience: api)".into()));
-    assert_eq!(check(&["--user", "alice", "--scopes", "other", "--url", "https://api.example.org/data"]), (Some(1), "deny (rule: data-read): missing scope read:data (403)".into()));
-    assert_eq!(check(&["--user", "alice", "--url", "https://x.example.org/admin"]), (Some(1), "deny (rule: admin): missing role admin (403)".into()));
-    assert_eq!(check(&["--user", "alice", "--roles", "admin", "--url", "https://x.example.org/admin"]), (Some(0), "allow (rule: admin, audience: admin-api)".into()));
-    assert_eq!(check(&["--url", "https://api.example.org/data"]), (Some(1), "unauthenticated: a valid credential is needed (401)".into()));
-    assert_eq!(check(&["--url", "https://api.example.org/healthz"]), (Some(0), "allow anonymous (rule: health)".into()));
-    assert_eq!(check(&["--user", "alice", "--url", "https://x.org/reports/2024/pdf"]), (Some(0), "allow (rule: reports, audience: api)".into()));
-    assert_eq!(check(&["--user", "alice", "--method", "POST", "--url", "https://api.example.org/data"]), (Some(0), "allow (rule: data-write, audience: api)".into()));
-    assert_eq!(check(&["--user", "alice", "--scopes", "read:data", "--method", "POST", "--url", "https://api.example.org/data"]), (Some(1), "deny (rule: data-write): missing scope write:data (403)".into()));
-    assert_eq!(cli(&config, &["policy", "check", "--url", "not a url"], None).status.code(), Some(65));
+    assert_eq!(
+        check(&["--user", "alice", "--url", "https://api.example.org/data"]),
+        (Some(0), "allow (rule: data-read, audience: api)".into())
+    );
+    assert_eq!(
+        check(&[
+            "--user",
+            "alice",
+            "--scopes",
+            "other",
+            "--url",
+            "https://api.example.org/data"
+        ]),
+        (
+            Some(1),
+            "deny (rule: data-read): missing scope read:data (403)".into()
+        )
+    );
+    assert_eq!(
+        check(&["--user", "alice", "--url", "https://x.example.org/admin"]),
+        (
+            Some(1),
+            "deny (rule: admin): missing role admin (403)".into()
+        )
+    );
+    assert_eq!(
+        check(&[
+            "--user",
+            "alice",
+            "--roles",
+            "admin",
+            "--url",
+            "https://x.example.org/admin"
+        ]),
+        (Some(0), "allow (rule: admin, audience: admin-api)".into())
+    );
+    assert_eq!(
+        check(&["--url", "https://api.example.org/data"]),
+        (
+            Some(1),
+            "unauthenticated: a valid credential is needed (401)".into()
+        )
+    );
+    assert_eq!(
+        check(&["--url", "https://api.example.org/healthz"]),
+        (Some(0), "allow anonymous (rule: health)".into())
+    );
+    assert_eq!(
+        check(&["--user", "alice", "--url", "https://x.org/reports/2024/pdf"]),
+        (Some(0), "allow (rule: reports, audience: api)".into())
+    );
+    assert_eq!(
+        check(&[
+            "--user",
+            "alice",
+            "--method",
+            "POST",
+            "--url",
+            "https://api.example.org/data"
+        ]),
+        (Some(0), "allow (rule: data-write, audience: api)".into())
+    );
+    assert_eq!(
+        check(&[
+            "--user",
+            "alice",
+            "--scopes",
+            "read:data",
+            "--method",
+            "POST",
+            "--url",
+            "https://api.example.org/data"
+        ]),
+        (
+            Some(1),
+            "deny (rule: data-write): missing scope write:data (403)".into()
+        )
+    );
+    assert_eq!(
+        cli(&config, &["policy", "check", "--url", "not a url"], None)
+            .status
+            .code(),
+        Some(65)
+    );
 
     let secret = create_token(&config, &["--user", "alice", "--name", "laptop"]);
-    let out = cli(&config, &["token", "revoke", "--secret-stdin"], Some(&format!("{secret}\n")));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = cli(&config, &["token", "revoke", "--secret-stdin"], Some(&format!("{secret}\n")));
+    let out = cli(
+        &config,
+        &["token", "revoke", "--secret-stdin"],
+        Some(&format!("{secret}\n")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(
+        &config,
+        &["token", "revoke", "--secret-stdin"],
+        Some(&format!("{secret}\n")),
+    );
     assert_eq!(out.status.code(), Some(65), "revoking twice says so");
     let listed = String::from_utf8(cli(&config, &["token", "list"], None).stdout).unwrap();
-    assert!(listed.contains("laptop") && listed.contains("revoked"), "{listed}");
+    assert!(
+        listed.contains("laptop") && listed.contains("revoked"),
+        "{listed}"
+    );
     assert!(!listed.contains(&secret), "secrets are never listed");
     let db = std::fs::read(dir.path().join("a.db")).unwrap();
-    assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()), "the secret is not stored");
+    assert!(
+        !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret is not stored"
+    );
 
-    assert_eq!(cli(&config, &["user", "add", "alice"], Some("another-password\n")).status.code(), Some(65));
-    assert_eq!(cli(&config, &["user", "add", "bob"], Some("short\n")).status.code(), Some(65));
-    assert!(cli(&config, &["user", "passwd", "alice"], Some("new-password-1\n")).status.success());
+    assert_eq!(
+        cli(
+            &config,
+            &["user", "add", "alice"],
+            Some("another-password\n")
+        )
+        .status
+        .code(),
+        Some(65)
+    );
+    assert_eq!(
+        cli(&config, &["user", "add", "bob"], Some("short\n"))
+            .status
+            .code(),
+        Some(65)
+    );
+    assert!(
+        cli(
+            &config,
+            &["user", "passwd", "alice"],
+            Some("new-password-1\n")
+        )
+        .status
+        .success()
+    );
     let users = String::from_utf8(cli(&config, &["user", "list"], None).stdout).unwrap();
-    assert!(users.contains("alice") && users.contains("editor"), "{users}");
+    assert!(
+        users.contains("alice") && users.contains("editor"),
+        "{users}"
+    );
     assert!(!users.contains("argon2"), "hashes are not listed");
     let _t = create_token(&config, &["--user", "alice"]);
-    assert!(cli(&config, &["user", "remove", "alice"], None).status.success());
-    let tokens: Value = serde_json::from_slice(&cli(&config, &["token", "list", "--json"], None).stdout).unwrap();
-    assert!(tokens.as_array().unwrap().iter().all(|t| t["revoked_at"].is_i64()), "removing a user revokes their tokens");
-    assert_eq!(cli(&config, &["user", "remove", "alice"], None).status.code(), Some(65));
+    assert!(
+        cli(&config, &["user", "remove", "alice"], None)
+            .status
+            .success()
+    );
+    let tokens: Value =
+        serde_json::from_slice(&cli(&config, &["token", "list", "--json"], None).stdout).unwrap();
+    assert!(
+        tokens
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["revoked_at"].is_i64()),
+        "removing a user revokes their tokens"
+    );
+    assert_eq!(
+        cli(&config, &["user", "remove", "alice"], None)
+            .status
+            .code(),
+        Some(65)
+    );
 }

@@ -34,14 +34,53 @@ fn header<'a>(echo: &'a Value, name: &str) -> Option<&'a str> {
 async fn nginx_auth_request_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), SECTIONS);
-    add_user(&config, &["alice", "--roles", "staff,admin", "--email", "alice@example.org", "--attr", "dept=physics"], "alice-password");
-    let token = create_token(&config, &["--user", "alice", "--scopes", "read:data", "--expires", "30d", "--name", "ci"]);
+    add_user(
+        &config,
+        &[
+            "alice",
+            "--roles",
+            "staff,admin",
+            "--email",
+            "alice@example.org",
+            "--attr",
+            "dept=physics",
+        ],
+        "alice-password",
+    );
+    let token = create_token(
+        &config,
+        &[
+            "--user",
+            "alice",
+            "--scopes",
+            "read:data",
+            "--expires",
+            "30d",
+            "--name",
+            "ci",
+        ],
+    );
     let other_scope = create_token(&config, &["--user", "alice", "--scopes", "write:data"]);
     let bob = create_token(&config, &["--user", "bob", "--scopes", "read:data"]);
-    let short = create_token(&config, &["--user", "alice", "--scopes", "read:data", "--expires", "3s"]);
+    let short = create_token(
+        &config,
+        &[
+            "--user",
+            "alice",
+            "--scopes",
+            "read:data",
+            "--expires",
+            "3s",
+        ],
+    );
     let authgate = Authgate::start(&config);
     let echo = Echo::start().await;
-    let nginx = Nginx::start(dir.path(), "deploy/nginx/authgate.conf", authgate.data, echo.addr);
+    let nginx = Nginx::start(
+        dir.path(),
+        "deploy/nginx/authgate.conf",
+        authgate.data,
+        echo.addr,
+    );
     let http = reqwest::Client::new();
 
     // A valid token: 200 at the client; the upstream sees a JWT that verifies, with the
@@ -76,90 +115,216 @@ async fn nginx_auth_request_end_to_end() {
     assert!(iat >= before - 1 && iat <= authgate_now() + 1);
     // Client-sent identity headers never reach the upstream as sent.
     assert_eq!(header(&echo_seen, "x-auth-request-user"), Some("alice"));
-    assert_eq!(header(&echo_seen, "x-auth-request-roles"), Some("admin,staff"));
-    assert_eq!(header(&echo_seen, "x-auth-request-scopes"), Some("read:data"));
-    assert_eq!(header(&echo_seen, "x-auth-request-email"), Some("alice@example.org"));
+    assert_eq!(
+        header(&echo_seen, "x-auth-request-roles"),
+        Some("admin,staff")
+    );
+    assert_eq!(
+        header(&echo_seen, "x-auth-request-scopes"),
+        Some("read:data")
+    );
+    assert_eq!(
+        header(&echo_seen, "x-auth-request-email"),
+        Some("alice@example.org")
+    );
 
     // The same token as X-Auth-Token: the raw token does not reach the upstream.
-    let resp = http.get(nginx.url("/data")).header("X-Auth-Token", &token).send().await.unwrap();
+    let resp = http
+        .get(nginx.url("/data"))
+        .header("X-Auth-Token", &token)
+        .send()
+        .await
+        .unwrap();
     let seen = upstream_headers(resp).await;
     assert!(seen.get("x-auth-token").is_none(), "{seen}");
-    assert!(header(&seen, "authorization").unwrap().starts_with("Bearer ey"));
+    assert!(
+        header(&seen, "authorization")
+            .unwrap()
+            .starts_with("Bearer ey")
+    );
 
     // Basic auth: a user authenticated directly holds all scopes (no scopes claim).
-    let resp = http.get(nginx.url("/data")).basic_auth("alice", Some("alice-password")).send().await.unwrap();
+    let resp = http
+        .get(nginx.url("/data"))
+        .basic_auth("alice", Some("alice-password"))
+        .send()
+        .await
+        .unwrap();
     let seen = upstream_headers(resp).await;
-    let claims = verify_jwt(&authgate, header(&seen, "authorization").unwrap().strip_prefix("Bearer ").unwrap(), "api").await;
+    let claims = verify_jwt(
+        &authgate,
+        header(&seen, "authorization")
+            .unwrap()
+            .strip_prefix("Bearer ")
+            .unwrap(),
+        "api",
+    )
+    .await;
     assert_eq!(claims["provider"], "basic");
     assert!(claims.get("scopes").is_none(), "{claims}");
     assert!(seen.get("x-auth-request-scopes").is_none(), "{seen}");
 
     // Per-rule audience.
-    let resp = http.get(nginx.url("/admin/x")).basic_auth("alice", Some("alice-password")).send().await.unwrap();
+    let resp = http
+        .get(nginx.url("/admin/x"))
+        .basic_auth("alice", Some("alice-password"))
+        .send()
+        .await
+        .unwrap();
     let seen = upstream_headers(resp).await;
-    let claims = verify_jwt(&authgate, header(&seen, "authorization").unwrap().strip_prefix("Bearer ").unwrap(), "admin-api").await;
+    let claims = verify_jwt(
+        &authgate,
+        header(&seen, "authorization")
+            .unwrap()
+            .strip_prefix("Bearer ")
+            .unwrap(),
+        "admin-api",
+    )
+    .await;
     assert_eq!(claims["aud"], "admin-api");
 
     // No credential: 401 with WWW-Authenticate for both schemes, passed on by nginx
     // (which copies only the first such header, hence one field with both challenges).
     let resp = http.get(nginx.url("/data")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
-    let challenges: Vec<_> = resp.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
-    assert_eq!(challenges, vec!["Bearer realm=\"authgate\", Basic realm=\"authgate\", charset=\"UTF-8\"".to_owned()]);
+    let challenges: Vec<_> = resp
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        challenges,
+        vec!["Bearer realm=\"authgate\", Basic realm=\"authgate\", charset=\"UTF-8\"".to_owned()]
+    );
 
     // A client-sent Authorization that is not valid never reaches the upstream.
     let forged = "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.";
-    let resp = http.get(nginx.url("/data")).header("Authorization", forged).send().await.unwrap();
+    let resp = http
+        .get(nginx.url("/data"))
+        .header("Authorization", forged)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
 
     // Wrong scope: 403. Unknown route: 403 (default deny).
-    let resp = http.get(nginx.url("/data")).bearer_auth(&other_scope).send().await.unwrap();
+    let resp = http
+        .get(nginx.url("/data"))
+        .bearer_auth(&other_scope)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403);
-    let resp = http.get(nginx.url("/elsewhere")).bearer_auth(&token).send().await.unwrap();
+    let resp = http
+        .get(nginx.url("/elsewhere"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403);
     // A path that climbs out of /data is judged where it lands (sent raw: HTTP clients
     // would normalise it themselves). bob's token may read /data but bob is no admin.
-    for path in ["/data/../admin", "/data/%2e%2e/admin", "/data//..//admin/x", "/%64ata/../admin"] {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: api.example.org\r\nAuthorization: Bearer {bob}\r\nConnection: close\r\n\r\n");
+    for path in [
+        "/data/../admin",
+        "/data/%2e%2e/admin",
+        "/data//..//admin/x",
+        "/%64ata/../admin",
+    ] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: api.example.org\r\nAuthorization: Bearer {bob}\r\nConnection: close\r\n\r\n"
+        );
         let (status, _, _) = raw_request(nginx.addr, request.as_bytes()).await;
         assert_eq!(status, 403, "{path}");
     }
-    let request = format!("GET /data/x/../y HTTP/1.1\r\nHost: api.example.org\r\nAuthorization: Bearer {bob}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "GET /data/x/../y HTTP/1.1\r\nHost: api.example.org\r\nAuthorization: Bearer {bob}\r\nConnection: close\r\n\r\n"
+    );
     assert_eq!(raw_request(nginx.addr, request.as_bytes()).await.0, 200);
 
     // Anonymous route: passes, and a client-sent Authorization is removed.
-    let resp = http.get(nginx.url("/healthz")).header("Authorization", "Bearer forged").header("X-Auth-Request-User", "mallory").send().await.unwrap();
+    let resp = http
+        .get(nginx.url("/healthz"))
+        .header("Authorization", "Bearer forged")
+        .header("X-Auth-Request-User", "mallory")
+        .send()
+        .await
+        .unwrap();
     let seen = upstream_headers(resp).await;
     assert!(seen.get("authorization").is_none(), "{seen}");
     assert!(seen.get("x-auth-request-user").is_none(), "{seen}");
 
     // Expired token: 401 once its expiry passes.
-    assert_eq!(http.get(nginx.url("/data")).bearer_auth(&short).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(nginx.url("/data"))
+            .bearer_auth(&short)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(http.get(nginx.url("/data")).bearer_auth(&short).send().await.unwrap().status(), 401);
+    assert_eq!(
+        http.get(nginx.url("/data"))
+            .bearer_auth(&short)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
 
     // Revoked by the CLI while the server runs: 401 within the cache TTL (2 s here).
     let list = authgate.cli(&["token", "list", "--user", "alice", "--json"], None);
     let tokens: Value = serde_json::from_slice(&list.stdout).unwrap();
-    let id = tokens.as_array().unwrap().iter().find(|t| t["name"] == "ci").unwrap()["id"].as_str().unwrap().to_owned();
+    let id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ci")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let out = authgate.cli(&["token", "revoke", &id], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let revoked_at = std::time::Instant::now();
     let revoked = eventually(Duration::from_secs(5), async || {
-        http.get(nginx.url("/data")).bearer_auth(&token).send().await.unwrap().status() == 401
+        http.get(nginx.url("/data"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 401
     })
     .await;
     assert!(revoked, "revoked token still accepted after 5 s");
-    assert!(revoked_at.elapsed() <= Duration::from_secs(4), "took {:?}", revoked_at.elapsed());
+    assert!(
+        revoked_at.elapsed() <= Duration::from_secs(4),
+        "took {:?}",
+        revoked_at.elapsed()
+    );
 
     // No secret ever reaches the logs.
     let logs = authgate.log_text();
-    assert!(logs.contains("\"outcome\":\"allow\""), "decision lines are logged");
+    assert!(
+        logs.contains("\"outcome\":\"allow\""),
+        "decision lines are logged"
+    );
     for secret in [&token, &other_scope, &short, "alice-password", jwt] {
         assert!(!logs.contains(secret), "a secret is in the logs");
     }
 }
 
 fn authgate_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }

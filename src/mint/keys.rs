@@ -107,11 +107,10 @@ impl SigningKey {
     pub fn generate(algorithm: Algorithm) -> Result<(Self, Vec<u8>), KeyError> {
         let rng = SystemRandom::new();
         let pkcs8 = match algorithm {
-            Algorithm::ES256 => EcdsaKeyPair::generate_pkcs8(
-                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                &rng,
-            )
-            .map_err(|_| KeyError::Generate("ES256"))?,
+            Algorithm::ES256 => {
+                EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|_| KeyError::Generate("ES256"))?
+            }
             Algorithm::EdDSA => {
                 Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::Generate("EdDSA"))?
             }
@@ -263,7 +262,11 @@ mod tests {
         let err = SigningKey::from_pem_file(Algorithm::ES256, &missing).unwrap_err();
         assert!(err.to_string().contains("missing.pem"), "{err}");
         let garbage = dir.path().join("garbage.pem");
-        std::fs::write(&garbage, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+        std::fs::write(
+            &garbage,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
         let err = SigningKey::from_pem_file(Algorithm::ES256, &garbage).unwrap_err();
         assert!(err.to_string().contains("garbage.pem"), "{err}");
         assert!(err.to_string().contains("ES256"), "{err}");

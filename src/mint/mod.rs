@@ -38,7 +38,9 @@ pub enum MintError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The store has no key to sign with (and this command does not create one).
-    #[error("the store holds no active {0} signing key (authgate serve or authgate keys rotate creates one)")]
+    #[error(
+        "the store holds no active {0} signing key (authgate serve or authgate keys rotate creates one)"
+    )]
     NoActiveKey(&'static str),
     /// Keys come from files, so they cannot be rotated in the store.
     #[error("keys come from mint.key_files; rotate them by changing that list")]
@@ -318,7 +320,8 @@ async fn load_ring(
                 let alg = Algorithm::parse(&r.algorithm).ok_or_else(|| {
                     StoreError::Corrupt(format!("key {} has algorithm {}", r.kid, r.algorithm))
                 })?;
-                let key = SigningKey::from_der(alg, &r.private_pkcs8, &format!("stored key {}", r.kid))?;
+                let key =
+                    SigningKey::from_der(alg, &r.private_pkcs8, &format!("stored key {}", r.kid))?;
                 keys.push(Arc::new(key));
             }
             if keys.is_empty() || records[0].retired_at.is_some() {
@@ -363,10 +366,16 @@ mod tests {
         let minter = Minter::new(&config, &store, true, 100).await.unwrap();
         let now = 1_000_000;
         // (credential expiry, expected exp): never past the credential, default 300 s.
-        let cases = [(None, now + 300), (Some(now + 60), now + 60), (Some(now + 10_000), now + 300)];
+        let cases = [
+            (None, now + 300),
+            (Some(now + 60), now + 60),
+            (Some(now + 10_000), now + 300),
+        ];
         for (i, (expires_at, expected)) in cases.into_iter().enumerate() {
             let key = [i as u8; 32];
-            let jwt = minter.mint_for(&key, &identity(expires_at), None, now).unwrap();
+            let jwt = minter
+                .mint_for(&key, &identity(expires_at), None, now)
+                .unwrap();
             let c = decode_claims(&jwt);
             assert_eq!(c["exp"], expected, "{expires_at:?}");
             assert_eq!(c["iat"], now);
@@ -377,30 +386,49 @@ mod tests {
         }
         let id = identity(None);
         let a = minter.mint_for(&[9; 32], &id, None, now).unwrap();
-        assert_eq!(a, minter.mint_for(&[9; 32], &id, None, now + 200).unwrap(), "reused while fresh");
-        assert_ne!(a, minter.mint_for(&[9; 32], &id, None, now + 260).unwrap(), "reissued near expiry");
+        assert_eq!(
+            a,
+            minter.mint_for(&[9; 32], &id, None, now + 200).unwrap(),
+            "reused while fresh"
+        );
+        assert_ne!(
+            a,
+            minter.mint_for(&[9; 32], &id, None, now + 260).unwrap(),
+            "reissued near expiry"
+        );
         let admin: Arc<str> = Arc::from("admin-api");
         let b = minter.mint_for(&[9; 32], &id, Some(&admin), now).unwrap();
         assert_eq!(decode_claims(&b)["aud"], "admin-api");
         let mut changed = (*id).clone();
         changed.roles.insert("new".into());
-        let c = minter.mint_for(&[9; 32], &Arc::new(changed), Some(&admin), now).unwrap();
+        let c = minter
+            .mint_for(&[9; 32], &Arc::new(changed), Some(&admin), now)
+            .unwrap();
         assert_ne!(b, c, "an identity that changed gets a new JWT");
 
         // Rotation: the new key signs, the old one stays published.
         let old_kid = minter.ring().active.kid.clone();
         let record = generate_key_record(Algorithm::ES256, crate::unix_now()).unwrap();
-        store.rotate_key(&record, publish_until(crate::unix_now(), 300), false).await.unwrap();
+        store
+            .rotate_key(&record, publish_until(crate::unix_now(), 300), false)
+            .await
+            .unwrap();
         assert!(minter.reload(&store).await.unwrap());
         let ring = minter.ring();
         assert_eq!(ring.active.kid, record.kid);
         assert_eq!(ring.kids(), vec![record.kid.as_str(), old_kid.as_str()]);
         let d = minter.mint_for(&[9; 32], &id, None, now).unwrap();
         let header: serde_json::Value = serde_json::from_slice(
-            &URL_SAFE_NO_PAD.decode(d.split('.').next().unwrap()).unwrap(),
+            &URL_SAFE_NO_PAD
+                .decode(d.split('.').next().unwrap())
+                .unwrap(),
         )
         .unwrap();
-        assert_eq!(header["kid"], json!(record.kid), "rotation drops reused JWTs of the old key");
+        assert_eq!(
+            header["kid"],
+            json!(record.kid),
+            "rotation drops reused JWTs of the old key"
+        );
         assert_eq!(header["alg"], "ES256");
         assert_eq!(header["typ"], "JWT");
     }

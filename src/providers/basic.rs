@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use async_trait::async_trait;
 use serde::Deserialize;
 
@@ -71,8 +71,7 @@ impl BasicProvider {
 
     /// Over `store`.
     pub fn new(config: &BasicConfig, store: Arc<dyn Store>) -> Self {
-        let dummy_hash = hash_password(&Secret::new("authgate-dummy-password"))
-            .unwrap_or_default();
+        let dummy_hash = hash_password(&Secret::new("authgate-dummy-password")).unwrap_or_default();
         Self {
             store,
             limiter: FailureLimiter::new(config.max_failures, config.failure_window),
@@ -91,7 +90,11 @@ pub fn hash_password(password: &Secret) -> Result<String, argon2::password_hash:
 
 fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -117,7 +120,10 @@ impl Provider for BasicProvider {
         let Credential::Basic { username, password } = credential else {
             return Err(AuthError::Invalid("not a Basic credential"));
         };
-        let keys = [FailureKey::User(username.clone()), FailureKey::Ip(ctx.client_ip)];
+        let keys = [
+            FailureKey::User(username.clone()),
+            FailureKey::Ip(ctx.client_ip),
+        ];
         self.limiter.check(&keys)?;
         let user = self
             .store
@@ -243,11 +249,21 @@ mod tests {
             })
             .await
             .unwrap();
-        let config = BasicConfig { max_failures: 2, failure_window: Duration::from_secs(60) };
+        let config = BasicConfig {
+            max_failures: 2,
+            failure_window: Duration::from_secs(60),
+        };
         let p = BasicProvider::new(&config, store);
-        let ctx = AuthContext { client_ip: "192.0.2.1".parse().unwrap() };
-        let other_ctx = AuthContext { client_ip: "192.0.2.2".parse().unwrap() };
-        let cred = |u: &str, pw: &str| Credential::Basic { username: u.into(), password: Secret::new(pw) };
+        let ctx = AuthContext {
+            client_ip: "192.0.2.1".parse().unwrap(),
+        };
+        let other_ctx = AuthContext {
+            client_ip: "192.0.2.2".parse().unwrap(),
+        };
+        let cred = |u: &str, pw: &str| Credential::Basic {
+            username: u.into(),
+            password: Secret::new(pw),
+        };
 
         let id = p.authenticate(&cred("alice", "pw"), &ctx).await.unwrap();
         assert_eq!(id.subject, "alice");

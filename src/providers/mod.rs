@@ -47,7 +47,10 @@ impl ProviderConfig {
 /// Rejects an empty list, duplicates and bad provider options.
 pub fn validate(providers: &[ProviderConfig]) -> Result<(), ConfigError> {
     if providers.is_empty() {
-        return Err(ConfigError::invalid("providers", "at least one provider is needed"));
+        return Err(ConfigError::invalid(
+            "providers",
+            "at least one provider is needed",
+        ));
     }
     for (i, p) in providers.iter().enumerate() {
         if providers[..i].iter().any(|q| q.kind() == p.kind()) {
@@ -140,7 +143,9 @@ impl Chain {
     ) -> Result<Identity, AuthError> {
         match self.provider_for(credential) {
             Some(p) => p.authenticate(credential, ctx).await,
-            None => Err(AuthError::Invalid("no configured provider accepts this credential")),
+            None => Err(AuthError::Invalid(
+                "no configured provider accepts this credential",
+            )),
         }
     }
 

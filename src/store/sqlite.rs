@@ -58,7 +58,8 @@ struct Pool {
 
 const TOKEN_COLUMNS: &str = "t.id, t.hash, t.owner, t.name, t.roles, t.attributes, t.scopes, \
      t.created_at, t.expires_at, t.last_used_at, t.revoked_at";
-const USER_COLUMNS: &str = "u.username, u.password_hash, u.email, u.roles, u.attributes, u.created_at";
+const USER_COLUMNS: &str =
+    "u.username, u.password_hash, u.email, u.roles, u.attributes, u.created_at";
 
 impl SqliteStore {
     /// Opens (creating when missing) the database at `path` and applies migrations.
@@ -155,7 +156,9 @@ fn token_from_row(row: &Row<'_>, offset: usize) -> rusqlite::Result<TokenRecord>
         name: row.get(offset + 3)?,
         roles: from_json(&row.get::<_, String>(offset + 4)?)?,
         attributes: from_json(&row.get::<_, String>(offset + 5)?)?,
-        scopes: scopes.map(|s| from_json::<BTreeSet<String>>(&s)).transpose()?,
+        scopes: scopes
+            .map(|s| from_json::<BTreeSet<String>>(&s))
+            .transpose()?,
         created_at: row.get(offset + 7)?,
         expires_at: row.get(offset + 8)?,
         last_used_at: row.get(offset + 9)?,
@@ -245,7 +248,8 @@ impl Store for SqliteStore {
             let rows = stmt
                 .query_map(params![owner], |r| token_from_row(r, 0))
                 .map_err(query_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(query_err)
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(query_err)
         })
         .await
     }
@@ -300,7 +304,14 @@ impl Store for SqliteStore {
             let result = c.execute(
                 "INSERT INTO users (username, password_hash, email, roles, attributes, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![u.username, u.password_hash, u.email, roles, attributes, u.created_at],
+                params![
+                    u.username,
+                    u.password_hash,
+                    u.email,
+                    roles,
+                    attributes,
+                    u.created_at
+                ],
             );
             match result {
                 Ok(_) => Ok(()),
@@ -331,8 +342,11 @@ impl Store for SqliteStore {
         self.run(|c| {
             let sql = format!("SELECT {USER_COLUMNS} FROM users u ORDER BY u.username");
             let mut stmt = c.prepare(&sql).map_err(query_err)?;
-            let rows = stmt.query_map([], |r| user_from_row(r, 0)).map_err(query_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(query_err)
+            let rows = stmt
+                .query_map([], |r| user_from_row(r, 0))
+                .map_err(query_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(query_err)
         })
         .await
     }
@@ -380,8 +394,11 @@ impl Store for SqliteStore {
                      ORDER BY created_at DESC, kid",
                 )
                 .map_err(query_err)?;
-            let rows = stmt.query_map(params![now], key_from_row).map_err(query_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(query_err)
+            let rows = stmt
+                .query_map(params![now], key_from_row)
+                .map_err(query_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(query_err)
         })
         .await
     }
@@ -466,28 +483,57 @@ mod tests {
             created_at: 5,
         };
         store.insert_user(&user).await.unwrap();
-        assert!(matches!(store.insert_user(&user).await, Err(StoreError::Exists(_))));
-        store.insert_token(&token("tok_1", "alice", "s1")).await.unwrap();
-        store.insert_token(&token("tok_2", "bob", "s2")).await.unwrap();
+        assert!(matches!(
+            store.insert_user(&user).await,
+            Err(StoreError::Exists(_))
+        ));
+        store
+            .insert_token(&token("tok_1", "alice", "s1"))
+            .await
+            .unwrap();
+        store
+            .insert_token(&token("tok_2", "bob", "s2"))
+            .await
+            .unwrap();
 
         let found = store.lookup_token(&sha256(b"s1")).await.unwrap().unwrap();
         assert_eq!(found.token, token("tok_1", "alice", "s1"));
         assert_eq!(found.owner.as_ref(), Some(&user));
         let bob = store.lookup_token(&sha256(b"s2")).await.unwrap().unwrap();
         assert!(bob.owner.is_none());
-        assert!(store.lookup_token(&sha256(b"nope")).await.unwrap().is_none());
+        assert!(
+            store
+                .lookup_token(&sha256(b"nope"))
+                .await
+                .unwrap()
+                .is_none()
+        );
 
-        store.record_last_used(&[("tok_1".into(), 42)]).await.unwrap();
-        store.record_last_used(&[("tok_1".into(), 41)]).await.unwrap();
+        store
+            .record_last_used(&[("tok_1".into(), 42)])
+            .await
+            .unwrap();
+        store
+            .record_last_used(&[("tok_1".into(), 41)])
+            .await
+            .unwrap();
         let listed = store.list_tokens(Some("alice")).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].last_used_at, Some(42));
 
-        assert!(store.revoke_token(TokenRef::Hash(&sha256(b"s2")), 9).await.unwrap());
+        assert!(
+            store
+                .revoke_token(TokenRef::Hash(&sha256(b"s2")), 9)
+                .await
+                .unwrap()
+        );
         assert!(!store.revoke_token(TokenRef::Id("tok_2"), 10).await.unwrap());
         assert!(store.remove_user("alice", 11).await.unwrap());
         let all = store.list_tokens(None).await.unwrap();
-        assert_eq!(all.iter().map(|t| t.revoked_at).collect::<Vec<_>>(), vec![Some(11), Some(9)]);
+        assert_eq!(
+            all.iter().map(|t| t.revoked_at).collect::<Vec<_>>(),
+            vec![Some(11), Some(9)]
+        );
 
         let key = |kid: &str, at| KeyRecord {
             kid: kid.into(),
@@ -499,18 +545,31 @@ mod tests {
         };
         store.rotate_key(&key("k1", 100), 0, true).await.unwrap();
         store.rotate_key(&key("k0", 100), 0, true).await.unwrap();
-        assert_eq!(store.keys(100).await.unwrap().len(), 1, "only_if_none_active");
+        assert_eq!(
+            store.keys(100).await.unwrap().len(),
+            1,
+            "only_if_none_active"
+        );
         store.rotate_key(&key("k2", 200), 500, false).await.unwrap();
         let keys = store.keys(200).await.unwrap();
-        assert_eq!(keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), vec!["k2", "k1"]);
+        assert_eq!(
+            keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+            vec!["k2", "k1"]
+        );
         assert_eq!(keys[1].retired_at, Some(200));
-        assert_eq!(store.keys(500).await.unwrap().len(), 1, "k1 unpublished after 500");
+        assert_eq!(
+            store.keys(500).await.unwrap().len(),
+            1,
+            "k1 unpublished after 500"
+        );
         assert!(format!("{:?}", keys[0]).contains("<redacted>"));
     }
 
     #[test]
     fn a_store_that_cannot_be_opened_names_the_path() {
-        let err = SqliteStore::open(Path::new("/proc/authgate/x.db")).err().unwrap();
+        let err = SqliteStore::open(Path::new("/proc/authgate/x.db"))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("/proc/authgate/x.db"), "{err}");
     }
 }

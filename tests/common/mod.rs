@@ -33,7 +33,9 @@ pub fn write_config(dir: &Path, sections: &str) -> PathBuf {
     );
     text.push_str(sections);
     if !sections.contains("server:") {
-        text.push_str("\nserver: { listen: \"127.0.0.1:0\", trusted_proxies: [\"127.0.0.1/32\"] }\n");
+        text.push_str(
+            "\nserver: { listen: \"127.0.0.1:0\", trusted_proxies: [\"127.0.0.1/32\"] }\n",
+        );
     }
     if !sections.contains("admin:") {
         text.push_str("\nadmin: { listen: \"127.0.0.1:0\" }\n");
@@ -81,7 +83,10 @@ impl Authgate {
                 Ok((_, a)) => admin = Some(a),
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("authgate did not start; logs:\n{}", logs.lock().unwrap().join("\n"));
+                    panic!(
+                        "authgate did not start; logs:\n{}",
+                        logs.lock().unwrap().join("\n")
+                    );
                 }
             }
         }
@@ -162,7 +167,11 @@ pub fn create_token(config: &Path, args: &[&str]) -> String {
     let mut all = vec!["token", "create"];
     all.extend_from_slice(args);
     let out = cli(config, &all, None);
-    assert!(out.status.success(), "token create failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "token create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let secret = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(secret.starts_with("agt_") && secret.len() == 47, "{secret}");
     secret
@@ -173,7 +182,11 @@ pub fn add_user(config: &Path, args: &[&str], password: &str) {
     let mut all = vec!["user", "add"];
     all.extend_from_slice(args);
     let out = cli(config, &all, Some(&format!("{password}\n")));
-    assert!(out.status.success(), "user add failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "user add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The claims of `jwt` after verifying it against authgate's JWKS, `iss` and `aud`.
@@ -192,7 +205,9 @@ pub fn verify_with(jwks: &JwkSet, jwt: &str, audience: &str) -> Value {
     let header = jsonwebtoken::decode_header(jwt).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
     let kid = header.kid.expect("kid");
-    let jwk = jwks.find(&kid).unwrap_or_else(|| panic!("kid {kid} not in the JWKS"));
+    let jwk = jwks
+        .find(&kid)
+        .unwrap_or_else(|| panic!("kid {kid} not in the JWKS"));
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
     validation.set_audience(&[audience]);
@@ -205,7 +220,11 @@ pub fn verify_with(jwks: &JwkSet, jwt: &str, audience: &str) -> Value {
 
 /// A free loopback port (bound and released; the caller binds it next).
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
@@ -254,7 +273,9 @@ impl Echo {
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { break };
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
                 tokio::spawn(async move {
                     let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
                         let mut map = serde_json::Map::new();
@@ -272,7 +293,9 @@ impl Echo {
                             bytes::Bytes::from(body),
                         )))
                     });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
@@ -308,10 +331,8 @@ impl Nginx {
         let nginx = nginx_binary();
         let dir = dir.join("nginx");
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
-        let site = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(site_conf),
-        )
-        .unwrap();
+        let site =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(site_conf)).unwrap();
         for attempt in 0..5 {
             let port = free_port();
             let site = site
@@ -355,7 +376,10 @@ impl Nginx {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        panic!("nginx did not start; see {}", dir.join("error.log").display());
+        panic!(
+            "nginx did not start; see {}",
+            dir.join("error.log").display()
+        );
     }
 
     pub fn url(&self, path: &str) -> String {
