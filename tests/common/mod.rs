@@ -202,14 +202,19 @@ pub async fn verify_jwt(authgate: &Authgate, jwt: &str, audience: &str) -> Value
 
 /// Verifies `jwt` against `jwks` (ES256), issuer `https://authgate.test` and `audience`.
 pub fn verify_with(jwks: &JwkSet, jwt: &str, audience: &str) -> Value {
+    verify_with_alg(jwks, jwt, audience, jsonwebtoken::Algorithm::ES256)
+}
+
+/// Verifies `jwt` against `jwks` with algorithm `alg`, issuer `https://authgate.test`.
+pub fn verify_with_alg(jwks: &JwkSet, jwt: &str, audience: &str, alg: jsonwebtoken::Algorithm) -> Value {
     let header = jsonwebtoken::decode_header(jwt).unwrap();
-    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    assert_eq!(header.alg, alg);
     let kid = header.kid.expect("kid");
     let jwk = jwks
         .find(&kid)
         .unwrap_or_else(|| panic!("kid {kid} not in the JWKS"));
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    let mut validation = jsonwebtoken::Validation::new(alg);
     validation.set_audience(&[audience]);
     validation.set_issuer(&["https://authgate.test"]);
     validation.leeway = 0;
