@@ -292,10 +292,10 @@ async fn token(command: TokenCommand, config: &Config) -> Result<u8, Failure> {
                 return Err(input_err("--user must not be empty"));
             }
             let attributes = attributes_from_pairs(&attributes).map_err(input_err)?;
-            let secret = generate_api_token();
+            let secret = generate_api_token().map_err(|e| Failure::new(1, e.to_string()))?;
             let expires_at = expires.map(|d| now + Duration::from(d).as_secs() as i64);
             let record = TokenRecord {
-                id: random_id("tok_"),
+                id: random_id("tok_").map_err(|e| Failure::new(1, e.to_string()))?,
                 hash: sha256(secret.expose().as_bytes()),
                 owner: user,
                 name,

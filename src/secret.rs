@@ -48,20 +48,24 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-/// `n` bytes from the operating system's CSPRNG.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
+/// The operating system's random number generator failed: nothing secret can be made.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the operating system's random number generator failed")]
+pub struct RandomError;
+
+/// `N` bytes from the operating system's CSPRNG.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
     let mut buf = [0u8; N];
-    // The system RNG failing is not recoverable: no token or key may be made without it.
     SystemRandom::new()
         .fill(&mut buf)
-        .expect("the operating system's random number generator failed");
-    buf
+        .map_err(|_| RandomError)?;
+    Ok(buf)
 }
 
 /// A new API token secret: `agt_` followed by 32 random bytes in URL-safe base64.
-pub fn generate_api_token() -> Secret {
-    let body = URL_SAFE_NO_PAD.encode(random_bytes::<API_TOKEN_BYTES>());
-    Secret::new(format!("{API_TOKEN_PREFIX}{body}"))
+pub fn generate_api_token() -> Result<Secret, RandomError> {
+    let body = URL_SAFE_NO_PAD.encode(random_bytes::<API_TOKEN_BYTES>()?);
+    Ok(Secret::new(format!("{API_TOKEN_PREFIX}{body}")))
 }
 
 /// Whether `value` has the exact shape of an authgate API token.
@@ -75,14 +79,14 @@ pub fn is_api_token_format(value: &str) -> bool {
 }
 
 /// A short random identifier with a readable prefix (`tok_3f9a...`), safe to log.
-pub fn random_id(prefix: &str) -> String {
-    let bytes = random_bytes::<8>();
+pub fn random_id(prefix: &str) -> Result<String, RandomError> {
+    let bytes = random_bytes::<8>()?;
     let mut id = String::with_capacity(prefix.len() + 16);
     id.push_str(prefix);
     for b in bytes {
         id.push_str(&format!("{b:02x}"));
     }
-    id
+    Ok(id)
 }
 
 #[cfg(test)]
@@ -98,8 +102,8 @@ mod tests {
 
     #[test]
     fn generated_tokens_have_the_documented_format() {
-        let a = generate_api_token();
-        let b = generate_api_token();
+        let a = generate_api_token().unwrap();
+        let b = generate_api_token().unwrap();
         assert!(a.expose().starts_with("agt_"));
         assert_eq!(a.expose().len(), 4 + API_TOKEN_BODY_LEN);
         assert!(is_api_token_format(a.expose()));

@@ -133,8 +133,11 @@ struct RequestIds {
 
 impl RequestIds {
     fn new() -> Self {
+        // Request ids need not be secret: fall back to the process id if the RNG fails.
+        let prefix =
+            crate::secret::random_id("").unwrap_or_else(|_| format!("{:x}", std::process::id()));
         Self {
-            prefix: crate::secret::random_id(""),
+            prefix,
             next: AtomicU64::new(1),
         }
     }

@@ -822,15 +822,34 @@ async fn signing_algorithms_and_key_files() {
     ];
     for (alg, file, expected) in cases {
         let dir = tempfile::tempdir().unwrap();
-        let key_files = file.map_or(String::new(), |f| format!(", key_files: [\"{}\"]", fixtures.join(f).display()));
-        let sections = format!("{POLICY}\nmint: {{ issuer: \"https://authgate.test\", algorithm: {alg}{key_files} }}\n");
+        let key_files = file.map_or(String::new(), |f| {
+            format!(", key_files: [\"{}\"]", fixtures.join(f).display())
+        });
+        let sections = format!(
+            "{POLICY}\nmint: {{ issuer: \"https://authgate.test\", algorithm: {alg}{key_files} }}\n"
+        );
         let config = write_config(dir.path(), &sections);
         let token = create_token(&config, &["--user", "gina", "--scopes", "read:data"]);
         let authgate = Authgate::start(&config);
-        let resp = reqwest::Client::new().get(authgate.url("/auth/data")).bearer_auth(&token).send().await.unwrap();
+        let resp = reqwest::Client::new()
+            .get(authgate.url("/auth/data"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200, "{alg} {file:?}");
-        let jwt = resp.headers()["authorization"].to_str().unwrap().strip_prefix("Bearer ").unwrap().to_owned();
-        let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(authgate.url("/.well-known/jwks.json")).await.unwrap().json().await.unwrap();
+        let jwt = resp.headers()["authorization"]
+            .to_str()
+            .unwrap()
+            .strip_prefix("Bearer ")
+            .unwrap()
+            .to_owned();
+        let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(authgate.url("/.well-known/jwks.json"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(jwks.keys.len(), 1);
         let claims = verify_with_alg(&jwks, &jwt, "api", expected);
         assert_eq!(claims["sub"], "gina", "{alg} {file:?}");
@@ -843,10 +862,16 @@ async fn signing_algorithms_and_key_files() {
     }
     // A PEM key of the wrong type for the algorithm names the file and the algorithm.
     let dir = tempfile::tempdir().unwrap();
-    let sections = format!("mint: {{ algorithm: ES256, key_files: [\"{}\"] }}\n", fixtures.join("rs256-test-only.pem").display());
+    let sections = format!(
+        "mint: {{ algorithm: ES256, key_files: [\"{}\"] }}\n",
+        fixtures.join("rs256-test-only.pem").display()
+    );
     let config = write_config(dir.path(), &sections);
     let out = cli(&config, &["check-config"], None);
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("rs256-test-only.pem") && err.contains("ES256"), "{err}");
+    assert!(
+        err.contains("rs256-test-only.pem") && err.contains("ES256"),
+        "{err}"
+    );
 }

@@ -241,7 +241,7 @@ impl Minter {
             iat: now,
             nbf: now,
             exp,
-            jti: URL_SAFE_NO_PAD.encode(random_bytes::<16>()),
+            jti: URL_SAFE_NO_PAD.encode(random_bytes::<16>().map_err(|_| KeyError::Sign)?),
             username: &identity.username,
             email: identity.email.as_deref(),
             roles: &identity.roles,

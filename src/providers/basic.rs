@@ -82,7 +82,8 @@ impl BasicProvider {
 
 /// argon2id PHC hash of `password` with a random salt.
 pub fn hash_password(password: &Secret) -> Result<String, argon2::password_hash::Error> {
-    let salt = SaltString::encode_b64(&random_bytes::<16>())?;
+    let salt = random_bytes::<16>().map_err(|_| argon2::password_hash::Error::Crypto)?;
+    let salt = SaltString::encode_b64(&salt)?;
     Ok(Argon2::default()
         .hash_password(password.expose().as_bytes(), &salt)?
         .to_string())

@@ -206,7 +206,12 @@ pub fn verify_with(jwks: &JwkSet, jwt: &str, audience: &str) -> Value {
 }
 
 /// Verifies `jwt` against `jwks` with algorithm `alg`, issuer `https://authgate.test`.
-pub fn verify_with_alg(jwks: &JwkSet, jwt: &str, audience: &str, alg: jsonwebtoken::Algorithm) -> Value {
+pub fn verify_with_alg(
+    jwks: &JwkSet,
+    jwt: &str,
+    audience: &str,
+    alg: jsonwebtoken::Algorithm,
+) -> Value {
     let header = jsonwebtoken::decode_header(jwt).unwrap();
     assert_eq!(header.alg, alg);
     let kid = header.kid.expect("kid");

@@ -1,0 +1,27 @@
+-- Scenario (b): a different API token on every request, cycling through the file named by
+-- AUTHGATE_BENCH_TOKENS (one per line). Each wrk thread starts at its own offset.
+local tokens = {}
+local idx = 0
+local threads = 0
+
+function setup(thread)
+  threads = threads + 1
+  thread:set("offset", threads * 50000)
+end
+
+function init(args)
+  for line in io.lines(os.getenv("AUTHGATE_BENCH_TOKENS")) do
+    tokens[#tokens + 1] = "Bearer " .. line
+  end
+  idx = offset or 0
+end
+
+function request()
+  idx = idx + 1
+  local auth = tokens[(idx % #tokens) + 1]
+  return wrk.format("GET", "/auth", {
+    ["Authorization"] = auth,
+    ["X-Original-URI"] = "/data",
+    ["Host"] = "api.example.org",
+  })
+end
