@@ -7,8 +7,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use http::{HeaderName, HeaderValue};
 
 use crate::config::CacheConfig;
 use crate::identity::Identity;
@@ -28,6 +30,8 @@ pub enum Verdict {
 pub struct Authenticated {
     /// Who it is.
     pub identity: Arc<Identity>,
+    /// The identity's response headers, built on first use and reused while cached.
+    pub response_headers: OnceLock<Vec<(HeaderName, HeaderValue)>>,
     used_at: AtomicI64,
 }
 
@@ -103,6 +107,7 @@ impl DecisionCache {
                 match authenticate.await {
                     Ok(identity) => Ok(Verdict::Valid(Arc::new(Authenticated {
                         identity: Arc::new(identity),
+                        response_headers: OnceLock::new(),
                         used_at: AtomicI64::new(crate::unix_now()),
                     }))),
                     Err(AuthError::Invalid(reason)) => Ok(Verdict::Invalid(reason)),

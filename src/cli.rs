@@ -18,6 +18,7 @@ use crate::providers::hash_password;
 use crate::secret::{Secret, generate_api_token, random_id, sha256};
 use crate::server::StartError;
 use crate::store::{self, Store, TokenRecord, TokenRef, UserRecord};
+use crate::telemetry::AccessLog;
 
 /// Exit code for a bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -213,14 +214,14 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if matches!(cli.command, Command::Serve) {
-        crate::telemetry::init(&config.log);
+    let logging = if matches!(cli.command, Command::Serve) {
+        crate::telemetry::init(&config.log)
     } else {
         crate::telemetry::init(&LogConfig {
             level: "warn".to_owned(),
             ..config.log.clone()
-        });
-    }
+        })
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -231,7 +232,8 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, config)) {
+    let access = logging.access.clone();
+    match runtime.block_on(run(cli.command, config, access)) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             eprintln!("authgate: {}", f.message);
@@ -240,10 +242,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, config: Config) -> Result<u8, Failure> {
+async fn run(command: Command, config: Config, access: AccessLog) -> Result<u8, Failure> {
     match command {
         Command::Serve => {
-            crate::server::serve(config).await?;
+            crate::server::serve(config, access).await?;
             Ok(0)
         }
         Command::CheckConfig => {

@@ -104,12 +104,16 @@ impl Credential {
 
 /// The credential of a request: `Ok(None)` when it carries none.
 pub fn extract(headers: &HeaderMap) -> Result<Option<Credential>, CredentialError> {
-    let authorization = one_header(headers, "authorization", "Authorization")?
+    let authorization = one_header(headers, &http::header::AUTHORIZATION, "Authorization")?
         .map(parse_authorization)
         .transpose()?;
-    let auth_token = one_header(headers, "x-auth-token", "X-Auth-Token")?
-        .map(|v| parse_token(v, "X-Auth-Token"))
-        .transpose()?;
+    let auth_token = one_header(
+        headers,
+        &crate::forward::names::X_AUTH_TOKEN,
+        "X-Auth-Token",
+    )?
+    .map(|v| parse_token(v, "X-Auth-Token"))
+    .transpose()?;
     match (authorization, auth_token) {
         (Some(a), None) => Ok(Some(a)),
         (None, Some(t)) => Ok(Some(Credential::AuthToken(t))),
@@ -122,7 +126,7 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<Credential>, CredentialErro
 
 fn one_header<'a>(
     headers: &'a HeaderMap,
-    name: &'static str,
+    name: &http::HeaderName,
     display: &'static str,
 ) -> Result<Option<&'a str>, CredentialError> {
     let mut values = headers.get_all(name).iter();

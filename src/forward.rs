@@ -6,8 +6,38 @@
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, Method, Uri, request::Parts};
+use http::{HeaderMap, HeaderName, Method, Uri, request::Parts};
 use ipnet::IpNet;
+
+/// Header names built once: a lookup by `&str` parses the name on every call.
+pub mod names {
+    use http::HeaderName;
+
+    /// ingress-nginx: the whole original URL.
+    pub static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+    /// nginx: path and query.
+    pub static X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+    /// nginx, ingress-nginx: the method.
+    pub static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+    /// Traefik, Caddy: path and query.
+    pub static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+    /// Traefik, Caddy: the method.
+    pub static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+    /// The scheme.
+    pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    /// The host.
+    pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    /// Client and proxy addresses.
+    pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    /// The client address (nginx convention).
+    pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+    /// A request id set by the proxy.
+    pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    /// OpenStack and Astakos tokens.
+    pub static X_AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
+}
+
+use names::*;
 
 /// Where the proxy said the request was going.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +101,7 @@ impl OriginalRequest {
         trusted: &TrustedProxies,
     ) -> Result<Self, ForwardError> {
         let headers = &parts.headers;
-        let original_url = single(headers, "x-original-url")?
+        let original_url = single(headers, &X_ORIGINAL_URL)?
             .map(|v| {
                 v.parse::<Uri>()
                     .map_err(|_| ForwardError::Malformed("X-Original-URL"))
@@ -85,18 +115,18 @@ impl OriginalRequest {
                 return Err(ForwardError::Malformed("X-Original-URL"));
             }
             (url.path().to_owned(), url.query().map(str::to_owned))
-        } else if let Some(uri) = single(headers, "x-original-uri")? {
+        } else if let Some(uri) = single(headers, &X_ORIGINAL_URI)? {
             parse_path_and_query(uri, "X-Original-URI")?
-        } else if let Some(uri) = single(headers, "x-forwarded-uri")? {
+        } else if let Some(uri) = single(headers, &X_FORWARDED_URI)? {
             parse_path_and_query(uri, "X-Forwarded-Uri")?
         } else {
             return Err(ForwardError::MissingUri);
         };
         let path = normalize_path(&raw_path)?;
 
-        let method = match single(headers, "x-original-method")?
+        let method = match single(headers, &X_ORIGINAL_METHOD)?
             .map(|m| ("X-Original-Method", m))
-            .or(single(headers, "x-forwarded-method")?.map(|m| ("X-Forwarded-Method", m)))
+            .or(single(headers, &X_FORWARDED_METHOD)?.map(|m| ("X-Forwarded-Method", m)))
         {
             Some((name, m)) => Method::from_bytes(m.as_bytes())
                 .ok()
@@ -107,7 +137,7 @@ impl OriginalRequest {
 
         let scheme = match &original_url {
             Some(url) => url.scheme_str().unwrap_or("http").to_ascii_lowercase(),
-            None => match single(headers, "x-forwarded-proto")? {
+            None => match single(headers, &X_FORWARDED_PROTO)? {
                 Some(p) if p.eq_ignore_ascii_case("https") => "https".to_owned(),
                 Some(p) if p.eq_ignore_ascii_case("http") => "http".to_owned(),
                 Some(_) => return Err(ForwardError::Malformed("X-Forwarded-Proto")),
@@ -118,9 +148,9 @@ impl OriginalRequest {
         let host = match original_url.as_ref().and_then(|u| u.host()) {
             Some(h) => h.to_owned(),
             None => {
-                let (name, raw) = match single(headers, "x-forwarded-host")? {
+                let (name, raw) = match single(headers, &X_FORWARDED_HOST)? {
                     Some(h) => ("X-Forwarded-Host", h),
-                    None => ("Host", single(headers, "host")?.unwrap_or("")),
+                    None => ("Host", single(headers, &http::header::HOST)?.unwrap_or("")),
                 };
                 host_without_port(raw)
                     .ok_or(ForwardError::Malformed(name))?
@@ -150,18 +180,22 @@ impl OriginalRequest {
 }
 
 /// One header value as visible ASCII; `Ok(None)` when absent; an error when repeated.
-fn single<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, ForwardError> {
+fn single<'a>(
+    headers: &'a HeaderMap,
+    name: &'static HeaderName,
+) -> Result<Option<&'a str>, ForwardError> {
+    let name_str = name.as_str();
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(ForwardError::Repeated(name));
+        return Err(ForwardError::Repeated(name_str));
     }
     first
         .to_str()
         .map(|s| Some(s.trim()))
-        .map_err(|_| ForwardError::Malformed(name))
+        .map_err(|_| ForwardError::Malformed(name_str))
 }
 
 fn split_query(path_and_query: &str) -> (String, Option<String>) {
@@ -252,7 +286,7 @@ fn client_ip(
         return Ok(peer);
     }
     let mut hops: Vec<IpAddr> = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
+    for value in headers.get_all(&X_FORWARDED_FOR) {
         let value = value
             .to_str()
             .map_err(|_| ForwardError::Malformed("X-Forwarded-For"))?;
@@ -270,7 +304,7 @@ fn client_ip(
     if let Some(first) = hops.first() {
         return Ok(*first);
     }
-    match single(headers, "x-real-ip")? {
+    match single(headers, &X_REAL_IP)? {
         Some(v) => v
             .parse::<IpAddr>()
             .map(canonical)

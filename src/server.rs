@@ -20,16 +20,17 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::cache::{DecisionCache, Verdict};
+use crate::cache::{Authenticated, DecisionCache, Verdict};
 use crate::config::Config;
 use crate::credential::{self, CredentialError};
 use crate::forward::{ForwardError, OriginalRequest, TrustedProxies};
 use crate::identity::Identity;
 use crate::metrics::Metrics;
-use crate::mint::{KEY_RELOAD_INTERVAL, MintError, Minter};
+use crate::mint::{KEY_RELOAD_INTERVAL, MintError, Minted, Minter};
 use crate::policy::{Decision, Policy, Target};
 use crate::providers::{AuthContext, AuthError, Chain};
 use crate::store::{self, Store, StoreError};
+use crate::telemetry::{AccessLog, DecisionRecord};
 
 /// Response body type of every handler.
 pub type Body = Full<Bytes>;
@@ -77,8 +78,8 @@ pub struct App {
     signin_url: Option<String>,
     max_header_bytes: usize,
     jwt_header: HeaderName,
-    jwt_prefix: String,
     request_ids: RequestIds,
+    access: AccessLog,
 }
 
 /// Which decision endpoint was called.
@@ -93,8 +94,8 @@ enum Endpoint {
 /// The outcome of one decision, before it becomes a response.
 enum Outcome {
     Allow {
-        identity: Arc<Identity>,
-        jwt: Arc<str>,
+        authenticated: Arc<Authenticated>,
+        minted: Arc<Minted>,
     },
     AllowAnonymous,
     Reject(Rejection),
@@ -143,7 +144,9 @@ impl RequestIds {
     }
 
     fn for_request(&self, headers: &http::HeaderMap) -> String {
-        if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+        if let Some(id) = headers
+            .get(&crate::forward::names::X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
             && !id.is_empty()
             && id.len() <= 128
         {
@@ -159,7 +162,7 @@ impl RequestIds {
 
 impl App {
     /// Opens the store, loads (or creates) the signing keys and builds the providers.
-    pub async fn build(config: &Config) -> Result<Arc<Self>, StartError> {
+    pub async fn build(config: &Config, access: AccessLog) -> Result<Arc<Self>, StartError> {
         let store = store::open(&config.store)?;
         let minter =
             Minter::new(&config.mint, store.as_ref(), true, config.cache.max_entries).await?;
@@ -184,8 +187,8 @@ impl App {
             // Both validated by Config::validate.
             jwt_header: HeaderName::from_bytes(config.mint.header.as_bytes())
                 .unwrap_or(header::AUTHORIZATION),
-            jwt_prefix: config.mint.header_prefix.clone(),
             request_ids: RequestIds::new(),
+            access,
         }))
     }
 
@@ -237,7 +240,7 @@ impl App {
             Ok(original) => self.decide_for(&parts, original, &mut provider).await,
         };
         let (status_label, subject) = match &outcome {
-            Outcome::Allow { identity, .. } => ("allow", Some(identity.clone())),
+            Outcome::Allow { authenticated, .. } => ("allow", Some(authenticated.identity.clone())),
             Outcome::AllowAnonymous => ("allow_anonymous", None),
             Outcome::Reject(r) => (r.label(), None),
         };
@@ -250,18 +253,17 @@ impl App {
             Ok(o) => (o.method.as_str(), o.host.as_str(), o.path.as_str()),
             Err(_) => (parts.method.as_str(), "", ""),
         };
-        tracing::info!(
-            target: "authgate::decision",
-            request_id,
+        self.access.record(&DecisionRecord {
+            request_id: &request_id,
             method,
             host,
             path,
-            outcome = status_label,
-            status = response.status().as_u16(),
+            outcome: status_label,
+            status: response.status().as_u16(),
             provider,
             subject,
-            latency_us = elapsed.as_micros() as u64,
-        );
+            latency_us: elapsed.as_micros() as u64,
+        });
         response
     }
 
@@ -331,9 +333,9 @@ impl App {
                     .minter
                     .mint_for(&key, identity, audience.as_ref(), crate::unix_now())
                 {
-                    Ok(jwt) => Outcome::Allow {
-                        identity: identity.clone(),
-                        jwt,
+                    Ok(minted) => Outcome::Allow {
+                        authenticated: authenticated.clone(),
+                        minted,
                     },
                     Err(e) => Outcome::Reject(Rejection::Unavailable(e.to_string())),
                 }
@@ -355,7 +357,10 @@ impl App {
         original: Option<&OriginalRequest>,
     ) -> Response<Body> {
         let rejection = match outcome {
-            Outcome::Allow { identity, jwt } => return self.allow(&identity, &jwt),
+            Outcome::Allow {
+                authenticated,
+                minted,
+            } => return self.allow(&authenticated, &minted),
             Outcome::AllowAnonymous => return empty(StatusCode::OK),
             Outcome::Reject(r) => r,
         };
@@ -402,27 +407,15 @@ impl App {
         }
     }
 
-    fn allow(&self, identity: &Identity, jwt: &str) -> Response<Body> {
+    fn allow(&self, authenticated: &Authenticated, minted: &Minted) -> Response<Body> {
         let mut response = empty(StatusCode::OK);
         let headers = response.headers_mut();
-        let mut value = String::with_capacity(self.jwt_prefix.len() + jwt.len());
-        value.push_str(&self.jwt_prefix);
-        value.push_str(jwt);
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(self.jwt_header.clone(), v);
-        }
-        let mut put = |name: &'static str, value: &str| {
-            if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
-                headers.insert(name, v);
-            }
-        };
-        put("x-auth-request-user", &identity.username);
-        if let Some(email) = &identity.email {
-            put("x-auth-request-email", email);
-        }
-        put("x-auth-request-roles", &join(identity.roles.iter()));
-        if let Some(scopes) = &identity.scopes {
-            put("x-auth-request-scopes", &join(scopes.iter()));
+        headers.insert(self.jwt_header.clone(), minted.header.clone());
+        let identity_headers = authenticated
+            .response_headers
+            .get_or_init(|| identity_headers(&authenticated.identity));
+        for (name, value) in identity_headers {
+            headers.insert(name.clone(), value.clone());
         }
         response
     }
@@ -473,8 +466,8 @@ impl App {
 fn is_browser_navigation(parts: &http::request::Parts) -> bool {
     let method = parts
         .headers
-        .get("x-forwarded-method")
-        .or(parts.headers.get("x-original-method"))
+        .get(&crate::forward::names::X_FORWARDED_METHOD)
+        .or(parts.headers.get(&crate::forward::names::X_ORIGINAL_METHOD))
         .map(|m| m.as_bytes())
         .unwrap_or(parts.method.as_str().as_bytes());
     let accepts_html = parts
@@ -483,6 +476,25 @@ fn is_browser_navigation(parts: &http::request::Parts) -> bool {
         .iter()
         .any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")));
     (method == b"GET" || method == b"HEAD") && accepts_html
+}
+
+/// The plain identity headers of a 200 (values that are not valid header bytes are left out).
+fn identity_headers(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(4);
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
+            out.push((HeaderName::from_static(name), v));
+        }
+    };
+    put("x-auth-request-user", &identity.username);
+    if let Some(email) = &identity.email {
+        put("x-auth-request-email", email);
+    }
+    put("x-auth-request-roles", &join(identity.roles.iter()));
+    if let Some(scopes) = &identity.scopes {
+        put("x-auth-request-scopes", &join(scopes.iter()));
+    }
+    out
 }
 
 fn join<'a>(items: impl Iterator<Item = &'a String>) -> String {
@@ -547,8 +559,8 @@ async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartE
 }
 
 /// Runs authgate until SIGTERM or SIGINT, then drains in-flight requests.
-pub async fn serve(config: Config) -> Result<(), StartError> {
-    let app = App::build(&config).await?;
+pub async fn serve(config: Config, access: AccessLog) -> Result<(), StartError> {
+    let app = App::build(&config, access).await?;
     let data = bind(config.server.listen, "server.listen").await?;
     let admin = bind(config.admin.listen, "admin.listen").await?;
     for (name, l) in [("data", &data), ("admin", &admin)] {

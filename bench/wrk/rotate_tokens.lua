@@ -1,5 +1,5 @@
 -- Scenario (b): a different API token on every request, cycling through the file named by
--- AUTHGATE_BENCH_TOKENS (one per line). Each wrk thread starts at its own offset.
+-- BENCH_TOKENS (one per line). Each wrk thread starts at its own offset.
 local tokens = {}
 local idx = 0
 local threads = 0
@@ -10,7 +10,7 @@ function setup(thread)
 end
 
 function init(args)
-  for line in io.lines(os.getenv("AUTHGATE_BENCH_TOKENS")) do
+  for line in io.lines(os.getenv("BENCH_TOKENS")) do
     tokens[#tokens + 1] = "Bearer " .. line
   end
   idx = offset or 0

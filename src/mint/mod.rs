@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
+use http::HeaderValue;
 use serde::Serialize;
 use serde_json::json;
 
@@ -89,14 +90,19 @@ pub struct Minter {
     issuer: Arc<str>,
     default_audience: Arc<str>,
     ttl: i64,
+    header_prefix: String,
     discovery: Bytes,
     reuse: moka::sync::Cache<([u8; 32], Arc<str>), Arc<Minted>>,
 }
 
-struct Minted {
+/// A signed JWT, kept for reuse.
+pub struct Minted {
+    /// The compact JWS.
+    pub jwt: String,
+    /// `mint.header_prefix` + the JWT, ready to put in the response.
+    pub header: HeaderValue,
     kid: String,
     identity: Arc<Identity>,
-    jwt: Arc<str>,
     exp: i64,
 }
 
@@ -148,6 +154,7 @@ impl Minter {
             issuer: Arc::from(config.issuer.as_str()),
             default_audience: Arc::from(config.audience.as_str()),
             ttl,
+            header_prefix: config.header_prefix.clone(),
             discovery: Bytes::from(discovery.to_string()),
             reuse: moka::sync::Cache::builder()
                 .max_capacity(max_entries)
@@ -193,7 +200,7 @@ impl Minter {
         identity: &Arc<Identity>,
         audience: Option<&Arc<str>>,
         now: i64,
-    ) -> Result<Arc<str>, KeyError> {
+    ) -> Result<Arc<Minted>, KeyError> {
         let audience = audience.unwrap_or(&self.default_audience);
         let ring = self.ring.load();
         let cache_key = (*credential_key, audience.clone());
@@ -202,20 +209,20 @@ impl Minter {
             && m.exp - now > self.reuse_margin()
             && (Arc::ptr_eq(&m.identity, identity) || *m.identity == **identity)
         {
-            return Ok(m.jwt.clone());
+            return Ok(m);
         }
         let (jwt, exp) = self.sign(&ring.active, identity, audience, now)?;
-        let jwt: Arc<str> = Arc::from(jwt);
-        self.reuse.insert(
-            cache_key,
-            Arc::new(Minted {
-                kid: ring.active.kid.clone(),
-                identity: identity.clone(),
-                jwt: jwt.clone(),
-                exp,
-            }),
-        );
-        Ok(jwt)
+        let header = HeaderValue::try_from(format!("{}{jwt}", self.header_prefix))
+            .map_err(|_| KeyError::Sign)?;
+        let minted = Arc::new(Minted {
+            jwt,
+            header,
+            kid: ring.active.kid.clone(),
+            identity: identity.clone(),
+            exp,
+        });
+        self.reuse.insert(cache_key, minted.clone());
+        Ok(minted)
     }
 
     /// A JWT is reissued once less than this many seconds of its life remain.
@@ -373,10 +380,14 @@ mod tests {
         ];
         for (i, (expires_at, expected)) in cases.into_iter().enumerate() {
             let key = [i as u8; 32];
-            let jwt = minter
+            let minted = minter
                 .mint_for(&key, &identity(expires_at), None, now)
                 .unwrap();
-            let c = decode_claims(&jwt);
+            assert_eq!(
+                minted.header.to_str().unwrap(),
+                format!("Bearer {}", minted.jwt)
+            );
+            let c = decode_claims(&minted.jwt);
             assert_eq!(c["exp"], expected, "{expires_at:?}");
             assert_eq!(c["iat"], now);
             assert_eq!(c["nbf"], now);
@@ -385,25 +396,35 @@ mod tests {
             assert_eq!(c["scopes"], json!(["read:data"]));
         }
         let id = identity(None);
-        let a = minter.mint_for(&[9; 32], &id, None, now).unwrap();
+        let a = minter
+            .mint_for(&[9; 32], &id, None, now)
+            .unwrap()
+            .jwt
+            .clone();
         assert_eq!(
             a,
-            minter.mint_for(&[9; 32], &id, None, now + 200).unwrap(),
+            minter.mint_for(&[9; 32], &id, None, now + 200).unwrap().jwt,
             "reused while fresh"
         );
         assert_ne!(
             a,
-            minter.mint_for(&[9; 32], &id, None, now + 260).unwrap(),
+            minter.mint_for(&[9; 32], &id, None, now + 260).unwrap().jwt,
             "reissued near expiry"
         );
         let admin: Arc<str> = Arc::from("admin-api");
-        let b = minter.mint_for(&[9; 32], &id, Some(&admin), now).unwrap();
+        let b = minter
+            .mint_for(&[9; 32], &id, Some(&admin), now)
+            .unwrap()
+            .jwt
+            .clone();
         assert_eq!(decode_claims(&b)["aud"], "admin-api");
         let mut changed = (*id).clone();
         changed.roles.insert("new".into());
         let c = minter
             .mint_for(&[9; 32], &Arc::new(changed), Some(&admin), now)
-            .unwrap();
+            .unwrap()
+            .jwt
+            .clone();
         assert_ne!(b, c, "an identity that changed gets a new JWT");
 
         // Rotation: the new key signs, the old one stays published.
@@ -417,7 +438,11 @@ mod tests {
         let ring = minter.ring();
         assert_eq!(ring.active.kid, record.kid);
         assert_eq!(ring.kids(), vec![record.kid.as_str(), old_kid.as_str()]);
-        let d = minter.mint_for(&[9; 32], &id, None, now).unwrap();
+        let d = minter
+            .mint_for(&[9; 32], &id, None, now)
+            .unwrap()
+            .jwt
+            .clone();
         let header: serde_json::Value = serde_json::from_slice(
             &URL_SAFE_NO_PAD
                 .decode(d.split('.').next().unwrap())
