@@ -454,7 +454,7 @@ async fn keys(command: KeysCommand, config: &Config) -> Result<u8, Failure> {
     let store = open_store(config)?;
     match command {
         KeysCommand::List => {
-            let minter = Minter::new(&config.mint, store.as_ref(), false, 1).await?;
+            let minter = Minter::new(&config.mint, store.as_ref(), false).await?;
             let ring = minter.ring();
             let records = store.keys(crate::unix_now()).await?;
             println!("{:<44} {:<6} {:<8} PUBLISHED UNTIL", "KID", "ALG", "STATE");

@@ -164,8 +164,7 @@ impl App {
     /// Opens the store, loads (or creates) the signing keys and builds the providers.
     pub async fn build(config: &Config, access: AccessLog) -> Result<Arc<Self>, StartError> {
         let store = store::open(&config.store)?;
-        let minter =
-            Minter::new(&config.mint, store.as_ref(), true, config.cache.max_entries).await?;
+        let minter = Minter::new(&config.mint, store.as_ref(), true).await?;
         let chain = Chain::build(&config.providers.0, store.clone());
         let challenge =
             HeaderValue::from_str(&chain.challenges(&config.server.realm).join(", ")).ok();

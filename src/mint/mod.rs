@@ -26,6 +26,8 @@ use crate::store::{KeyRecord, Store, StoreError};
 
 /// How often a running server re-reads the key ring from the store (picks up rotations).
 pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+/// Memory for reused JWTs (bytes): a JWT is reused while it is kept, re-signed after.
+const REUSE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Allowance for verifiers' clocks when deciding how long a retired key stays published.
 const CLOCK_SKEW: i64 = 60;
 
@@ -97,10 +99,9 @@ pub struct Minter {
 
 /// A signed JWT, kept for reuse.
 pub struct Minted {
-    /// The compact JWS.
-    pub jwt: String,
     /// `mint.header_prefix` + the JWT, ready to put in the response.
     pub header: HeaderValue,
+    prefix_len: usize,
     kid: String,
     identity: Arc<Identity>,
     exp: i64,
@@ -133,7 +134,6 @@ impl Minter {
         config: &MintConfig,
         store: &dyn Store,
         create_missing: bool,
-        max_entries: u64,
     ) -> Result<Self, MintError> {
         let source = if config.key_files.is_empty() {
             KeySource::Store
@@ -157,7 +157,10 @@ impl Minter {
             header_prefix: config.header_prefix.clone(),
             discovery: Bytes::from(discovery.to_string()),
             reuse: moka::sync::Cache::builder()
-                .max_capacity(max_entries)
+                .weigher(|_, m: &Arc<Minted>| {
+                    u32::try_from(m.header.len() + 160).unwrap_or(u32::MAX)
+                })
+                .max_capacity(REUSE_CACHE_BYTES)
                 .time_to_live(config.ttl)
                 .build(),
         })
@@ -215,8 +218,8 @@ impl Minter {
         let header = HeaderValue::try_from(format!("{}{jwt}", self.header_prefix))
             .map_err(|_| KeyError::Sign)?;
         let minted = Arc::new(Minted {
-            jwt,
             header,
+            prefix_len: self.header_prefix.len(),
             kid: ring.active.kid.clone(),
             identity: identity.clone(),
             exp,
@@ -265,6 +268,17 @@ impl Minter {
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(&signature, &mut jwt);
         Ok((jwt, exp))
+    }
+}
+
+impl Minted {
+    /// The compact JWS (the header value without its prefix).
+    pub fn jwt(&self) -> &str {
+        self.header
+            .to_str()
+            .ok()
+            .and_then(|h| h.get(self.prefix_len..))
+            .unwrap_or("")
     }
 }
 
@@ -370,7 +384,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("k.db")).unwrap();
         let config = MintConfig::default();
-        let minter = Minter::new(&config, &store, true, 100).await.unwrap();
+        let minter = Minter::new(&config, &store, true).await.unwrap();
         let now = 1_000_000;
         // (credential expiry, expected exp): never past the credential, default 300 s.
         let cases = [
@@ -385,9 +399,9 @@ mod tests {
                 .unwrap();
             assert_eq!(
                 minted.header.to_str().unwrap(),
-                format!("Bearer {}", minted.jwt)
+                format!("Bearer {}", minted.jwt())
             );
-            let c = decode_claims(&minted.jwt);
+            let c = decode_claims(minted.jwt());
             assert_eq!(c["exp"], expected, "{expires_at:?}");
             assert_eq!(c["iat"], now);
             assert_eq!(c["nbf"], now);
@@ -399,32 +413,38 @@ mod tests {
         let a = minter
             .mint_for(&[9; 32], &id, None, now)
             .unwrap()
-            .jwt
-            .clone();
+            .jwt()
+            .to_owned();
         assert_eq!(
             a,
-            minter.mint_for(&[9; 32], &id, None, now + 200).unwrap().jwt,
+            minter
+                .mint_for(&[9; 32], &id, None, now + 200)
+                .unwrap()
+                .jwt(),
             "reused while fresh"
         );
         assert_ne!(
             a,
-            minter.mint_for(&[9; 32], &id, None, now + 260).unwrap().jwt,
+            minter
+                .mint_for(&[9; 32], &id, None, now + 260)
+                .unwrap()
+                .jwt(),
             "reissued near expiry"
         );
         let admin: Arc<str> = Arc::from("admin-api");
         let b = minter
             .mint_for(&[9; 32], &id, Some(&admin), now)
             .unwrap()
-            .jwt
-            .clone();
+            .jwt()
+            .to_owned();
         assert_eq!(decode_claims(&b)["aud"], "admin-api");
         let mut changed = (*id).clone();
         changed.roles.insert("new".into());
         let c = minter
             .mint_for(&[9; 32], &Arc::new(changed), Some(&admin), now)
             .unwrap()
-            .jwt
-            .clone();
+            .jwt()
+            .to_owned();
         assert_ne!(b, c, "an identity that changed gets a new JWT");
 
         // Rotation: the new key signs, the old one stays published.
@@ -441,8 +461,8 @@ mod tests {
         let d = minter
             .mint_for(&[9; 32], &id, None, now)
             .unwrap()
-            .jwt
-            .clone();
+            .jwt()
+            .to_owned();
         let header: serde_json::Value = serde_json::from_slice(
             &URL_SAFE_NO_PAD
                 .decode(d.split('.').next().unwrap())

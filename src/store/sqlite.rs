@@ -1,5 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode, so the CLI and the server can use it
-//! at the same time. Queries run on tokio's blocking pool over a small connection pool.
+//! at the same time. Queries run on tokio's blocking pool over a fixed pool of long-lived
+//! connections (their prepared statements stay cached); a semaphore bounds how many run at
+//! once, so a burst of misses queues instead of opening connections.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -8,6 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use tokio::sync::Semaphore;
 
 use super::{KeyRecord, Store, StoreError, TokenLookup, TokenRecord, TokenRef, UserRecord};
 use crate::identity::Attributes;
@@ -54,7 +57,12 @@ pub struct SqliteStore {
 struct Pool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
 }
+
+/// Connections open at most (readers run in parallel in WAL mode; more than a few per core
+/// only adds contention).
+const POOL_SIZE: usize = 4;
 
 const TOKEN_COLUMNS: &str = "t.id, t.hash, t.owner, t.name, t.roles, t.attributes, t.scopes, \
      t.created_at, t.expires_at, t.last_used_at, t.revoked_at";
@@ -77,6 +85,7 @@ impl SqliteStore {
             inner: Arc::new(Pool {
                 path: path.to_owned(),
                 idle: Mutex::new(vec![conn]),
+                permits: Arc::new(Semaphore::new(POOL_SIZE)),
             }),
         })
     }
@@ -88,16 +97,21 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let pool = self.inner.clone();
+        let permit = pool
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Query(e.to_string()))?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = pool.idle.lock().ok().and_then(|mut idle| idle.pop());
             let mut conn = match conn {
                 Some(c) => c,
                 None => connect(&pool.path).map_err(query_err)?,
             };
             let result = f(&mut conn);
-            if let Ok(mut idle) = pool.idle.lock()
-                && idle.len() < 8
-            {
+            if let Ok(mut idle) = pool.idle.lock() {
                 idle.push(conn);
             }
             result
