@@ -124,6 +124,25 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<Credential>, CredentialErro
     }
 }
 
+/// The token of `?X-Auth-Token=` in the original query (synnefo services accept it there).
+pub fn from_query(query: &str) -> Result<Option<Credential>, CredentialError> {
+    let mut found = None;
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name != "X-Auth-Token" {
+            continue;
+        }
+        if found.is_some() {
+            return Err(CredentialError::Repeated("X-Auth-Token"));
+        }
+        let value = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .map_err(|_| CredentialError::NotAscii("X-Auth-Token"))?;
+        found = Some(Credential::AuthToken(parse_token(&value, "X-Auth-Token")?));
+    }
+    Ok(found)
+}
+
 fn one_header<'a>(
     headers: &'a HeaderMap,
     name: &http::HeaderName,
@@ -362,6 +381,33 @@ mod tests {
         for (h, expected) in cases {
             let borrowed: Vec<(&str, &[u8])> = h.iter().map(|(k, v)| (*k, v.as_slice())).collect();
             assert_eq!(extract(&headers(&borrowed)), Err(expected), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn query_token_table() {
+        use CredentialError as E;
+        let cases: Vec<(&str, Result<Option<Credential>, E>)> = vec![
+            (
+                "a=1&X-Auth-Token=abc",
+                Ok(Some(Credential::AuthToken(Secret::new("abc")))),
+            ),
+            (
+                "X-Auth-Token=a%2Bb",
+                Ok(Some(Credential::AuthToken(Secret::new("a+b")))),
+            ),
+            ("x-auth-token=abc", Ok(None)),
+            ("", Ok(None)),
+            ("X-Auth-Token=", Err(E::Empty("X-Auth-Token"))),
+            (
+                "X-Auth-Token=a&X-Auth-Token=a",
+                Err(E::Repeated("X-Auth-Token")),
+            ),
+            ("X-Auth-Token=a%20b", Err(E::BadTokenSyntax)),
+            ("X-Auth-Token=%ff", Err(E::NotAscii("X-Auth-Token"))),
+        ];
+        for (query, expected) in cases {
+            assert_eq!(from_query(query), expected, "{query}");
         }
     }
 

@@ -47,6 +47,9 @@ pub enum StartError {
     /// The signing keys could not be loaded.
     #[error(transparent)]
     Mint(#[from] MintError),
+    /// The outbound HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({key}): {reason}")]
     Bind {
@@ -165,7 +168,12 @@ impl App {
     pub async fn build(config: &Config, access: AccessLog) -> Result<Arc<Self>, StartError> {
         let store = store::open(&config.store)?;
         let minter = Minter::new(&config.mint, store.as_ref(), true).await?;
-        let chain = Chain::build(&config.providers.0, store.clone());
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| StartError::Http(e.to_string()))?;
+        let chain = Chain::build(&config.providers.0, store.clone(), &client);
         let challenge =
             HeaderValue::from_str(&chain.challenges(&config.server.realm).join(", ")).ok();
         let policy = Policy::try_from(&config.policy).map_err(|e| {
@@ -288,9 +296,17 @@ impl App {
         if self.policy.is_anonymous(&target).is_some() {
             return Outcome::AllowAnonymous;
         }
+        let from_query = || match (&original.query, self.chain.takes_query_token()) {
+            (Some(q), true) => credential::from_query(q),
+            _ => Ok(None),
+        };
         let credential = match credential::extract(&parts.headers) {
             Ok(Some(c)) => c,
-            Ok(None) => return Outcome::Reject(Rejection::NoCredential),
+            Ok(None) => match from_query() {
+                Ok(Some(c)) => c,
+                Ok(None) => return Outcome::Reject(Rejection::NoCredential),
+                Err(e) => return Outcome::Reject(Rejection::BadCredential(e)),
+            },
             Err(e) => return Outcome::Reject(Rejection::BadCredential(e)),
         };
         *provider = self

@@ -3,6 +3,7 @@
 //! first one that takes the credential decides.
 
 mod api_token;
+mod astakos;
 mod basic;
 
 use std::net::IpAddr;
@@ -13,6 +14,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 pub use api_token::ApiTokenProvider;
+pub use astakos::{AstakosConfig, AstakosMode, AstakosProvider, parse_iso8601};
 pub use basic::{BasicConfig, BasicProvider, hash_password};
 
 use crate::config::ConfigError;
@@ -28,6 +30,8 @@ pub enum ProviderConfig {
     ApiToken(ApiTokenConfig),
     /// Local users with argon2id passwords.
     Basic(BasicConfig),
+    /// Tokens of GRNET's Astakos.
+    Astakos(AstakosConfig),
 }
 
 /// `type: api_token` (no options yet).
@@ -40,6 +44,7 @@ impl ProviderConfig {
         match self {
             Self::ApiToken(_) => ApiTokenProvider::KIND,
             Self::Basic(_) => BasicProvider::KIND,
+            Self::Astakos(_) => AstakosProvider::KIND,
         }
     }
 }
@@ -59,8 +64,11 @@ pub fn validate(providers: &[ProviderConfig]) -> Result<(), ConfigError> {
                 format!("provider type '{}' is listed twice", p.kind()),
             ));
         }
-        if let ProviderConfig::Basic(b) = p {
-            b.validate(&format!("providers[{i}]"))?;
+        let key = format!("providers[{i}]");
+        match p {
+            ProviderConfig::Basic(b) => b.validate(&key)?,
+            ProviderConfig::Astakos(a) => a.validate(&key)?,
+            ProviderConfig::ApiToken(_) => {}
         }
     }
     Ok(())
@@ -110,21 +118,38 @@ pub trait Provider: Send + Sync {
 /// The configured providers, in order.
 pub struct Chain {
     providers: Vec<Box<dyn Provider>>,
+    query_token: bool,
 }
 
 impl Chain {
-    /// Builds each configured provider.
-    pub fn build(configs: &[ProviderConfig], store: Arc<dyn Store>) -> Self {
+    /// Builds each configured provider; outbound calls share `client`.
+    pub fn build(
+        configs: &[ProviderConfig],
+        store: Arc<dyn Store>,
+        client: &reqwest::Client,
+    ) -> Self {
         let providers = configs
             .iter()
             .map(|c| -> Box<dyn Provider> {
                 match c {
                     ProviderConfig::ApiToken(_) => Box::new(ApiTokenProvider::new(store.clone())),
                     ProviderConfig::Basic(b) => Box::new(BasicProvider::new(b, store.clone())),
+                    ProviderConfig::Astakos(a) => Box::new(AstakosProvider::new(a, client.clone())),
                 }
             })
             .collect();
-        Self { providers }
+        let query_token = configs
+            .iter()
+            .any(|c| matches!(c, ProviderConfig::Astakos(a) if a.query_token));
+        Self {
+            providers,
+            query_token,
+        }
+    }
+
+    /// Whether a token may come from `?X-Auth-Token=` of the original URL.
+    pub fn takes_query_token(&self) -> bool {
+        self.query_token
     }
 
     /// The first provider that accepts `credential`, if any.

@@ -2,6 +2,8 @@
 //! real nginx, and a small upstream that echoes the headers it received.
 #![allow(dead_code)]
 
+pub mod astakos;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
