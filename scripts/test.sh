@@ -16,4 +16,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# A real OpenStack Keystone for tests/keystone.rs, in its own virtualenv (Python >= 3.11).
+venv=tests/peers/keystone/.venv
+if [ ! -x "$venv/bin/keystone-manage" ]; then
+  echo "scripts/test.sh: installing Keystone into $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q -r tests/peers/keystone/requirements.txt
+fi
+
 exec cargo test --locked "$@"

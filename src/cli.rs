@@ -191,7 +191,7 @@ impl From<store::StoreError> for Failure {
 impl From<StartError> for Failure {
     fn from(e: StartError) -> Self {
         let code = match &e {
-            StartError::Mint(MintError::Key(_)) => EXIT_CONFIG,
+            StartError::Mint(MintError::Key(_)) | StartError::Config(_) => EXIT_CONFIG,
             _ => 1,
         };
         Self::new(code, e.to_string())

@@ -33,6 +33,9 @@ pub struct Config {
     pub providers: ProvidersConfig,
     /// Route policy.
     pub policy: PolicyConfig,
+    /// Identity headers of a 200: `default` (`X-Auth-Request-*`) or `keystone` (the
+    /// keystonemiddleware set as well); a rule may choose its own.
+    pub headers: HeaderMode,
     /// Logging.
     pub log: LogConfig,
 }
@@ -155,6 +158,11 @@ pub struct RuleConfig {
     pub allow: Option<AllowConfig>,
     /// `aud` of the JWT minted for this rule.
     pub audience: Option<String>,
+    /// Identity headers for this rule (default: the top-level `headers`).
+    pub headers: Option<HeaderMode>,
+    /// Answer 200 with `X-Identity-Status: Invalid` instead of 401, for services that decide
+    /// themselves (keystonemiddleware's `delay_auth_decision`).
+    pub delay_auth_decision: bool,
 }
 
 /// `allow:` values.
@@ -199,6 +207,17 @@ impl OneOrMany {
             Self::Many(vs) => vs.clone(),
         }
     }
+}
+
+/// Which identity headers a 200 carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderMode {
+    /// The JWT and `X-Auth-Request-User/-Email/-Roles/-Scopes`.
+    #[default]
+    Default,
+    /// Also the keystonemiddleware set (`X-Identity-Status`, `X-User-Id`, `X-Roles`, ...).
+    Keystone,
 }
 
 /// `log`: logging.

@@ -107,13 +107,14 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<Credential>, CredentialErro
     let authorization = one_header(headers, &http::header::AUTHORIZATION, "Authorization")?
         .map(parse_authorization)
         .transpose()?;
-    let auth_token = one_header(
-        headers,
-        &crate::forward::names::X_AUTH_TOKEN,
-        "X-Auth-Token",
-    )?
-    .map(|v| parse_token(v, "X-Auth-Token"))
-    .transpose()?;
+    use crate::forward::names::{X_AUTH_TOKEN, X_STORAGE_TOKEN};
+    let auth_token = match one_header(headers, &X_AUTH_TOKEN, "X-Auth-Token")? {
+        Some(v) => Some(parse_token(v, "X-Auth-Token")?),
+        // Swift clients send X-Storage-Token; keystonemiddleware falls back to it.
+        None => one_header(headers, &X_STORAGE_TOKEN, "X-Storage-Token")?
+            .map(|v| parse_token(v, "X-Storage-Token"))
+            .transpose()?,
+    };
     match (authorization, auth_token) {
         (Some(a), None) => Ok(Some(a)),
         (None, Some(t)) => Ok(Some(Credential::AuthToken(t))),
@@ -122,6 +123,17 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<Credential>, CredentialErro
         (Some(Credential::Bearer(a)), Some(t)) if a == t => Ok(Some(Credential::Bearer(a))),
         (Some(_), Some(_)) => Err(CredentialError::Conflicting),
     }
+}
+
+/// The `X-Service-Token` of a request (Keystone composite authentication), if any.
+pub fn service_token(headers: &HeaderMap) -> Result<Option<Secret>, CredentialError> {
+    one_header(
+        headers,
+        &crate::forward::names::X_SERVICE_TOKEN,
+        "X-Service-Token",
+    )?
+    .map(|v| parse_token(v, "X-Service-Token"))
+    .transpose()
 }
 
 /// The token of `?X-Auth-Token=` in the original query (synnefo services accept it there).

@@ -35,6 +35,10 @@ pub mod names {
     pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     /// OpenStack and Astakos tokens.
     pub static X_AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
+    /// Swift's name for the same.
+    pub static X_STORAGE_TOKEN: HeaderName = HeaderName::from_static("x-storage-token");
+    /// A Keystone service token (composite authentication).
+    pub static X_SERVICE_TOKEN: HeaderName = HeaderName::from_static("x-service-token");
 }
 
 use names::*;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::Method;
 
-use crate::config::{AllowConfig, DefaultAction, PolicyConfig, RuleConfig};
+use crate::config::{AllowConfig, DefaultAction, HeaderMode, PolicyConfig, RuleConfig};
 use crate::identity::Identity;
 
 /// The parsed policy.
@@ -27,6 +27,10 @@ pub struct Rule {
     access: Access,
     /// `aud` for JWTs minted under this rule.
     pub audience: Option<Arc<str>>,
+    /// Identity headers for this rule, when it sets them.
+    pub headers: Option<HeaderMode>,
+    /// Whether an invalid credential is passed on as `X-Identity-Status: Invalid`.
+    pub delay_auth_decision: bool,
 }
 
 /// Host part of a rule.
@@ -223,6 +227,8 @@ impl Rule {
             methods,
             access,
             audience: rc.audience.as_deref().map(Arc::from),
+            headers: rc.headers,
+            delay_auth_decision: rc.delay_auth_decision,
         })
     }
 

@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::cache::{Authenticated, DecisionCache, Verdict};
-use crate::config::Config;
+use crate::config::{Config, HeaderMode};
 use crate::credential::{self, CredentialError};
 use crate::forward::{ForwardError, OriginalRequest, TrustedProxies};
 use crate::identity::Identity;
@@ -47,6 +47,9 @@ pub enum StartError {
     /// The signing keys could not be loaded.
     #[error(transparent)]
     Mint(#[from] MintError),
+    /// A file the configuration names cannot be used.
+    #[error("{0}")]
+    Config(String),
     /// The outbound HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
@@ -83,6 +86,7 @@ pub struct App {
     jwt_header: HeaderName,
     request_ids: RequestIds,
     access: AccessLog,
+    headers: HeaderMode,
 }
 
 /// Which decision endpoint was called.
@@ -101,6 +105,8 @@ enum Outcome {
         minted: Arc<Minted>,
     },
     AllowAnonymous,
+    /// No valid credential, on a route with `delay_auth_decision`: 200, status Invalid.
+    IdentityInvalid,
     Reject(Rejection),
 }
 
@@ -118,6 +124,14 @@ enum Rejection {
 }
 
 impl Rejection {
+    /// Whether this is "no valid credential" (what `delay_auth_decision` passes on).
+    fn is_unauthenticated(&self) -> bool {
+        matches!(
+            self,
+            Self::BadCredential(_) | Self::NoCredential | Self::Invalid(_)
+        )
+    }
+
     fn label(&self) -> &'static str {
         match self {
             Self::HeadersTooLarge(_) | Self::BadRequest(_) => "bad_request",
@@ -173,7 +187,8 @@ impl App {
             .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| StartError::Http(e.to_string()))?;
-        let chain = Chain::build(&config.providers.0, store.clone(), &client);
+        let chain = Chain::build(&config.providers.0, store.clone(), &client)
+            .map_err(|e| StartError::Config(e.to_string()))?;
         let challenge =
             HeaderValue::from_str(&chain.challenges(&config.server.realm).join(", ")).ok();
         let policy = Policy::try_from(&config.policy).map_err(|e| {
@@ -196,6 +211,7 @@ impl App {
                 .unwrap_or(header::AUTHORIZATION),
             request_ids: RequestIds::new(),
             access,
+            headers: config.headers,
         }))
     }
 
@@ -246,13 +262,22 @@ impl App {
             Err(e) => Outcome::Reject(Rejection::BadRequest(e.clone())),
             Ok(original) => self.decide_for(&parts, original, &mut provider).await,
         };
+        let (mode, delay) = match &original {
+            Ok(o) => self.route_options(o),
+            Err(_) => (self.headers, false),
+        };
+        let outcome = match outcome {
+            Outcome::Reject(r) if delay && r.is_unauthenticated() => Outcome::IdentityInvalid,
+            other => other,
+        };
         let (status_label, subject) = match &outcome {
             Outcome::Allow { authenticated, .. } => ("allow", Some(authenticated.identity.clone())),
             Outcome::AllowAnonymous => ("allow_anonymous", None),
+            Outcome::IdentityInvalid => ("identity_invalid", None),
             Outcome::Reject(r) => (r.label(), None),
         };
         let subject = subject.as_ref().map_or("", |i| i.subject.as_str());
-        let response = self.respond(outcome, endpoint, &parts, original.as_ref().ok());
+        let response = self.respond(outcome, endpoint, &parts, original.as_ref().ok(), mode);
         let elapsed = started.elapsed();
         self.metrics
             .decision(status_label, provider, elapsed.as_secs_f64());
@@ -313,9 +338,22 @@ impl App {
             .chain
             .provider_for(&credential)
             .map_or("none", |p| p.kind());
-        let key = credential.cache_key();
+        let service_token = match credential::service_token(&parts.headers) {
+            Ok(t) => t,
+            Err(e) => return Outcome::Reject(Rejection::BadCredential(e)),
+        };
+        let key = match &service_token {
+            None => credential.cache_key(),
+            // A composite answer depends on both tokens.
+            Some(s) => {
+                let mut both = credential.cache_key().to_vec();
+                both.extend_from_slice(&crate::secret::sha256(s.expose().as_bytes()));
+                crate::secret::sha256(&both)
+            }
+        };
         let ctx = AuthContext {
             client_ip: original.client_ip,
+            service_token,
         };
         let looked_up = self
             .cache
@@ -363,6 +401,22 @@ impl App {
         }
     }
 
+    /// Identity header mode and `delay_auth_decision` of the route.
+    fn route_options(&self, original: &OriginalRequest) -> (HeaderMode, bool) {
+        let target = Target {
+            method: &original.method,
+            host: &original.host,
+            path: &original.path,
+        };
+        match self.policy.matching_rule(&target) {
+            Some(rule) => (
+                rule.headers.unwrap_or(self.headers),
+                rule.delay_auth_decision,
+            ),
+            None => (self.headers, false),
+        }
+    }
+
     /// The one place where outcomes become responses.
     fn respond(
         &self,
@@ -370,13 +424,20 @@ impl App {
         endpoint: Endpoint,
         parts: &http::request::Parts,
         original: Option<&OriginalRequest>,
+        mode: HeaderMode,
     ) -> Response<Body> {
         let rejection = match outcome {
             Outcome::Allow {
                 authenticated,
                 minted,
-            } => return self.allow(&authenticated, &minted),
+            } => return self.allow(&authenticated, &minted, mode),
             Outcome::AllowAnonymous => return empty(StatusCode::OK),
+            Outcome::IdentityInvalid => {
+                let mut r = empty(StatusCode::OK);
+                r.headers_mut()
+                    .insert("x-identity-status", HeaderValue::from_static("Invalid"));
+                return r;
+            }
             Outcome::Reject(r) => r,
         };
         match rejection {
@@ -422,7 +483,12 @@ impl App {
         }
     }
 
-    fn allow(&self, authenticated: &Authenticated, minted: &Minted) -> Response<Body> {
+    fn allow(
+        &self,
+        authenticated: &Authenticated,
+        minted: &Minted,
+        mode: HeaderMode,
+    ) -> Response<Body> {
         let mut response = empty(StatusCode::OK);
         let headers = response.headers_mut();
         headers.insert(self.jwt_header.clone(), minted.header.clone());
@@ -431,6 +497,11 @@ impl App {
             .get_or_init(|| identity_headers(&authenticated.identity));
         for (name, value) in identity_headers {
             headers.insert(name.clone(), value.clone());
+        }
+        if mode == HeaderMode::Keystone {
+            for (name, value) in keystone_headers(&authenticated.identity) {
+                headers.insert(name, value);
+            }
         }
         response
     }
@@ -508,6 +579,71 @@ fn identity_headers(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
     put("x-auth-request-roles", &join(identity.roles.iter()));
     if let Some(scopes) = &identity.scopes {
         put("x-auth-request-scopes", &join(scopes.iter()));
+    }
+    out
+}
+
+/// The headers keystonemiddleware's auth_token sets for a confirmed identity (KEYSTONE.md),
+/// for identities of any provider: an API token or Astakos user looks like a Keystone user.
+fn keystone_headers(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
+    use crate::identity::AttributeValue;
+    let attr = |name: &str| match identity.attributes.get(name) {
+        Some(AttributeValue::One(v)) => Some(v.as_str()),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(24);
+    let mut put = |name: &'static str, value: Option<&str>| {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
+            out.push((HeaderName::from_static(name), v));
+        }
+    };
+    let roles = join(identity.roles.iter());
+    let project_id = attr("project_id").or(attr("default_project"));
+    put("x-identity-status", Some("Confirmed"));
+    put("x-user-id", Some(&identity.subject));
+    put("x-user-name", Some(&identity.username));
+    put("x-user-domain-id", attr("user_domain_id"));
+    put("x-user-domain-name", attr("user_domain_name"));
+    put("x-project-id", project_id);
+    put("x-project-name", attr("project_name"));
+    put("x-project-domain-id", attr("project_domain_id"));
+    put("x-project-domain-name", attr("project_domain_name"));
+    put("x-domain-id", attr("domain_id"));
+    put("x-domain-name", attr("domain_name"));
+    put("x-roles", Some(&roles));
+    put("x-is-admin-project", attr("is_admin_project"));
+    put("x-service-catalog", attr("service_catalog"));
+    put("openstack-system-scope", attr("system_scope"));
+    // Deprecated names services still read.
+    put("x-tenant-id", project_id);
+    put("x-tenant-name", attr("project_name"));
+    put("x-tenant", attr("project_name"));
+    put("x-user", Some(&identity.username));
+    put("x-role", Some(&roles));
+    if attr("service_user_id").is_some() {
+        let service_roles = match identity.attributes.get("service_roles") {
+            Some(AttributeValue::Many(rs)) => rs.join(","),
+            _ => String::new(),
+        };
+        put("x-service-identity-status", Some("Confirmed"));
+        put("x-service-user-id", attr("service_user_id"));
+        put("x-service-user-name", attr("service_user_name"));
+        put("x-service-user-domain-id", attr("service_user_domain_id"));
+        put(
+            "x-service-user-domain-name",
+            attr("service_user_domain_name"),
+        );
+        put("x-service-project-id", attr("service_project_id"));
+        put("x-service-project-name", attr("service_project_name"));
+        put(
+            "x-service-project-domain-id",
+            attr("service_project_domain_id"),
+        );
+        put(
+            "x-service-project-domain-name",
+            attr("service_project_domain_name"),
+        );
+        put("x-service-roles", Some(&service_roles));
     }
     out
 }

@@ -257,9 +257,11 @@ mod tests {
         let p = BasicProvider::new(&config, store);
         let ctx = AuthContext {
             client_ip: "192.0.2.1".parse().unwrap(),
+            service_token: None,
         };
         let other_ctx = AuthContext {
             client_ip: "192.0.2.2".parse().unwrap(),
+            service_token: None,
         };
         let cred = |u: &str, pw: &str| Credential::Basic {
             username: u.into(),

@@ -5,6 +5,7 @@
 mod api_token;
 mod astakos;
 mod basic;
+mod keystone;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use serde::Deserialize;
 pub use api_token::ApiTokenProvider;
 pub use astakos::{AstakosConfig, AstakosMode, AstakosProvider, parse_iso8601};
 pub use basic::{BasicConfig, BasicProvider, hash_password};
+pub use keystone::{KeystoneConfig, KeystoneProvider};
 
 use crate::config::ConfigError;
 use crate::credential::Credential;
@@ -32,6 +34,8 @@ pub enum ProviderConfig {
     Basic(BasicConfig),
     /// Tokens of GRNET's Astakos.
     Astakos(AstakosConfig),
+    /// OpenStack Keystone v3 tokens.
+    Keystone(KeystoneConfig),
 }
 
 /// `type: api_token` (no options yet).
@@ -45,6 +49,7 @@ impl ProviderConfig {
             Self::ApiToken(_) => ApiTokenProvider::KIND,
             Self::Basic(_) => BasicProvider::KIND,
             Self::Astakos(_) => AstakosProvider::KIND,
+            Self::Keystone(_) => KeystoneProvider::KIND,
         }
     }
 }
@@ -68,6 +73,7 @@ pub fn validate(providers: &[ProviderConfig]) -> Result<(), ConfigError> {
         match p {
             ProviderConfig::Basic(b) => b.validate(&key)?,
             ProviderConfig::Astakos(a) => a.validate(&key)?,
+            ProviderConfig::Keystone(k) => k.validate(&key)?,
             ProviderConfig::ApiToken(_) => {}
         }
     }
@@ -75,10 +81,12 @@ pub fn validate(providers: &[ProviderConfig]) -> Result<(), ConfigError> {
 }
 
 /// What the request looks like to a provider (beyond the credential).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AuthContext {
     /// The end client's address (for rate limits).
     pub client_ip: IpAddr,
+    /// An `X-Service-Token` (Keystone composite authentication).
+    pub service_token: Option<crate::secret::Secret>,
 }
 
 /// Why a provider did not produce an identity.
@@ -122,29 +130,32 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// Builds each configured provider; outbound calls share `client`.
+    /// Builds each configured provider; outbound calls share `client`. Fails only when a
+    /// secret file named in the config cannot be read.
     pub fn build(
         configs: &[ProviderConfig],
         store: Arc<dyn Store>,
         client: &reqwest::Client,
-    ) -> Self {
-        let providers = configs
-            .iter()
-            .map(|c| -> Box<dyn Provider> {
-                match c {
-                    ProviderConfig::ApiToken(_) => Box::new(ApiTokenProvider::new(store.clone())),
-                    ProviderConfig::Basic(b) => Box::new(BasicProvider::new(b, store.clone())),
-                    ProviderConfig::Astakos(a) => Box::new(AstakosProvider::new(a, client.clone())),
+    ) -> Result<Self, ConfigError> {
+        let mut providers: Vec<Box<dyn Provider>> = Vec::with_capacity(configs.len());
+        for (i, c) in configs.iter().enumerate() {
+            providers.push(match c {
+                ProviderConfig::ApiToken(_) => Box::new(ApiTokenProvider::new(store.clone())),
+                ProviderConfig::Basic(b) => Box::new(BasicProvider::new(b, store.clone())),
+                ProviderConfig::Astakos(a) => Box::new(AstakosProvider::new(a, client.clone())),
+                ProviderConfig::Keystone(k) => {
+                    let password = k.password(&format!("providers[{i}]"))?;
+                    Box::new(KeystoneProvider::new(k, password, client.clone()))
                 }
-            })
-            .collect();
+            });
+        }
         let query_token = configs
             .iter()
             .any(|c| matches!(c, ProviderConfig::Astakos(a) if a.query_token));
-        Self {
+        Ok(Self {
             providers,
             query_token,
-        }
+        })
     }
 
     /// Whether a token may come from `?X-Auth-Token=` of the original URL.

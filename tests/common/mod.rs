@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod astakos;
+pub mod keystone;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener as StdListener};
