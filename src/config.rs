@@ -33,6 +33,8 @@ pub struct Config {
     pub providers: ProvidersConfig,
     /// Route policy.
     pub policy: PolicyConfig,
+    /// Astakos-compatible validation of authgate's own tokens.
+    pub astakos_api: crate::astakos_api::AstakosApiConfig,
     /// Identity headers of a 200: `default` (`X-Auth-Request-*`) or `keystone` (the
     /// keystonemiddleware set as well); a rule may choose its own.
     pub headers: HeaderMode,

@@ -280,7 +280,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// The end client: the peer itself unless it is a trusted proxy; then the right-most
 /// untrusted address of `X-Forwarded-For`, else `X-Real-IP`.
-fn client_ip(
+pub fn client_ip(
     headers: &HeaderMap,
     peer: IpAddr,
     trusted: &TrustedProxies,

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod astakos_api;
 pub mod cache;
 pub mod cli;
 pub mod config;

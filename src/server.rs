@@ -87,6 +87,8 @@ pub struct App {
     request_ids: RequestIds,
     access: AccessLog,
     headers: HeaderMode,
+    astakos_api: crate::astakos_api::AstakosApiConfig,
+    api_tokens: crate::providers::ApiTokenProvider,
 }
 
 /// Which decision endpoint was called.
@@ -181,6 +183,7 @@ impl App {
     /// Opens the store, loads (or creates) the signing keys and builds the providers.
     pub async fn build(config: &Config, access: AccessLog) -> Result<Arc<Self>, StartError> {
         let store = store::open(&config.store)?;
+        let api_tokens = crate::providers::ApiTokenProvider::new(store.clone());
         let minter = Minter::new(&config.mint, store.as_ref(), true).await?;
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
@@ -212,6 +215,8 @@ impl App {
             request_ids: RequestIds::new(),
             access,
             headers: config.headers,
+            astakos_api: config.astakos_api.clone(),
+            api_tokens,
         }))
     }
 
@@ -231,6 +236,10 @@ impl App {
         {
             let suffix = suffix.to_owned();
             self.decide(req, peer, Endpoint::Auth, Some(&suffix)).await
+        } else if self.astakos_api.enabled
+            && (path == "/identity/v2.0/tokens" || path == "/im/authenticate")
+        {
+            self.astakos_api(req, peer).await
         } else if path == "/forward-auth" {
             self.decide(req, peer, Endpoint::ForwardAuth, None).await
         } else if path == "/.well-known/jwks.json" {
@@ -398,6 +407,30 @@ impl App {
             Decision::Deny { rule, missing } => {
                 Outcome::Reject(Rejection::Forbidden { rule, missing })
             }
+        }
+    }
+
+    /// The Astakos-compatible endpoints (authgate's own API tokens only).
+    async fn astakos_api(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let client_ip = crate::forward::client_ip(&parts.headers, peer.ip(), &self.trusted)
+            .unwrap_or(peer.ip());
+        let ctx = AuthContext {
+            client_ip,
+            service_token: None,
+        };
+        if parts.uri.path() == "/im/authenticate" {
+            crate::astakos_api::authenticate(&self.api_tokens, &parts.method, &parts.headers, &ctx)
+                .await
+        } else {
+            crate::astakos_api::tokens(
+                &self.astakos_api,
+                &self.api_tokens,
+                &parts.method,
+                body,
+                &ctx,
+            )
+            .await
         }
     }
 
