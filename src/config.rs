@@ -535,6 +535,10 @@ mod tests {
             "policy: { default: allow_authenticated, rules: [ { name: a, path: /x, allow: anonymous } ] }",
             "policy: { rules: [ { name: a, host: \"*.example.org\", methods: [get, POST], require: { attributes: { dept: [a, b], site: x } } } ] }",
             "log: { format: pretty, level: \"authgate=debug,warn\" }",
+            "providers: [ { type: astakos, url: \"https://a.example.org/astakos\", mode: legacy, retries: 0 } ]",
+            "providers: [ { type: keystone, auth_url: \"http://k:5000/v3\", username: gw, password: pw } ]",
+            "headers: keystone\npolicy: { rules: [ { name: a, headers: default, delay_auth_decision: true } ] }",
+            "astakos_api: { enabled: true, service_catalog: [ { name: x, type: compute } ] }",
         ];
         for yaml in cases {
             Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
@@ -614,6 +618,14 @@ mod tests {
                 "policy.rules",
             ),
             ("log: { format: xml }", "log.format"),
+            ("providers: [ { type: astakos, url: \"ftp://x\" } ]", "providers[0].url"),
+            ("providers: [ { type: astakos, url: \"http://x\", mode: new } ]", "providers"),
+            ("providers: [ { type: astakos, url: \"http://x\", retries: 9 } ]", "providers[0].retries"),
+            ("providers: [ { type: keystone, auth_url: \"http://k/v3\", username: gw } ]", "providers[0].password"),
+            ("providers: [ { type: keystone, auth_url: \"http://k/v3\", username: gw, password: a, password_file: /x } ]", "providers[0].password"),
+            ("providers: [ { type: keystone, auth_url: \"http://k/v3\", username: gw, password_file: /nonexistent/pw } ]", "providers[0].password_file"),
+            ("headers: openstack", "headers"),
+            ("astakos_api: { enabled: yes-please }", "astakos_api.enabled"),
             ("log: { level: \"[[[\" }", "log.level"),
         ];
         for (yaml, key) in cases {
