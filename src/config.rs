@@ -618,14 +618,35 @@ mod tests {
                 "policy.rules",
             ),
             ("log: { format: xml }", "log.format"),
-            ("providers: [ { type: astakos, url: \"ftp://x\" } ]", "providers[0].url"),
-            ("providers: [ { type: astakos, url: \"http://x\", mode: new } ]", "providers"),
-            ("providers: [ { type: astakos, url: \"http://x\", retries: 9 } ]", "providers[0].retries"),
-            ("providers: [ { type: keystone, auth_url: \"http://k/v3\", username: gw } ]", "providers[0].password"),
-            ("providers: [ { type: keystone, auth_url: \"http://k/v3\", username: gw, password: a, password_file: /x } ]", "providers[0].password"),
-            ("providers: [ { type: keystone, auth_url: \"http://k/v3\", username: gw, password_file: /nonexistent/pw } ]", "providers[0].password_file"),
+            (
+                "providers: [ { type: astakos, url: \"ftp://x\" } ]",
+                "providers[0].url",
+            ),
+            (
+                "providers: [ { type: astakos, url: \"http://x\", mode: new } ]",
+                "providers",
+            ),
+            (
+                "providers: [ { type: astakos, url: \"http://x\", retries: 9 } ]",
+                "providers[0].retries",
+            ),
+            (
+                "providers: [ { type: keystone, auth_url: \"http://k/v3\", username: gw } ]",
+                "providers[0].password",
+            ),
+            (
+                "providers: [ { type: keystone, auth_url: \"http://k/v3\", username: gw, password: a, password_file: /x } ]",
+                "providers[0].password",
+            ),
+            (
+                "providers: [ { type: keystone, auth_url: \"http://k/v3\", username: gw, password_file: /nonexistent/pw } ]",
+                "providers[0].password_file",
+            ),
             ("headers: openstack", "headers"),
-            ("astakos_api: { enabled: yes-please }", "astakos_api.enabled"),
+            (
+                "astakos_api: { enabled: yes-please }",
+                "astakos_api.enabled",
+            ),
             ("log: { level: \"[[[\" }", "log.level"),
         ];
         for (yaml, key) in cases {

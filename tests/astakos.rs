@@ -173,6 +173,43 @@ async fn tokens_endpoint_mapping_failures_and_retries() {
         decide(&authgate, "tok-down", "X-Auth-Token").await.status(),
         200
     );
+
+    // 400 from Astakos: 401 at once, not retried.
+    astakos.add_token("tok-400", user("u-6"));
+    astakos.state.bad_request_next.store(1, Ordering::SeqCst);
+    let before = astakos.calls();
+    let resp = decide(&authgate, "tok-400", "X-Auth-Token").await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(astakos.calls() - before, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_astakos_times_out_and_fails_closed() {
+    let astakos = FakeAstakos::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let authgate = Authgate::start(&config_for(
+        dir.path(),
+        &astakos,
+        ", timeout: 300ms, retries: 2",
+    ));
+    astakos.add_token("tok-slow", user("u-7"));
+    astakos.state.delay_ms.store(1000, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let resp = decide(&authgate, "tok-slow", "X-Auth-Token").await;
+    assert_eq!(resp.status(), 503);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // Each timed-out attempt reached Astakos: one call and two retries.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(astakos.calls(), 3);
+    astakos.state.delay_ms.store(0, Ordering::SeqCst);
+    assert_eq!(
+        decide(&authgate, "tok-slow", "X-Auth-Token").await.status(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

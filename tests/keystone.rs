@@ -56,7 +56,7 @@ policy:
     let http = reqwest::Client::new();
     let spoofed = [
         ("X-Roles", "admin"),
-        ("X-Identity-Status", "Confirmed"),
+        ("X-Identity-Status", "Spoofed"),
         ("X-User-Id", "evil"),
         ("OpenStack-System-Scope", "all"),
         ("X-Service-Roles", "service"),
@@ -233,6 +233,30 @@ policy:
         .matches("obtained a Keystone service token")
         .count();
     assert!(renewals >= 2, "service token obtained {renewals} times");
+
+    // Keystone revokes authgate's own service token (disabling a user revokes its tokens):
+    // the next validation gets 401, authgate re-authenticates once, and the request passes.
+    let before = authgate
+        .log_text()
+        .matches("obtained a Keystone service token")
+        .count();
+    keystone.set_enabled("gateway", false).await;
+    keystone.set_enabled("gateway", true).await;
+    let fresh = keystone
+        .token("alice", "alice-password", Keystone::project("demo"))
+        .await;
+    let resp = http
+        .get(authgate.url("/auth/x"))
+        .header("X-Auth-Token", &fresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let after = authgate
+        .log_text()
+        .matches("obtained a Keystone service token")
+        .count();
+    assert_eq!(after, before + 1, "re-authenticated once");
 
     // Keystone down: a token authgate has not seen gets 503, never 200 or 401.
     let unseen = keystone

@@ -36,6 +36,10 @@ pub struct AstakosState {
     pub tokens: Mutex<HashMap<String, AstakosUser>>,
     /// Answer 503 to this many next calls.
     pub fail_next: AtomicU32,
+    /// Answer 400 badRequest to this many next calls.
+    pub bad_request_next: AtomicU32,
+    /// Wait this many milliseconds before answering.
+    pub delay_ms: AtomicU32,
     pub calls: AtomicU32,
     pub client_ips: Mutex<Vec<String>>,
 }
@@ -178,6 +182,17 @@ async fn handle(
             .lock()
             .unwrap()
             .push(ip.to_str().unwrap().to_owned());
+    }
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay.into())).await;
+    }
+    if state
+        .bad_request_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return fault(StatusCode::BAD_REQUEST, "badRequest", "Malformed request");
     }
     if state
         .fail_next

@@ -119,6 +119,32 @@ impl Keystone {
         assert_eq!(resp.status(), 204);
     }
 
+    /// Enables or disables a user (disabling revokes its tokens).
+    pub async fn set_enabled(&self, user: &str, enabled: bool) {
+        let admin = self
+            .token("admin", "admin-password", Self::project("admin"))
+            .await;
+        let http = reqwest::Client::new();
+        let users: Value = http
+            .get(format!("{}/users?name={user}", self.url))
+            .header("X-Auth-Token", &admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = users["users"][0]["id"].as_str().unwrap().to_owned();
+        let resp = http
+            .patch(format!("{}/users/{id}", self.url))
+            .header("X-Auth-Token", &admin)
+            .json(&json!({"user": {"enabled": enabled}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+
     /// Stops gunicorn and the launcher.
     pub fn stop(&mut self) {
         let _ = Command::new("kill")
