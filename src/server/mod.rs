@@ -1,6 +1,6 @@
 //! The data plane: routes `/auth`, `/auth/*`, `/forward-auth` and the well-known documents,
 //! runs one decision per sub-request, and maps every outcome to its answer in one place
-//! ([`App::respond`]). Also owns start-up, the listeners and graceful shutdown.
+//! (`respond`). Also owns start-up, the listeners and graceful shutdown.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -20,11 +20,15 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+mod respond;
+
+use respond::document;
+pub use respond::json_response;
+
 use crate::cache::{Authenticated, DecisionCache, Verdict};
 use crate::config::{Config, HeaderMode};
 use crate::credential::{self, CredentialError};
 use crate::forward::{ForwardError, OriginalRequest, TrustedProxies};
-use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::mint::{KEY_RELOAD_INTERVAL, MintError, Minted, Minter};
 use crate::policy::{Decision, Policy, Target};
@@ -449,288 +453,6 @@ impl App {
             None => (self.headers, false),
         }
     }
-
-    /// The one place where outcomes become responses.
-    fn respond(
-        &self,
-        outcome: Outcome,
-        endpoint: Endpoint,
-        parts: &http::request::Parts,
-        original: Option<&OriginalRequest>,
-        mode: HeaderMode,
-    ) -> Response<Body> {
-        let rejection = match outcome {
-            Outcome::Allow {
-                authenticated,
-                minted,
-            } => return self.allow(&authenticated, &minted, mode),
-            Outcome::AllowAnonymous => return empty(StatusCode::OK),
-            Outcome::IdentityInvalid => {
-                let mut r = empty(StatusCode::OK);
-                r.headers_mut()
-                    .insert("x-identity-status", HeaderValue::from_static("Invalid"));
-                return r;
-            }
-            Outcome::Reject(r) => r,
-        };
-        match rejection {
-            Rejection::HeadersTooLarge(n) => json_response(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                json!({"error": "request_header_fields_too_large",
-                       "reason": format!("the request headers take {n} bytes; the limit is {}", self.max_header_bytes)}),
-            ),
-            Rejection::BadRequest(e) => json_response(
-                StatusCode::BAD_REQUEST,
-                json!({"error": "bad_request", "reason": e.to_string()}),
-            ),
-            Rejection::BadCredential(e) => {
-                self.unauthorized(&e.to_string(), endpoint, parts, original)
-            }
-            Rejection::NoCredential => {
-                self.unauthorized("no credential was presented", endpoint, parts, original)
-            }
-            Rejection::Invalid(reason) => self.unauthorized(reason, endpoint, parts, original),
-            Rejection::RateLimited(retry_after) => {
-                let mut r = json_response(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    json!({"error": "too_many_requests",
-                           "reason": "too many failed attempts for this user or address"}),
-                );
-                r.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(retry_after.as_secs().max(1)),
-                );
-                r
-            }
-            Rejection::Forbidden { rule, missing } => json_response(
-                StatusCode::FORBIDDEN,
-                json!({"error": "forbidden", "rule": &*rule, "reason": format!("missing {missing}")}),
-            ),
-            Rejection::Unavailable(why) => {
-                tracing::error!(error = %why, "could not decide: failing closed");
-                json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": "unavailable", "reason": "the identity backend could not be asked"}),
-                )
-            }
-        }
-    }
-
-    fn allow(
-        &self,
-        authenticated: &Authenticated,
-        minted: &Minted,
-        mode: HeaderMode,
-    ) -> Response<Body> {
-        let mut response = empty(StatusCode::OK);
-        let headers = response.headers_mut();
-        headers.insert(self.jwt_header.clone(), minted.header.clone());
-        let identity_headers = authenticated
-            .response_headers
-            .get_or_init(|| identity_headers(&authenticated.identity));
-        for (name, value) in identity_headers {
-            headers.insert(name.clone(), value.clone());
-        }
-        if mode == HeaderMode::Keystone {
-            for (name, value) in keystone_headers(&authenticated.identity) {
-                headers.insert(name, value);
-            }
-        }
-        response
-    }
-
-    fn unauthorized(
-        &self,
-        reason: &str,
-        endpoint: Endpoint,
-        parts: &http::request::Parts,
-        original: Option<&OriginalRequest>,
-    ) -> Response<Body> {
-        let signin = self
-            .signin_url
-            .as_deref()
-            .zip(original)
-            .filter(|_| is_browser_navigation(parts))
-            .map(|(url, o)| {
-                let sep = if url.contains('?') { '&' } else { '?' };
-                let original_url = o.url();
-                let rd = percent_encoding::utf8_percent_encode(
-                    &original_url,
-                    percent_encoding::NON_ALPHANUMERIC,
-                );
-                format!("{url}{sep}rd={rd}")
-            });
-        if endpoint == Endpoint::ForwardAuth
-            && let Some(location) = &signin
-            && let Ok(v) = HeaderValue::from_str(location)
-        {
-            let mut r = empty(StatusCode::FOUND);
-            r.headers_mut().insert(header::LOCATION, v);
-            return r;
-        }
-        let mut r = json_response(
-            StatusCode::UNAUTHORIZED,
-            json!({"error": "unauthorized", "reason": reason}),
-        );
-        if let Some(c) = &self.challenge {
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, c.clone());
-        }
-        if let Some(v) = signin.and_then(|l| HeaderValue::from_str(&l).ok()) {
-            r.headers_mut().insert(header::LOCATION, v);
-        }
-        r
-    }
-}
-
-fn is_browser_navigation(parts: &http::request::Parts) -> bool {
-    let method = parts
-        .headers
-        .get(&crate::forward::names::X_FORWARDED_METHOD)
-        .or(parts.headers.get(&crate::forward::names::X_ORIGINAL_METHOD))
-        .map(|m| m.as_bytes())
-        .unwrap_or(parts.method.as_str().as_bytes());
-    let accepts_html = parts
-        .headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")));
-    (method == b"GET" || method == b"HEAD") && accepts_html
-}
-
-/// The plain identity headers of a 200 (values that are not valid header bytes are left out).
-fn identity_headers(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
-    let mut out = Vec::with_capacity(4);
-    let mut put = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
-            out.push((HeaderName::from_static(name), v));
-        }
-    };
-    put("x-auth-request-user", &identity.username);
-    if let Some(email) = &identity.email {
-        put("x-auth-request-email", email);
-    }
-    put("x-auth-request-roles", &join(identity.roles.iter()));
-    if let Some(scopes) = &identity.scopes {
-        put("x-auth-request-scopes", &join(scopes.iter()));
-    }
-    out
-}
-
-/// The headers keystonemiddleware's auth_token sets for a confirmed identity (KEYSTONE.md),
-/// for identities of any provider: an API token or Astakos user looks like a Keystone user.
-fn keystone_headers(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
-    use crate::identity::AttributeValue;
-    let attr = |name: &str| match identity.attributes.get(name) {
-        Some(AttributeValue::One(v)) => Some(v.as_str()),
-        _ => None,
-    };
-    let mut out = Vec::with_capacity(24);
-    let mut put = |name: &'static str, value: Option<&str>| {
-        if let Some(v) = value.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
-            out.push((HeaderName::from_static(name), v));
-        }
-    };
-    let roles = join(identity.roles.iter());
-    let project_id = attr("project_id").or(attr("default_project"));
-    put("x-identity-status", Some("Confirmed"));
-    put("x-user-id", Some(&identity.subject));
-    put("x-user-name", Some(&identity.username));
-    put("x-user-domain-id", attr("user_domain_id"));
-    put("x-user-domain-name", attr("user_domain_name"));
-    put("x-project-id", project_id);
-    put("x-project-name", attr("project_name"));
-    put("x-project-domain-id", attr("project_domain_id"));
-    put("x-project-domain-name", attr("project_domain_name"));
-    put("x-domain-id", attr("domain_id"));
-    put("x-domain-name", attr("domain_name"));
-    put("x-roles", Some(&roles));
-    put("x-is-admin-project", attr("is_admin_project"));
-    put("x-service-catalog", attr("service_catalog"));
-    put("openstack-system-scope", attr("system_scope"));
-    // Deprecated names services still read.
-    put("x-tenant-id", project_id);
-    put("x-tenant-name", attr("project_name"));
-    put("x-tenant", attr("project_name"));
-    put("x-user", Some(&identity.username));
-    put("x-role", Some(&roles));
-    if attr("service_user_id").is_some() {
-        let service_roles = match identity.attributes.get("service_roles") {
-            Some(AttributeValue::Many(rs)) => rs.join(","),
-            _ => String::new(),
-        };
-        put("x-service-identity-status", Some("Confirmed"));
-        put("x-service-user-id", attr("service_user_id"));
-        put("x-service-user-name", attr("service_user_name"));
-        put("x-service-user-domain-id", attr("service_user_domain_id"));
-        put(
-            "x-service-user-domain-name",
-            attr("service_user_domain_name"),
-        );
-        put("x-service-project-id", attr("service_project_id"));
-        put("x-service-project-name", attr("service_project_name"));
-        put(
-            "x-service-project-domain-id",
-            attr("service_project_domain_id"),
-        );
-        put(
-            "x-service-project-domain-name",
-            attr("service_project_domain_name"),
-        );
-        put("x-service-roles", Some(&service_roles));
-    }
-    out
-}
-
-fn join<'a>(items: impl Iterator<Item = &'a String>) -> String {
-    let mut out = String::new();
-    for (i, item) in items.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(item);
-    }
-    out
-}
-
-fn empty(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = status;
-    r
-}
-
-/// A small JSON response that no cache keeps.
-pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-fn document(method: &Method, body: Bytes, cache_control: &'static str) -> Response<Body> {
-    if method != Method::GET && method != Method::HEAD {
-        let mut r = json_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            json!({"error": "method_not_allowed"}),
-        );
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return r;
-    }
-    let mut r = Response::new(Full::new(body));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(cache_control),
-    );
-    r
 }
 
 /// Binds a listener, naming the config key when it fails.
