@@ -12,8 +12,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  # policy-rc.d 101: the package must not start a system nginx on port 80; tests start their own.
-  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The packages must not start system services (a system nginx on port 80 may fail to start
+  # and fail the install); the tests start their own on free ports. policy-rc.d answering 101
+  # is Debian's way to say so, removed again afterwards.
+  policy=/usr/sbin/policy-rc.d
+  made_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+    made_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$made_policy" ]; then $sudo rm -f "$policy"; fi
 fi
 
 # A real OpenStack Keystone for tests/keystone.rs, in its own virtualenv (Python >= 3.11).

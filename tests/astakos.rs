@@ -72,12 +72,7 @@ async fn tokens_endpoint_mapping_failures_and_retries() {
     // JWT never outlives the Astakos token (expires in 120 s < 300 s).
     let resp = decide(&authgate, "tok-valid", "X-Auth-Token").await;
     assert_eq!(resp.status(), 200);
-    let jwt = resp.headers()["authorization"]
-        .to_str()
-        .unwrap()
-        .strip_prefix("Bearer ")
-        .unwrap()
-        .to_owned();
+    let jwt = bearer_jwt(&resp);
     let claims = verify_jwt(&authgate, &jwt, "api").await;
     assert_eq!(claims["sub"], "c18088be-16b1-4263-8180-043c54e22903");
     assert_eq!(claims["username"], "Firstname Lastname");
@@ -227,12 +222,7 @@ async fn legacy_endpoint_and_query_token() {
 
     let resp = decide(&authgate, "CDEe2k0T/HdiJWBMMbHyOA==", "X-Auth-Token").await;
     assert_eq!(resp.status(), 200);
-    let jwt = resp.headers()["authorization"]
-        .to_str()
-        .unwrap()
-        .strip_prefix("Bearer ")
-        .unwrap()
-        .to_owned();
+    let jwt = bearer_jwt(&resp);
     let claims = verify_jwt(&authgate, &jwt, "api").await;
     assert_eq!(claims["sub"], "a9dc21d2-bcb2-4104-9a9e-402b7c70d6d8");
     assert_eq!(claims["username"], "user@example.com");

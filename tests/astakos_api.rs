@@ -207,12 +207,7 @@ policy: { default: allow_authenticated }
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let jwt = resp.headers()["authorization"]
-        .to_str()
-        .unwrap()
-        .strip_prefix("Bearer ")
-        .unwrap()
-        .to_owned();
+    let jwt = bearer_jwt(&resp);
     let claims = verify_jwt(&edge, &jwt, "api").await;
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["provider"], "astakos");

@@ -387,12 +387,7 @@ async fn restart_keeps_state_and_shutdown_is_graceful() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let jwt = resp.headers()["authorization"]
-        .to_str()
-        .unwrap()
-        .strip_prefix("Bearer ")
-        .unwrap()
-        .to_owned();
+    let jwt = bearer_jwt(&resp);
     assert_eq!(authgate.stop(), Some(0), "SIGTERM exits cleanly");
 
     let authgate = Authgate::start(&config);
@@ -449,12 +444,7 @@ async fn key_rotation_while_running() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
-        resp.headers()["authorization"]
-            .to_str()
-            .unwrap()
-            .strip_prefix("Bearer ")
-            .unwrap()
-            .to_owned()
+        bearer_jwt(&resp)
     };
     let old_jwt = mint().await;
     let old_kid = jsonwebtoken::decode_header(&old_jwt).unwrap().kid.unwrap();
@@ -838,12 +828,7 @@ async fn signing_algorithms_and_key_files() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200, "{alg} {file:?}");
-        let jwt = resp.headers()["authorization"]
-            .to_str()
-            .unwrap()
-            .strip_prefix("Bearer ")
-            .unwrap()
-            .to_owned();
+        let jwt = bearer_jwt(&resp);
         let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(authgate.url("/.well-known/jwks.json"))
             .await
             .unwrap()

@@ -231,6 +231,12 @@ pub fn verify_with_alg(
         .claims
 }
 
+/// The JWT of a 200 from authgate (`Authorization: Bearer <jwt>`).
+pub fn bearer_jwt(resp: &reqwest::Response) -> String {
+    let value = resp.headers()["authorization"].to_str().unwrap();
+    value.strip_prefix("Bearer ").expect("a Bearer JWT").to_owned()
+}
+
 /// A free loopback port (bound and released; the caller binds it next).
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
