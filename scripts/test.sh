@@ -35,4 +35,10 @@ if [ ! -x "$venv/bin/keystone-manage" ]; then
   "$venv/bin/pip" install -q -r tests/peers/keystone/requirements.txt
 fi
 
+# A real OpenID provider (npm oidc-provider) for tests/oidc.rs, on the machine's Node.
+if [ ! -d tests/peers/oidc/node_modules/oidc-provider ]; then
+  echo "scripts/test.sh: installing the test OpenID provider (npm ci in tests/peers/oidc)" >&2
+  (cd tests/peers/oidc && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 exec cargo test --locked "$@"

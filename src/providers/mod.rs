@@ -5,6 +5,7 @@
 mod api_token;
 mod astakos;
 mod basic;
+mod jwt;
 mod keystone;
 
 use std::net::IpAddr;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 pub use api_token::ApiTokenProvider;
 pub use astakos::{AstakosConfig, AstakosMode, AstakosProvider, parse_iso8601};
 pub use basic::{BasicConfig, BasicProvider, hash_password};
+pub use jwt::{ClaimMapping, JwtConfig, JwtProvider};
 pub use keystone::{KeystoneConfig, KeystoneProvider};
 
 use crate::config::ConfigError;
@@ -36,6 +38,8 @@ pub enum ProviderConfig {
     Astakos(AstakosConfig),
     /// OpenStack Keystone v3 tokens.
     Keystone(KeystoneConfig),
+    /// OAuth2/OIDC JWTs of one issuer (list several for several issuers).
+    Jwt(JwtConfig),
 }
 
 /// `type: api_token` (no options yet).
@@ -50,6 +54,7 @@ impl ProviderConfig {
             Self::Basic(_) => BasicProvider::KIND,
             Self::Astakos(_) => AstakosProvider::KIND,
             Self::Keystone(_) => KeystoneProvider::KIND,
+            Self::Jwt(_) => JwtProvider::KIND,
         }
     }
 }
@@ -63,7 +68,14 @@ pub fn validate(providers: &[ProviderConfig]) -> Result<(), ConfigError> {
         ));
     }
     for (i, p) in providers.iter().enumerate() {
-        if providers[..i].iter().any(|q| q.kind() == p.kind()) {
+        let duplicate = match p {
+            // One jwt entry per issuer; the same issuer twice is the mistake.
+            ProviderConfig::Jwt(j) => providers[..i]
+                .iter()
+                .any(|q| matches!(q, ProviderConfig::Jwt(k) if k.issuer == j.issuer)),
+            _ => providers[..i].iter().any(|q| q.kind() == p.kind()),
+        };
+        if duplicate {
             return Err(ConfigError::invalid(
                 format!("providers[{i}]"),
                 format!("provider type '{}' is listed twice", p.kind()),
@@ -74,6 +86,7 @@ pub fn validate(providers: &[ProviderConfig]) -> Result<(), ConfigError> {
             ProviderConfig::Basic(b) => b.validate(&key)?,
             ProviderConfig::Astakos(a) => a.validate(&key)?,
             ProviderConfig::Keystone(k) => k.validate(&key)?,
+            ProviderConfig::Jwt(j) => j.validate(&key)?,
             ProviderConfig::ApiToken(_) => {}
         }
     }
@@ -143,6 +156,7 @@ impl Chain {
                 ProviderConfig::ApiToken(_) => Box::new(ApiTokenProvider::new(store.clone())),
                 ProviderConfig::Basic(b) => Box::new(BasicProvider::new(b, store.clone())),
                 ProviderConfig::Astakos(a) => Box::new(AstakosProvider::new(a, client.clone())),
+                ProviderConfig::Jwt(j) => Box::new(JwtProvider::new(j, client.clone())),
                 ProviderConfig::Keystone(k) => {
                     let password = k.password(&format!("providers[{i}]"))?;
                     Box::new(KeystoneProvider::new(k, password, client.clone()))
@@ -163,11 +177,13 @@ impl Chain {
         self.query_token
     }
 
-    /// The first provider that accepts `credential`, if any.
+    /// The provider for `credential`: a JWT from a configured issuer goes to that issuer's
+    /// `jwt` provider; anything else to the first provider (in config order) that takes it.
     pub fn provider_for(&self, credential: &Credential) -> Option<&dyn Provider> {
         self.providers
             .iter()
-            .find(|p| p.accepts(credential))
+            .find(|p| p.kind() == JwtProvider::KIND && p.accepts(credential))
+            .or_else(|| self.providers.iter().find(|p| p.accepts(credential)))
             .map(|p| p.as_ref())
     }
 

@@ -4,6 +4,7 @@
 
 pub mod astakos;
 pub mod keystone;
+pub mod oidc;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -234,7 +235,10 @@ pub fn verify_with_alg(
 /// The JWT of a 200 from authgate (`Authorization: Bearer <jwt>`).
 pub fn bearer_jwt(resp: &reqwest::Response) -> String {
     let value = resp.headers()["authorization"].to_str().unwrap();
-    value.strip_prefix("Bearer ").expect("a Bearer JWT").to_owned()
+    value
+        .strip_prefix("Bearer ")
+        .expect("a Bearer JWT")
+        .to_owned()
 }
 
 /// A free loopback port (bound and released; the caller binds it next).

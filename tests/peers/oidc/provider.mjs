@@ -1,0 +1,78 @@
+// A real OpenID Connect provider (panva/oidc-provider) for authgate's integration tests.
+// usage: node provider.mjs PORT JWKS_FILE
+//   JWKS_FILE holds the private signing keys ({"keys": [...]}); it is created with one new
+//   RS256 key when missing. Restart with another file to rotate keys.
+// Prints `ready <issuer>` when listening. Counts token and JWKS requests at GET /_count.
+import { generateKeyPair } from 'node:crypto';
+import { promisify } from 'node:util';
+import fs from 'node:fs';
+import Provider from 'oidc-provider';
+
+const [port, jwksFile] = process.argv.slice(2);
+const issuer = `http://127.0.0.1:${port}`;
+
+let jwks;
+if (fs.existsSync(jwksFile)) {
+  jwks = JSON.parse(fs.readFileSync(jwksFile, 'utf8'));
+} else {
+  const { privateKey } = await promisify(generateKeyPair)('rsa', { modulusLength: 2048 });
+  const jwk = privateKey.export({ format: 'jwk' });
+  jwk.kid = `k-${Date.now()}`;
+  jwk.alg = 'RS256';
+  jwk.use = 'sig';
+  jwks = { keys: [jwk] };
+  fs.writeFileSync(jwksFile, JSON.stringify(jwks));
+}
+
+const resources = {
+  'urn:api': { scope: 'read:data write:data', audience: 'api', accessTokenFormat: 'jwt', accessTokenTTL: 600 },
+  'urn:other': { scope: 'read:data', audience: 'other-api', accessTokenFormat: 'jwt', accessTokenTTL: 600 },
+};
+
+const provider = new Provider(issuer, {
+  clients: [{
+    client_id: 'machine',
+    client_secret: 'machine-secret',
+    grant_types: ['client_credentials'],
+    redirect_uris: [],
+    response_types: [],
+    token_endpoint_auth_method: 'client_secret_basic',
+  }],
+  jwks,
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true },
+    revocation: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => 'urn:api',
+      useGrantedResource: () => true,
+      getResourceServerInfo: (ctx, indicator) => {
+        if (!resources[indicator]) throw new Error(`unknown resource ${indicator}`);
+        return resources[indicator];
+      },
+    },
+  },
+  extraTokenClaims: (ctx, token) => ({
+    preferred_username: token.clientId,
+    realm_access: { roles: ['machine', 'reader'] },
+    groups: ['/ops'],
+    tenant: 'acme',
+  }),
+});
+
+const calls = { token: 0, jwks: 0 };
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/_count') {
+    ctx.body = calls;
+    return;
+  }
+  if (ctx.path === '/token') calls.token += 1;
+  if (ctx.path === '/jwks') calls.jwks += 1;
+  await next();
+});
+
+provider.listen(Number(port), '127.0.0.1', () => {
+  console.log(`ready ${issuer}`);
+});
