@@ -290,14 +290,15 @@ impl JwtProvider {
         kid: &str,
     ) -> Result<Option<(DecodingKey, Option<Algorithm>, KeyFamily)>, AuthError> {
         let current = self.keys.load_full();
-        if let Some(set) = &current {
-            if let Some(k) = set.keys.get(kid) {
-                if set.fetched.elapsed() > self.config.jwks_max_age {
-                    // Stale but usable: refresh in the background, keep answering.
-                    let _ = self.refresh(false).await;
-                }
-                return Ok(Some(k.clone()));
+        if let Some(set) = &current
+            && let Some(k) = set.keys.get(kid)
+        {
+            if set.fetched.elapsed() > self.config.jwks_max_age {
+                // Stale but usable: refetch (at most once per refetch_interval); when that
+                // fails, the last good key set keeps answering.
+                let _ = self.refresh(false).await;
             }
+            return Ok(Some(k.clone()));
         }
         // An unknown kid with the issuer unreachable cannot be decided: 503, not 401.
         self.refresh(current.is_none()).await?;
