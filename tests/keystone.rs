@@ -236,10 +236,6 @@ policy:
 
     // Keystone revokes authgate's own service token (disabling a user revokes its tokens):
     // the next validation gets 401, authgate re-authenticates once, and the request passes.
-    let before = authgate
-        .log_text()
-        .matches("obtained a Keystone service token")
-        .count();
     keystone.set_enabled("gateway", false).await;
     keystone.set_enabled("gateway", true).await;
     let fresh = keystone
@@ -252,11 +248,22 @@ policy:
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let after = authgate
-        .log_text()
-        .matches("obtained a Keystone service token")
-        .count();
-    assert_eq!(after, before + 1, "re-authenticated once");
+    // The log lines travel through a non-blocking writer: wait for them, then count.
+    let rejected = "Keystone rejected authgate's service token";
+    let renewed_after_rejection = |logs: &str| {
+        logs.find(rejected)
+            .is_some_and(|at| logs[at..].contains("obtained a Keystone service token"))
+    };
+    let seen = eventually(Duration::from_secs(2), async || {
+        renewed_after_rejection(&authgate.log_text())
+    })
+    .await;
+    assert!(seen, "no new service token after the rejection");
+    assert_eq!(
+        authgate.log_text().matches(rejected).count(),
+        1,
+        "re-authenticated once"
+    );
 
     // Keystone down: a token authgate has not seen gets 503, never 200 or 401.
     let unseen = keystone

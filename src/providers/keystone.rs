@@ -242,7 +242,9 @@ impl KeystoneProvider {
         match self.validate_once(subject, &service).await? {
             Validation::Valid(v) => return Ok(Some(v)),
             Validation::Invalid => return Ok(None),
-            Validation::ServiceTokenRejected => {}
+            Validation::ServiceTokenRejected => {
+                tracing::warn!("Keystone rejected authgate's service token; authenticating again");
+            }
         }
         let service = self.service_token(true).await?;
         match self.validate_once(subject, &service).await? {

@@ -4,7 +4,7 @@
 usage: serve.py VENV WORKDIR PORT
 
 SQLite, fernet tokens, an in-memory cache (without it every validation takes over a second
-on these machines), served by gunicorn on 127.0.0.1:PORT. Provisions:
+on these machines) except for revocation events (per-worker caches would disagree), served by gunicorn on 127.0.0.1:PORT. Provisions:
   admin / admin-password      project admin, system scope (keystone-manage bootstrap)
   gateway / gateway-password  project service, role service (authgate's service user)
   alice / alice-password      project demo, role member (implies reader)
@@ -30,6 +30,10 @@ log_file = {workdir}/keystone.log
 connection = sqlite:///{workdir}/keystone.db
 [token]
 provider = fernet
+# Each gunicorn worker has its own memory cache, and a revocation invalidates only the
+# cache of the worker that recorded it: token validations and revocation checks (both
+# memoized in the token region) and revocation events are not cached.
+caching = false
 expiration = {os.environ.get("KEYSTONE_TOKEN_EXPIRATION", "3600")}
 [fernet_tokens]
 key_repository = {workdir}/fernet-keys
@@ -40,6 +44,8 @@ key_repository = {workdir}/credential-keys
 [cache]
 enabled = true
 backend = dogpile.cache.memory
+[revoke]
+caching = false
 """)
 env = dict(os.environ, OS_KEYSTONE_CONFIG_FILES=conf, PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
 manage = [os.path.join(venv, "bin", "keystone-manage"), "--config-file", conf]
