@@ -1,5 +1,5 @@
-//! The admin listener: `/metrics` (Prometheus text), `/livez`, `/readyz` (the store answers
-//! and a signing key is loaded).
+//! The admin listener: `/metrics` (Prometheus text), `/livez`, `/readyz` (the store answers,
+//! a signing key is loaded, and every provider's service answers, its discovery done).
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::server::{App, Body, json_response};
 
-/// How long `/readyz` waits for the store.
+/// How long `/readyz` waits for the store and for each provider.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Answers one admin request.
@@ -28,23 +28,32 @@ pub async fn handle<B>(app: &App, req: &Request<B>) -> Response<Body> {
         }
         "/livez" => json_response(StatusCode::OK, json!({"status": "ok"})),
         "/readyz" => {
-            let store = tokio::time::timeout(READY_TIMEOUT, app.store.ping()).await;
+            let (store, providers) = tokio::join!(
+                tokio::time::timeout(READY_TIMEOUT, app.store.ping()),
+                app.chain().check(READY_TIMEOUT)
+            );
             let store_ok = matches!(store, Ok(Ok(())));
             if !store_ok {
                 app.metrics.store_error();
             }
             let keys = app.minter.ring().published.len();
-            let ready = store_ok && keys > 0;
+            let providers_ok = providers.iter().all(|(_, r)| r.is_ok());
+            let ready = store_ok && keys > 0 && providers_ok;
             let status = if ready {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
+            let providers: serde_json::Map<String, serde_json::Value> = providers
+                .into_iter()
+                .map(|(name, r)| (name, json!(r.map_or_else(|e| e, |()| "ok".to_owned()))))
+                .collect();
             json_response(
                 status,
                 json!({"status": if ready { "ready" } else { "not ready" },
                        "store": if store_ok { "ok" } else { "unreachable" },
-                       "signing_keys": keys}),
+                       "signing_keys": keys,
+                       "providers": providers}),
             )
         }
         _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"})),

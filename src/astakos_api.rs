@@ -107,7 +107,7 @@ fn expiry(identity: &Identity) -> i64 {
 fn refusal(error: &AuthError) -> Result<&'static str, ()> {
     match error {
         AuthError::Invalid("API token expired") => Ok("Authentication expired"),
-        AuthError::Invalid(_) => Ok("Invalid token"),
+        AuthError::Invalid(_) | AuthError::Declined => Ok("Invalid token"),
         AuthError::RateLimited { .. } | AuthError::Unavailable(_) => Err(()),
     }
 }

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use http::{HeaderName, HeaderValue};
 
 use crate::config::CacheConfig;
+#[cfg(test)]
 use crate::identity::Identity;
-use crate::providers::AuthError;
+use crate::providers::{Answer, AuthError};
 use crate::store::Store;
 
 /// A cached answer.
@@ -29,7 +30,9 @@ pub enum Verdict {
 /// A valid credential's identity and the time it was last used.
 pub struct Authenticated {
     /// Who it is.
-    pub identity: Arc<Identity>,
+    pub identity: Arc<crate::identity::Identity>,
+    /// The answering provider's reuse limit (replaces `cache.max_ttl`).
+    cache_ttl: Option<Duration>,
     /// The identity's response headers, built on first use and reused while cached.
     pub response_headers: OnceLock<Vec<(HeaderName, HeaderValue)>>,
     used_at: AtomicI64,
@@ -41,6 +44,9 @@ pub struct DecisionCache {
     pending_uses: Arc<Mutex<HashMap<String, i64>>>,
 }
 
+/// The longest any entry is kept.
+const LONGEST: Duration = Duration::from_secs(24 * 3600);
+
 struct VerdictExpiry {
     max_ttl: Duration,
     negative_ttl: Duration,
@@ -50,13 +56,17 @@ impl moka::Expiry<[u8; 32], Verdict> for VerdictExpiry {
     fn expire_after_create(&self, _: &[u8; 32], value: &Verdict, _: Instant) -> Option<Duration> {
         Some(match value {
             Verdict::Invalid(_) => self.negative_ttl,
-            Verdict::Valid(a) => match a.identity.expires_at {
-                Some(at) => {
-                    let left = (at - crate::unix_now()).max(0) as u64;
-                    self.max_ttl.min(Duration::from_secs(left))
+            Verdict::Valid(a) => {
+                // Bounded so that moka's clock arithmetic cannot overflow.
+                let max_ttl = a.cache_ttl.unwrap_or(self.max_ttl).min(LONGEST);
+                match a.identity.expires_at {
+                    Some(at) => {
+                        let left = (at - crate::unix_now()).max(0) as u64;
+                        max_ttl.min(Duration::from_secs(left))
+                    }
+                    None => max_ttl,
                 }
-                None => self.max_ttl,
-            },
+            }
         })
     }
 }
@@ -93,7 +103,7 @@ impl DecisionCache {
         authenticate: F,
     ) -> Result<(Verdict, bool), Arc<AuthError>>
     where
-        F: Future<Output = Result<Identity, AuthError>>,
+        F: Future<Output = Result<Answer, AuthError>>,
     {
         if let Some(verdict) = self.entries.get(&key).await {
             if let Verdict::Valid(a) = &verdict {
@@ -105,8 +115,9 @@ impl DecisionCache {
             .entries
             .try_get_with(key, async {
                 match authenticate.await {
-                    Ok(identity) => Ok(Verdict::Valid(Arc::new(Authenticated {
-                        identity: Arc::new(identity),
+                    Ok(answer) => Ok(Verdict::Valid(Arc::new(Authenticated {
+                        identity: Arc::new(answer.identity),
+                        cache_ttl: answer.cache_ttl,
                         response_headers: OnceLock::new(),
                         used_at: AtomicI64::new(crate::unix_now()),
                     }))),
@@ -183,6 +194,13 @@ mod tests {
         }
     }
 
+    fn answer(identity: Identity) -> Answer {
+        Answer {
+            identity,
+            cache_ttl: None,
+        }
+    }
+
     fn config(max_ttl: u64) -> CacheConfig {
         CacheConfig {
             max_ttl: Duration::from_secs(max_ttl),
@@ -203,7 +221,7 @@ mod tests {
                     .get_or_authenticate([1; 32], async {
                         calls.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok(identity(None))
+                        Ok(answer(identity(None)))
                     })
                     .await
                     .map(|(v, _)| matches!(v, Verdict::Valid(_)))
@@ -230,7 +248,7 @@ mod tests {
             .unwrap();
         assert!(matches!(v, Verdict::Invalid("nope")) && !hit);
         let (v, hit) = cache
-            .get_or_authenticate([2; 32], async { Ok(identity(None)) })
+            .get_or_authenticate([2; 32], async { Ok(answer(identity(None))) })
             .await
             .unwrap();
         assert!(
@@ -241,27 +259,41 @@ mod tests {
 
     #[tokio::test]
     async fn entries_end_with_the_credential() {
-        // (credential expiry from now, max_ttl, still cached after 1.5 s?)
+        // (credential expiry from now, max_ttl, the provider's cache_ttl, cached after 1.5 s?)
         let cases = [
-            (Some(1), 10, false),
-            (Some(100), 1, false),
-            (None, 10, true),
-            (Some(100), 10, true),
+            (Some(1), 10, None, false),
+            (Some(100), 1, None, false),
+            (None, 10, None, true),
+            (Some(100), 10, None, true),
+            // offline: until the access token expires, past max_ttl
+            (Some(100), 1, Some(Duration::MAX), true),
+            (Some(1), 10, Some(Duration::MAX), false),
+            // introspect with caching off
+            (None, 10, Some(Duration::ZERO), false),
+            (Some(100), 10, Some(Duration::from_secs(1)), false),
         ];
-        for (i, (expires_in, max_ttl, cached)) in cases.into_iter().enumerate() {
+        let mut caches = Vec::new();
+        for (i, (expires_in, max_ttl, cache_ttl, _)) in cases.into_iter().enumerate() {
             let cache = DecisionCache::new(&config(max_ttl));
             let id = identity(expires_in.map(|s| crate::unix_now() + s));
             let key = [10 + i as u8; 32];
+            let answer = Answer {
+                identity: id,
+                cache_ttl,
+            };
             cache
-                .get_or_authenticate(key, async { Ok(id) })
+                .get_or_authenticate(key, async { Ok(answer) })
                 .await
                 .unwrap();
-            tokio::time::sleep(Duration::from_millis(1600)).await;
+            caches.push((cache, key));
+        }
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        for (i, (cache, key)) in caches.into_iter().enumerate() {
             let (_, hit) = cache
-                .get_or_authenticate(key, async { Ok(identity(None)) })
+                .get_or_authenticate(key, async { Ok(answer(identity(None))) })
                 .await
                 .unwrap();
-            assert_eq!(hit, cached, "case {i}");
+            assert_eq!(hit, cases[i].3, "case {i}");
         }
     }
 }

@@ -16,6 +16,13 @@ pub struct DecisionLabels {
     pub provider: &'static str,
 }
 
+/// Labels of `authgate_provider_unavailable_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    /// The provider's type.
+    pub provider: &'static str,
+}
+
 /// Every metric authgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -24,6 +31,7 @@ pub struct Metrics {
     cache_hits: Counter,
     cache_misses: Counter,
     store_errors: Counter,
+    provider_unavailable: Family<ProviderLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -62,8 +70,15 @@ impl Metrics {
             "Failed store operations",
             store_errors.clone(),
         );
+        let provider_unavailable = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "provider_unavailable",
+            "Decisions answered 503 because a provider (or the store behind it) could not answer",
+            provider_unavailable.clone(),
+        );
         Self {
             registry,
+            provider_unavailable,
             decisions,
             latency,
             cache_hits,
@@ -86,6 +101,17 @@ impl Metrics {
             self.cache_hits.inc();
         } else {
             self.cache_misses.inc();
+        }
+    }
+
+    /// Counts a decision that failed because `provider` could not answer; for the providers
+    /// backed by the store (`api_token`, `basic`) also a store error.
+    pub fn provider_unavailable(&self, provider: &'static str) {
+        self.provider_unavailable
+            .get_or_create(&ProviderLabels { provider })
+            .inc();
+        if matches!(provider, "api_token" | "basic") {
+            self.store_errors.inc();
         }
     }
 

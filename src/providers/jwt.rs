@@ -2,10 +2,13 @@
 //! JWKS (from `jwks_uri` or OpenID discovery). Algorithms come from a per-issuer allow-list
 //! and must fit the key (`kty`, and the key's own `alg` when it has one): never `none`,
 //! never HMAC, never an algorithm taken from the token alone. An unknown `kid` refetches the
-//! JWKS at most once per `refetch_interval`; the last good key set is kept when a fetch fails.
+//! JWKS at most once per `refetch_interval`; a key set older than its `Cache-Control`
+//! max-age (capped by `jwks_max_age`) is refreshed in the background while it keeps
+//! answering, and the last good key set is kept when a fetch fails.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -16,12 +19,13 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::Mutex;
 
+use super::oidc::{ClaimMapping, Discovery, check_url, get_json, probe};
 use super::{AuthContext, AuthError, Provider};
 use crate::config::ConfigError;
 use crate::credential::Credential;
-use crate::identity::{AttributeValue, Attributes, Identity};
+use crate::identity::Identity;
 
 /// `type: jwt` options: one issuer per entry.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,7 +50,8 @@ pub struct JwtConfig {
     /// Least time between two key-set fetches caused by unknown `kid`s.
     #[serde(default = "default_refetch", with = "humantime_serde")]
     pub refetch_interval: Duration,
-    /// Key sets older than this are refreshed in the background.
+    /// Key sets older than this (or than the JWKS answer's `Cache-Control: max-age`, when
+    /// shorter) are refreshed in the background.
     #[serde(default = "default_max_age", with = "humantime_serde")]
     pub jwks_max_age: Duration,
     /// Time limit of one call to the issuer.
@@ -55,31 +60,6 @@ pub struct JwtConfig {
     /// How claims become the identity.
     #[serde(default)]
     pub claims: ClaimMapping,
-}
-
-/// Claim paths (dotted) for the identity.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ClaimMapping {
-    /// Username claims, first present wins; `sub` when none is.
-    pub username: Vec<String>,
-    /// Email claim.
-    pub email: String,
-    /// Claims holding role lists (`realm_access.roles`, `resource_access.<client>.roles`, ...).
-    pub roles: Vec<String>,
-    /// Claims copied into attributes (string or list of strings).
-    pub attributes: Vec<String>,
-}
-
-impl Default for ClaimMapping {
-    fn default() -> Self {
-        Self {
-            username: vec!["preferred_username".into()],
-            email: "email".into(),
-            roles: vec!["realm_access.roles".into(), "groups".into(), "roles".into()],
-            attributes: Vec::new(),
-        }
-    }
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -116,11 +96,9 @@ fn parse_algorithm(name: &str) -> Option<Algorithm> {
 
 impl JwtConfig {
     pub(super) fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        if !(self.issuer.starts_with("https://") || self.issuer.starts_with("http://")) {
-            return Err(ConfigError::invalid(
-                format!("{key}.issuer"),
-                "must be an http(s) URL",
-            ));
+        check_url(&format!("{key}.issuer"), &self.issuer)?;
+        if let Some(uri) = &self.jwks_uri {
+            check_url(&format!("{key}.jwks_uri"), uri)?;
         }
         if self.audiences.is_empty() {
             return Err(ConfigError::invalid(
@@ -152,6 +130,8 @@ impl JwtConfig {
 struct KeySet {
     keys: HashMap<String, (DecodingKey, Option<Algorithm>, KeyFamily)>,
     fetched: Instant,
+    /// Refresh in the background once older than this.
+    max_age: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,9 +156,12 @@ pub struct JwtProvider {
     client: reqwest::Client,
     config: JwtConfig,
     allowed: Vec<Algorithm>,
-    jwks_uri: OnceCell<String>,
+    discovery: Discovery,
     keys: ArcSwapOption<KeySet>,
+    /// When the key set was last fetched (or tried), for the refetch rate limit.
     fetching: Mutex<Option<Instant>>,
+    refreshing: AtomicBool,
+    me: Weak<Self>,
 }
 
 impl JwtProvider {
@@ -186,8 +169,9 @@ impl JwtProvider {
     pub const KIND: &'static str = "jwt";
 
     /// Over the shared HTTP client (the config was validated).
-    pub fn new(config: &JwtConfig, client: reqwest::Client) -> Self {
-        Self {
+    pub fn new(config: &JwtConfig, client: reqwest::Client) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            discovery: Discovery::new(&config.issuer, client.clone(), config.timeout),
             client,
             allowed: config
                 .algorithms
@@ -195,55 +179,22 @@ impl JwtProvider {
                 .filter_map(|a| parse_algorithm(a))
                 .collect(),
             config: config.clone(),
-            jwks_uri: OnceCell::new(),
             keys: ArcSwapOption::empty(),
             fetching: Mutex::new(None),
-        }
+            refreshing: AtomicBool::new(false),
+            me: me.clone(),
+        })
     }
 
-    async fn jwks_uri(&self) -> Result<&str, AuthError> {
-        self.jwks_uri
-            .get_or_try_init(|| async {
-                if let Some(uri) = &self.config.jwks_uri {
-                    return Ok(uri.clone());
-                }
-                let url = format!(
-                    "{}/.well-known/openid-configuration",
-                    self.config.issuer.trim_end_matches('/')
-                );
-                let doc: Value = self.get_json(&url).await?;
-                if doc["issuer"].as_str() != Some(self.config.issuer.as_str()) {
-                    return Err(AuthError::Unavailable(
-                        "discovery names another issuer".into(),
-                    ));
-                }
-                doc["jwks_uri"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| AuthError::Unavailable("discovery has no jwks_uri".into()))
-            })
-            .await
-            .map(String::as_str)
+    /// The configured issuer.
+    pub fn issuer(&self) -> &str {
+        &self.config.issuer
     }
 
-    async fn get_json(&self, url: &str) -> Result<Value, AuthError> {
-        let response = self
-            .client
-            .get(url)
-            .timeout(self.config.timeout)
-            .send()
+    async fn jwks_uri(&self) -> Result<String, AuthError> {
+        self.discovery
+            .endpoint("jwks_uri", self.config.jwks_uri.as_deref())
             .await
-            .map_err(|e| AuthError::Unavailable(format!("issuer unreachable: {e}")))?;
-        if !response.status().is_success() {
-            return Err(AuthError::Unavailable(format!(
-                "issuer answered {}",
-                response.status()
-            )));
-        }
-        response
-            .json()
-            .await
-            .map_err(|e| AuthError::Unavailable(format!("issuer answer is not JSON: {e}")))
     }
 
     /// Fetches the key set now, unless another request just did (single flight, and at most
@@ -254,8 +205,8 @@ impl JwtProvider {
             return Ok(());
         }
         *last = Some(Instant::now());
-        let uri = self.jwks_uri().await?.to_owned();
-        let doc = self.get_json(&uri).await?;
+        let uri = self.jwks_uri().await?;
+        let (doc, headers) = get_json(&self.client, &uri, self.config.timeout).await?;
         let set: JwkSet = serde_json::from_value(doc)
             .map_err(|e| AuthError::Unavailable(format!("JWKS unreadable: {e}")))?;
         let mut keys = HashMap::new();
@@ -276,12 +227,36 @@ impl JwtProvider {
                 .and_then(|a| parse_algorithm(&format!("{a:?}")));
             keys.insert(kid, (key, alg, family));
         }
-        tracing::info!(issuer = %self.config.issuer, keys = keys.len(), "fetched the issuer's JWKS");
+        let max_age = cache_max_age(&headers)
+            .map_or(self.config.jwks_max_age, |m| {
+                m.min(self.config.jwks_max_age)
+            })
+            .max(self.config.refetch_interval);
+        tracing::info!(issuer = %self.config.issuer, keys = keys.len(), max_age = ?max_age,
+            "fetched the issuer's JWKS");
         self.keys.store(Some(Arc::new(KeySet {
             keys,
             fetched: Instant::now(),
+            max_age,
         })));
         Ok(())
+    }
+
+    /// Starts one background refresh (while it runs, requests keep using the current set).
+    fn refresh_in_background(&self) {
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tokio::spawn(async move {
+            if let Err(e) = me.refresh(false).await {
+                tracing::warn!(issuer = %me.config.issuer, error = %e,
+                    "JWKS refresh failed; keeping the last good key set");
+            }
+            me.refreshing.store(false, Ordering::Release);
+        });
     }
 
     /// The key for `kid`, fetching the key set when missing (rate-limited).
@@ -293,10 +268,8 @@ impl JwtProvider {
         if let Some(set) = &current
             && let Some(k) = set.keys.get(kid)
         {
-            if set.fetched.elapsed() > self.config.jwks_max_age {
-                // Stale but usable: refetch (at most once per refetch_interval); when that
-                // fails, the last good key set keeps answering.
-                let _ = self.refresh(false).await;
+            if set.fetched.elapsed() > set.max_age {
+                self.refresh_in_background();
             }
             return Ok(Some(k.clone()));
         }
@@ -309,103 +282,9 @@ impl JwtProvider {
             .and_then(|s| s.keys.get(kid).cloned()))
     }
 
-    fn identity(&self, claims: &Value) -> Result<Identity, AuthError> {
-        let subject = claims["sub"]
-            .as_str()
-            .ok_or(AuthError::Invalid("the token has no sub"))?;
-        let mapping = &self.config.claims;
-        let username = mapping
-            .username
-            .iter()
-            .find_map(|path| lookup(claims, path).and_then(Value::as_str))
-            .unwrap_or(subject);
-        let mut roles = std::collections::BTreeSet::new();
-        for path in &mapping.roles {
-            if let Some(list) = lookup(claims, path).and_then(Value::as_array) {
-                roles.extend(list.iter().filter_map(|r| r.as_str().map(str::to_owned)));
-            }
-        }
-        let scopes = match (&claims["scope"], &claims["scp"]) {
-            (Value::String(s), _) => Some(s.split_whitespace().map(str::to_owned).collect()),
-            (_, Value::Array(a)) => Some(
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect(),
-            ),
-            _ => None,
-        };
-        let mut attributes = Attributes::new();
-        for name in &mapping.attributes {
-            match lookup(claims, name) {
-                Some(Value::String(s)) => {
-                    attributes.insert(name.clone(), AttributeValue::One(s.clone()));
-                }
-                Some(Value::Array(a)) => {
-                    let values = a
-                        .iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect();
-                    attributes.insert(name.clone(), AttributeValue::Many(values));
-                }
-                _ => {}
-            }
-        }
-        Ok(Identity {
-            subject: subject.to_owned(),
-            provider: Self::KIND,
-            username: username.to_owned(),
-            email: lookup(claims, &mapping.email)
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            roles,
-            attributes,
-            scopes,
-            expires_at: claims["exp"].as_i64(),
-            credential_id: None,
-        })
-    }
-}
-
-/// `a.b.c` into nested objects.
-fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(value, |v, key| v.get(key))
-}
-
-/// The `iss` of a compact JWT, read without verifying anything (to pick the provider).
-fn unverified_issuer(token: &str) -> Option<String> {
-    let mut parts = token.split('.');
-    let (_, payload, _, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next()) else {
-        return None;
-    };
-    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v["iss"].as_str().map(str::to_owned)
-}
-
-#[async_trait]
-impl Provider for JwtProvider {
-    fn kind(&self) -> &'static str {
-        Self::KIND
-    }
-
-    fn accepts(&self, credential: &Credential) -> bool {
-        matches!(credential, Credential::Bearer(t)
-            if unverified_issuer(t.expose()).as_deref() == Some(self.config.issuer.as_str()))
-    }
-
-    fn challenge(&self, realm: &str) -> String {
-        format!("Bearer realm=\"{realm}\"")
-    }
-
-    async fn authenticate(
-        &self,
-        credential: &Credential,
-        _ctx: &AuthContext,
-    ) -> Result<Identity, AuthError> {
-        let Some(token) = credential.token() else {
-            return Err(AuthError::Invalid("not a bearer token"));
-        };
-        let token = token.expose();
+    /// Verifies `token` (signature, algorithm, `typ`, `iss`, `aud`, `exp`, `nbf`, `iat`) and
+    /// returns its claims.
+    pub(super) async fn verify(&self, token: &str) -> Result<Value, AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed JWT"))?;
         if !self.allowed.contains(&header.alg) {
@@ -454,7 +333,104 @@ impl Provider for JwtProvider {
         {
             return Err(AuthError::Invalid("JWT issued in the future"));
         }
-        self.identity(&data.claims)
+        Ok(data.claims)
+    }
+
+    /// The identity of verified `claims`, as `provider` says it.
+    pub(super) fn identity(
+        &self,
+        claims: &Value,
+        provider: &'static str,
+    ) -> Result<Identity, AuthError> {
+        self.config.claims.identity(claims, provider, None)
+    }
+}
+
+/// `max-age` of a `Cache-Control` header (`no-cache`/`no-store` count as 0).
+fn cache_max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?;
+    value.split(',').map(str::trim).find_map(|d| {
+        if d.eq_ignore_ascii_case("no-cache") || d.eq_ignore_ascii_case("no-store") {
+            return Some(Duration::ZERO);
+        }
+        let (name, secs) = d.split_once('=')?;
+        name.trim().eq_ignore_ascii_case("max-age").then(|| {
+            secs.trim()
+                .trim_matches('"')
+                .parse()
+                .ok()
+                .map(Duration::from_secs)
+        })?
+    })
+}
+
+/// What the unverified payload of a compact JWT says, to pick the provider: its `iss`, and
+/// whether it is a Keycloak refresh or offline token (`typ` `Refresh`/`Offline`), which
+/// belongs to the `offline` provider, not here.
+#[derive(Deserialize)]
+struct Peek {
+    iss: Option<String>,
+    typ: Option<String>,
+}
+
+fn peek(token: &str) -> Option<Peek> {
+    let mut parts = token.split('.');
+    let (_, payload, _, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next()) else {
+        return None;
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The `iss` of a compact JWT that is an access token (not a refresh token), unverified.
+fn unverified_issuer(token: &str) -> Option<String> {
+    peek(token)
+        .filter(|p| {
+            !p.typ.as_deref().is_some_and(|t| {
+                t.eq_ignore_ascii_case("refresh") || t.eq_ignore_ascii_case("offline")
+            })
+        })
+        .and_then(|p| p.iss)
+}
+
+#[async_trait]
+impl Provider for JwtProvider {
+    fn kind(&self) -> &'static str {
+        Self::KIND
+    }
+
+    fn name(&self) -> String {
+        format!("jwt {}", self.config.issuer)
+    }
+
+    fn accepts(&self, credential: &Credential) -> bool {
+        matches!(credential, Credential::Bearer(t)
+            if unverified_issuer(t.expose()).as_deref() == Some(self.config.issuer.as_str()))
+    }
+
+    fn challenge(&self, realm: &str) -> String {
+        format!("Bearer realm=\"{realm}\"")
+    }
+
+    async fn authenticate(
+        &self,
+        credential: &Credential,
+        _ctx: &AuthContext,
+    ) -> Result<Identity, AuthError> {
+        let Some(token) = credential.token() else {
+            return Err(AuthError::Invalid("not a bearer token"));
+        };
+        let claims = self.verify(token.expose()).await?;
+        self.identity(&claims, Self::KIND)
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        let uri = self.jwks_uri().await.map_err(|e| e.to_string())?;
+        probe(&self.client, &uri, self.config.timeout).await?;
+        if self.keys.load().is_none() {
+            self.refresh(false).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 }
 
@@ -472,12 +448,28 @@ mod tests {
         assert_eq!(unverified_issuer("a.b"), None);
         assert_eq!(unverified_issuer("a.b.c.d"), None);
         assert_eq!(unverified_issuer(&format!("e30.{payload}")), None);
-        let claims: Value = serde_json::json!({"resource_access": {"gw": {"roles": ["x"]}}});
-        assert_eq!(
-            lookup(&claims, "resource_access.gw.roles"),
-            Some(&serde_json::json!(["x"]))
-        );
-        assert_eq!(lookup(&claims, "resource_access.other.roles"), None);
+        let refresh =
+            URL_SAFE_NO_PAD.encode(br#"{"iss":"https://idp.example.org","typ":"Offline"}"#);
+        assert_eq!(unverified_issuer(&format!("e30.{refresh}.sig")), None);
+    }
+
+    #[test]
+    fn cache_control_max_age() {
+        for (value, want) in [
+            ("public, max-age=600", Some(600)),
+            ("max-age=\"60\", must-revalidate", Some(60)),
+            ("no-store", Some(0)),
+            ("public", None),
+            ("max-age=soon", None),
+        ] {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::CACHE_CONTROL, value.parse().unwrap());
+            assert_eq!(
+                cache_max_age(&headers),
+                want.map(Duration::from_secs),
+                "{value}"
+            );
+        }
     }
 
     #[test]

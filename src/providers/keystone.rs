@@ -28,7 +28,7 @@ pub struct KeystoneConfig {
     pub username: String,
     /// Its password (prefer `password_file`).
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// A file holding the password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -93,21 +93,18 @@ impl KeystoneConfig {
 
     /// The service user's password, from `password` or `password_file` (exactly one).
     pub(super) fn password(&self, key: &str) -> Result<Secret, ConfigError> {
-        match (&self.password, &self.password_file) {
-            (Some(p), None) => Ok(Secret::new(p.as_str())),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map(|s| Secret::new(s.trim_end_matches(['\r', '\n'])))
-                .map_err(|e| {
-                    ConfigError::invalid(
-                        format!("{key}.password_file"),
-                        format!("cannot read '{}': {e}", path.display()),
-                    )
-                }),
-            _ => Err(ConfigError::invalid(
+        crate::secret::from_value_or_file(
+            key,
+            "password",
+            self.password.as_ref(),
+            self.password_file.as_deref(),
+        )?
+        .ok_or_else(|| {
+            ConfigError::invalid(
                 format!("{key}.password"),
                 "give exactly one of password and password_file",
-            )),
-        }
+            )
+        })
     }
 }
 

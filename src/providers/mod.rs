@@ -5,8 +5,11 @@
 mod api_token;
 mod astakos;
 mod basic;
+mod introspect;
 mod jwt;
 mod keystone;
+mod offline;
+mod oidc;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,8 +21,11 @@ use serde::Deserialize;
 pub use api_token::ApiTokenProvider;
 pub use astakos::{AstakosConfig, AstakosMode, AstakosProvider, parse_iso8601};
 pub use basic::{BasicConfig, BasicProvider, hash_password};
-pub use jwt::{ClaimMapping, JwtConfig, JwtProvider};
+pub use introspect::{IntrospectConfig, IntrospectProvider};
+pub use jwt::{JwtConfig, JwtProvider};
 pub use keystone::{KeystoneConfig, KeystoneProvider};
+pub use offline::{OfflineConfig, OfflineProvider};
+pub use oidc::{ClaimMapping, ClientAuthMethod};
 
 use crate::config::ConfigError;
 use crate::credential::Credential;
@@ -40,6 +46,10 @@ pub enum ProviderConfig {
     Keystone(KeystoneConfig),
     /// OAuth2/OIDC JWTs of one issuer (list several for several issuers).
     Jwt(JwtConfig),
+    /// Opaque IdP tokens, asked at an RFC 7662 introspection endpoint.
+    Introspect(IntrospectConfig),
+    /// Refresh (offline) tokens, exchanged at the IdP's token endpoint.
+    Offline(OfflineConfig),
 }
 
 /// `type: api_token` (no options yet).
@@ -55,6 +65,8 @@ impl ProviderConfig {
             Self::Astakos(_) => AstakosProvider::KIND,
             Self::Keystone(_) => KeystoneProvider::KIND,
             Self::Jwt(_) => JwtProvider::KIND,
+            Self::Introspect(_) => IntrospectProvider::KIND,
+            Self::Offline(_) => OfflineProvider::KIND,
         }
     }
 }
@@ -67,12 +79,22 @@ pub fn validate(providers: &[ProviderConfig]) -> Result<(), ConfigError> {
             "at least one provider is needed",
         ));
     }
+    let jwt_issuers: Vec<&str> = providers
+        .iter()
+        .filter_map(|p| match p {
+            ProviderConfig::Jwt(j) => Some(j.issuer.as_str()),
+            _ => None,
+        })
+        .collect();
     for (i, p) in providers.iter().enumerate() {
         let duplicate = match p {
-            // One jwt entry per issuer; the same issuer twice is the mistake.
+            // One jwt/offline entry per issuer; the same issuer twice is the mistake.
             ProviderConfig::Jwt(j) => providers[..i]
                 .iter()
                 .any(|q| matches!(q, ProviderConfig::Jwt(k) if k.issuer == j.issuer)),
+            ProviderConfig::Offline(o) => providers[..i]
+                .iter()
+                .any(|q| matches!(q, ProviderConfig::Offline(k) if k.issuer == o.issuer)),
             _ => providers[..i].iter().any(|q| q.kind() == p.kind()),
         };
         if duplicate {
@@ -87,6 +109,8 @@ pub fn validate(providers: &[ProviderConfig]) -> Result<(), ConfigError> {
             ProviderConfig::Astakos(a) => a.validate(&key)?,
             ProviderConfig::Keystone(k) => k.validate(&key)?,
             ProviderConfig::Jwt(j) => j.validate(&key)?,
+            ProviderConfig::Introspect(c) => c.validate(&key)?,
+            ProviderConfig::Offline(o) => o.validate(&key, &jwt_issuers)?,
             ProviderConfig::ApiToken(_) => {}
         }
     }
@@ -117,6 +141,10 @@ pub enum AuthError {
     /// The provider could not be asked (503; fail closed). Never cached.
     #[error("the identity backend is unavailable: {0}")]
     Unavailable(String),
+    /// Not this provider's kind of credential after all (an introspected refresh token):
+    /// the chain asks the next provider that accepts it. Never leaves the [`Chain`].
+    #[error("no configured provider accepts this credential")]
+    Declined,
 }
 
 /// A source of identities.
@@ -124,6 +152,10 @@ pub enum AuthError {
 pub trait Provider: Send + Sync {
     /// Type name, as in config and in the `provider` claim.
     fn kind(&self) -> &'static str;
+    /// Name in `/readyz` and logs (the type, and the issuer or URL where there is one).
+    fn name(&self) -> String {
+        self.kind().to_owned()
+    }
     /// Whether this provider takes this kind of credential.
     fn accepts(&self, credential: &Credential) -> bool;
     /// The `WWW-Authenticate` challenge this provider adds to a 401.
@@ -134,32 +166,80 @@ pub trait Provider: Send + Sync {
         credential: &Credential,
         ctx: &AuthContext,
     ) -> Result<Identity, AuthError>;
+    /// How long this provider's answers may be reused, replacing `cache.max_ttl` (never past
+    /// the credential's expiry); `None`: `cache.max_ttl`.
+    fn cache_ttl(&self) -> Option<Duration> {
+        None
+    }
+    /// Whether the service behind the provider answers (for `/readyz`); discovery is done
+    /// here when it has not been yet.
+    async fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A provider's answer: the identity and how long the decision cache may keep it.
+pub struct Answer {
+    /// Who it is.
+    pub identity: Identity,
+    /// See [`Provider::cache_ttl`].
+    pub cache_ttl: Option<Duration>,
 }
 
 /// The configured providers, in order.
 pub struct Chain {
-    providers: Vec<Box<dyn Provider>>,
+    providers: Vec<Arc<dyn Provider>>,
     query_token: bool,
 }
 
 impl Chain {
     /// Builds each configured provider; outbound calls share `client`. Fails only when a
-    /// secret file named in the config cannot be read.
+    /// secret file named in the config cannot be read (the config was validated).
     pub fn build(
         configs: &[ProviderConfig],
         store: Arc<dyn Store>,
         client: &reqwest::Client,
     ) -> Result<Self, ConfigError> {
-        let mut providers: Vec<Box<dyn Provider>> = Vec::with_capacity(configs.len());
+        let jwt: Vec<Arc<JwtProvider>> = configs
+            .iter()
+            .filter_map(|c| match c {
+                ProviderConfig::Jwt(j) => Some(JwtProvider::new(j, client.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut jwt_left = jwt.iter();
+        let mut providers: Vec<Arc<dyn Provider>> = Vec::with_capacity(configs.len());
         for (i, c) in configs.iter().enumerate() {
+            let key = format!("providers[{i}]");
             providers.push(match c {
-                ProviderConfig::ApiToken(_) => Box::new(ApiTokenProvider::new(store.clone())),
-                ProviderConfig::Basic(b) => Box::new(BasicProvider::new(b, store.clone())),
-                ProviderConfig::Astakos(a) => Box::new(AstakosProvider::new(a, client.clone())),
-                ProviderConfig::Jwt(j) => Box::new(JwtProvider::new(j, client.clone())),
+                ProviderConfig::ApiToken(_) => Arc::new(ApiTokenProvider::new(store.clone())),
+                ProviderConfig::Basic(b) => Arc::new(BasicProvider::new(b, store.clone())),
+                ProviderConfig::Astakos(a) => Arc::new(AstakosProvider::new(a, client.clone())),
+                ProviderConfig::Jwt(_) => match jwt_left.next() {
+                    Some(j) => j.clone(),
+                    None => return Err(ConfigError::invalid(key, "jwt provider not built")),
+                },
                 ProviderConfig::Keystone(k) => {
-                    let password = k.password(&format!("providers[{i}]"))?;
-                    Box::new(KeystoneProvider::new(k, password, client.clone()))
+                    let password = k.password(&key)?;
+                    Arc::new(KeystoneProvider::new(k, password, client.clone()))
+                }
+                ProviderConfig::Introspect(c) => {
+                    Arc::new(IntrospectProvider::new(c, &key, client.clone())?)
+                }
+                ProviderConfig::Offline(o) => {
+                    let verifier =
+                        jwt.iter().find(|j| j.issuer() == o.issuer).ok_or_else(|| {
+                            ConfigError::invalid(
+                                format!("{key}.issuer"),
+                                "no `jwt` provider is configured for this issuer",
+                            )
+                        })?;
+                    Arc::new(OfflineProvider::new(
+                        o,
+                        &key,
+                        client.clone(),
+                        verifier.clone(),
+                    )?)
                 }
             });
         }
@@ -177,28 +257,68 @@ impl Chain {
         self.query_token
     }
 
-    /// The provider for `credential`: a JWT from a configured issuer goes to that issuer's
-    /// `jwt` provider; anything else to the first provider (in config order) that takes it.
-    pub fn provider_for(&self, credential: &Credential) -> Option<&dyn Provider> {
-        self.providers
+    /// The providers that take `credential`, in the order they are asked: a JWT from a
+    /// configured issuer goes to that issuer's `jwt` provider first; then config order.
+    fn candidates<'a>(
+        &'a self,
+        credential: &'a Credential,
+    ) -> impl Iterator<Item = &'a Arc<dyn Provider>> {
+        let jwt = self
+            .providers
             .iter()
-            .find(|p| p.kind() == JwtProvider::KIND && p.accepts(credential))
-            .or_else(|| self.providers.iter().find(|p| p.accepts(credential)))
-            .map(|p| p.as_ref())
+            .find(|p| p.kind() == JwtProvider::KIND && p.accepts(credential));
+        jwt.into_iter().chain(
+            self.providers
+                .iter()
+                .filter(move |p| p.kind() != JwtProvider::KIND && p.accepts(credential)),
+        )
     }
 
-    /// Authenticates with the first provider that accepts the credential.
+    /// The provider asked first for `credential`.
+    pub fn provider_for<'a>(&'a self, credential: &'a Credential) -> Option<&'a dyn Provider> {
+        self.candidates(credential).next().map(|p| p.as_ref())
+    }
+
+    /// Authenticates with the first provider that takes the credential (the next one when
+    /// a provider declines it).
     pub async fn authenticate(
         &self,
         credential: &Credential,
         ctx: &AuthContext,
-    ) -> Result<Identity, AuthError> {
-        match self.provider_for(credential) {
-            Some(p) => p.authenticate(credential, ctx).await,
-            None => Err(AuthError::Invalid(
-                "no configured provider accepts this credential",
-            )),
+    ) -> Result<Answer, AuthError> {
+        for p in self.candidates(credential) {
+            match p.authenticate(credential, ctx).await {
+                Err(AuthError::Declined) => continue,
+                Ok(identity) => {
+                    return Ok(Answer {
+                        identity,
+                        cache_ttl: p.cache_ttl(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
         }
+        Err(AuthError::Invalid(
+            "no configured provider accepts this credential",
+        ))
+    }
+
+    /// Each provider's [`Provider::check`], run together within `timeout`.
+    pub async fn check(&self, timeout: Duration) -> Vec<(String, Result<(), String>)> {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let p = p.clone();
+            set.spawn(async move {
+                let r = match tokio::time::timeout(timeout, p.check()).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+                };
+                (i, p.name(), r)
+            });
+        }
+        let mut out: Vec<(usize, String, Result<(), String>)> = set.join_all().await;
+        out.sort_by_key(|(i, ..)| *i);
+        out.into_iter().map(|(_, name, r)| (name, r)).collect()
     }
 
     /// One `WWW-Authenticate` challenge per distinct scheme of the configured providers.

@@ -224,6 +224,11 @@ impl App {
         }))
     }
 
+    /// The configured providers.
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
     /// Answers one data-plane request.
     pub async fn handle(
         self: Arc<Self>,
@@ -347,10 +352,6 @@ impl App {
             },
             Err(e) => return Outcome::Reject(Rejection::BadCredential(e)),
         };
-        *provider = self
-            .chain
-            .provider_for(&credential)
-            .map_or("none", |p| p.kind());
         let service_token = match credential::service_token(&parts.headers) {
             Ok(t) => t,
             Err(e) => return Outcome::Reject(Rejection::BadCredential(e)),
@@ -372,26 +373,41 @@ impl App {
             .cache
             .get_or_authenticate(key, self.chain.authenticate(&credential, &ctx))
             .await;
+        // Who answered: the identity says so; otherwise the provider asked first (looked up
+        // only off the hot path).
+        let first_asked = || {
+            self.chain
+                .provider_for(&credential)
+                .map_or("none", |p| p.kind())
+        };
         let authenticated = match looked_up {
             Ok((verdict, hit)) => {
                 self.metrics.cache(hit);
                 match verdict {
                     Verdict::Valid(a) => a,
-                    Verdict::Invalid(reason) => return Outcome::Reject(Rejection::Invalid(reason)),
+                    Verdict::Invalid(reason) => {
+                        *provider = first_asked();
+                        return Outcome::Reject(Rejection::Invalid(reason));
+                    }
                 }
             }
             Err(e) => {
                 self.metrics.cache(false);
+                *provider = first_asked();
                 return Outcome::Reject(match &*e {
                     AuthError::Invalid(reason) => Rejection::Invalid(reason),
+                    AuthError::Declined => {
+                        Rejection::Invalid("no configured provider accepts this credential")
+                    }
                     AuthError::RateLimited { retry_after } => Rejection::RateLimited(*retry_after),
                     AuthError::Unavailable(why) => {
-                        self.metrics.store_error();
+                        self.metrics.provider_unavailable(provider);
                         Rejection::Unavailable(why.clone())
                     }
                 });
             }
         };
+        *provider = authenticated.identity.provider;
         let identity = &authenticated.identity;
         match self.policy.evaluate(&target, Some(identity)) {
             Decision::Allow { audience, .. } => {

@@ -1,0 +1,497 @@
+//! What the OAuth2/OIDC providers (`jwt`, `introspect`, `offline`) share: the issuer's
+//! discovery document, calls to the IdP, client authentication at its endpoints, and the
+//! mapping from claims to an [`Identity`].
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use super::AuthError;
+use crate::config::ConfigError;
+use crate::identity::{AttributeValue, Attributes, Identity};
+use crate::secret::Secret;
+
+/// Rejects anything but an absolute http(s) URL.
+pub(super) fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("https://") || url.starts_with("http://") {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(key, "must be an http(s) URL"))
+    }
+}
+
+/// `GET url` as JSON; anything but a 2xx JSON answer is [`AuthError::Unavailable`].
+pub(super) async fn get_json(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> Result<(Value, reqwest::header::HeaderMap), AuthError> {
+    let response = client
+        .get(url)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| AuthError::Unavailable(format!("identity provider unreachable: {e}")))?;
+    if !response.status().is_success() {
+        return Err(AuthError::Unavailable(format!(
+            "identity provider answered {} for {url}",
+            response.status()
+        )));
+    }
+    let headers = response.headers().clone();
+    let doc = response.json().await.map_err(|e| {
+        AuthError::Unavailable(format!("identity provider answer is not JSON: {e}"))
+    })?;
+    Ok((doc, headers))
+}
+
+/// Whether `url` answers at all (any status below 500), for `/readyz`.
+pub(super) async fn probe(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    match client.get(url).timeout(timeout).send().await {
+        Ok(r) if r.status().is_server_error() => Err(format!("{url} answered {}", r.status())),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("{url} unreachable: {e}")),
+    }
+}
+
+/// An issuer's OpenID discovery document (`<issuer>/.well-known/openid-configuration`),
+/// fetched on first use and kept; a failed fetch is retried on the next use.
+pub(super) struct Discovery {
+    issuer: String,
+    client: reqwest::Client,
+    timeout: Duration,
+    document: OnceCell<Value>,
+}
+
+impl Discovery {
+    pub(super) fn new(issuer: &str, client: reqwest::Client, timeout: Duration) -> Self {
+        Self {
+            issuer: issuer.to_owned(),
+            client,
+            timeout,
+            document: OnceCell::new(),
+        }
+    }
+
+    /// The discovery document's URL.
+    pub(super) fn url(&self) -> String {
+        format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer.trim_end_matches('/')
+        )
+    }
+
+    async fn document(&self) -> Result<&Value, AuthError> {
+        self.document
+            .get_or_try_init(|| async {
+                let (doc, _) = get_json(&self.client, &self.url(), self.timeout).await?;
+                if doc["issuer"].as_str() != Some(self.issuer.as_str()) {
+                    return Err(AuthError::Unavailable(format!(
+                        "discovery at {} names another issuer",
+                        self.url()
+                    )));
+                }
+                Ok(doc)
+            })
+            .await
+    }
+
+    /// `configured`, or the endpoint `name` (e.g. `jwks_uri`) of the discovery document.
+    pub(super) async fn endpoint(
+        &self,
+        name: &str,
+        configured: Option<&str>,
+    ) -> Result<String, AuthError> {
+        if let Some(url) = configured {
+            return Ok(url.to_owned());
+        }
+        self.document().await?[name]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| AuthError::Unavailable(format!("discovery has no {name}")))
+    }
+}
+
+/// How authgate authenticates itself as an OAuth2 client at the IdP's endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMethod {
+    /// HTTP Basic with the form-encoded id and secret (RFC 6749 §2.3.1).
+    #[default]
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+    /// A public client: `client_id` in the form body, no secret.
+    None,
+}
+
+/// `client_id`, the secret (inline or `client_secret_file`) and the method, as configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The client id registered at the IdP.
+    pub client_id: String,
+    /// Its secret (prefer `client_secret_file`).
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// A file holding the secret.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// `client_secret_basic` (default), `client_secret_post` or `none`.
+    #[serde(default)]
+    pub client_auth: ClientAuthMethod,
+}
+
+impl ClientConfig {
+    /// The client with its secret read; names the key at fault.
+    pub(super) fn load(&self, key: &str) -> Result<ClientAuth, ConfigError> {
+        if self.client_id.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{key}.client_id"),
+                "must not be empty",
+            ));
+        }
+        let secret = crate::secret::from_value_or_file(
+            key,
+            "client_secret",
+            self.client_secret.as_ref(),
+            self.client_secret_file.as_deref(),
+        )?;
+        match (self.client_auth, &secret) {
+            (ClientAuthMethod::None, Some(_)) => Err(ConfigError::invalid(
+                format!("{key}.client_auth"),
+                "`none` sends no secret; remove client_secret or pick client_secret_basic/post",
+            )),
+            (ClientAuthMethod::ClientSecretBasic | ClientAuthMethod::ClientSecretPost, None) => {
+                Err(ConfigError::invalid(
+                    format!("{key}.client_secret"),
+                    "needed for client_secret_basic and client_secret_post \
+                     (or set client_auth: none for a public client)",
+                ))
+            }
+            _ => Ok(ClientAuth {
+                id: self.client_id.clone(),
+                secret,
+                method: self.client_auth,
+            }),
+        }
+    }
+}
+
+/// A loaded [`ClientConfig`].
+pub(super) struct ClientAuth {
+    id: String,
+    secret: Option<Secret>,
+    method: ClientAuthMethod,
+}
+
+/// Characters kept as they are by application/x-www-form-urlencoded.
+const FORM: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'*');
+
+impl ClientAuth {
+    /// `POST url` with `form` and the client's authentication; the answer's status and JSON
+    /// body (`Value::Null` when the body is not JSON).
+    pub(super) async fn post_form(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        mut form: Vec<(&'static str, String)>,
+        timeout: Duration,
+    ) -> Result<(u16, Value), AuthError> {
+        let mut request = client.post(url).timeout(timeout);
+        match self.method {
+            ClientAuthMethod::ClientSecretBasic => {
+                let encode = |s: &str| utf8_percent_encode(s, FORM).to_string();
+                request = request.basic_auth(
+                    encode(&self.id),
+                    self.secret.as_ref().map(|s| encode(s.expose())),
+                );
+            }
+            ClientAuthMethod::ClientSecretPost => {
+                form.push(("client_id", self.id.clone()));
+                if let Some(s) = &self.secret {
+                    form.push(("client_secret", s.expose().to_owned()));
+                }
+            }
+            ClientAuthMethod::None => form.push(("client_id", self.id.clone())),
+        }
+        let response =
+            request.form(&form).send().await.map_err(|e| {
+                AuthError::Unavailable(format!("identity provider unreachable: {e}"))
+            })?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|e| {
+            AuthError::Unavailable(format!("identity provider answer cut short: {e}"))
+        })?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+}
+
+/// How claims (of a JWT or an introspection answer) become the identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClaimMapping {
+    /// Username claims, first present wins; the subject when none is.
+    pub username: Vec<String>,
+    /// Email claim.
+    pub email: String,
+    /// Claims (dotted paths) holding role lists: `realm_access.roles`,
+    /// `resource_access.<client>.roles`, `groups`, `roles`.
+    pub roles: Vec<String>,
+    /// Claims copied into attributes (a string or a list of strings).
+    pub attributes: Vec<String>,
+    /// Roles and attributes added when a claim has a value.
+    pub add: Vec<ClaimRule>,
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        Self {
+            username: vec!["preferred_username".into()],
+            email: "email".into(),
+            roles: vec!["realm_access.roles".into(), "groups".into(), "roles".into()],
+            attributes: Vec::new(),
+            add: Vec::new(),
+        }
+    }
+}
+
+/// `when` the claim `claim` equals `value` (or, for a list, contains it), add `roles` and
+/// `attributes`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRule {
+    /// The condition.
+    pub when: ClaimCondition,
+    /// Roles to add.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Attributes to add (replacing a mapped attribute of the same name).
+    #[serde(default)]
+    pub attributes: Attributes,
+}
+
+/// A claim (dotted path) and the value it must hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimCondition {
+    /// Dotted claim path, e.g. `groups` or `resource_access.gw.roles`.
+    pub claim: String,
+    /// The value it equals or, when it is a list, contains.
+    pub value: Value,
+}
+
+impl ClaimCondition {
+    fn holds(&self, claims: &Value) -> bool {
+        match lookup(claims, &self.claim) {
+            Some(Value::Array(items)) => items.contains(&self.value),
+            Some(v) => *v == self.value,
+            None => false,
+        }
+    }
+}
+
+/// `a.b.c` into nested objects.
+pub(super) fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(value, |v, key| v.get(key))
+}
+
+impl ClaimMapping {
+    /// The identity `claims` describe. The subject is `sub`, or `fallback_subject` (an
+    /// introspection answer for a client_credentials token names only `client_id`).
+    pub(super) fn identity(
+        &self,
+        claims: &Value,
+        provider: &'static str,
+        fallback_subject: Option<&str>,
+    ) -> Result<Identity, AuthError> {
+        let subject = claims["sub"]
+            .as_str()
+            .or(fallback_subject)
+            .filter(|s| !s.is_empty())
+            .ok_or(AuthError::Invalid("the token names no subject"))?;
+        let username = self
+            .username
+            .iter()
+            .find_map(|path| lookup(claims, path).and_then(Value::as_str))
+            .unwrap_or(subject);
+        let mut roles = BTreeSet::new();
+        for path in &self.roles {
+            if let Some(list) = lookup(claims, path).and_then(Value::as_array) {
+                roles.extend(list.iter().filter_map(|r| r.as_str().map(str::to_owned)));
+            }
+        }
+        let scopes = match (&claims["scope"], &claims["scp"]) {
+            (Value::String(s), _) => Some(s.split_whitespace().map(str::to_owned).collect()),
+            (_, Value::Array(a)) => Some(
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect(),
+            ),
+            (_, Value::String(s)) => Some(s.split_whitespace().map(str::to_owned).collect()),
+            // A token without scopes holds none (it is a token, not a signed-in user).
+            _ => Some(BTreeSet::new()),
+        };
+        let mut attributes = Attributes::new();
+        for name in &self.attributes {
+            match lookup(claims, name) {
+                Some(Value::String(s)) => {
+                    attributes.insert(name.clone(), AttributeValue::One(s.clone()));
+                }
+                Some(Value::Array(a)) => {
+                    let values = a
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect();
+                    attributes.insert(name.clone(), AttributeValue::Many(values));
+                }
+                _ => {}
+            }
+        }
+        for rule in self.add.iter().filter(|r| r.when.holds(claims)) {
+            roles.extend(rule.roles.iter().cloned());
+            attributes.extend(rule.attributes.clone());
+        }
+        Ok(Identity {
+            subject: subject.to_owned(),
+            provider,
+            username: username.to_owned(),
+            email: lookup(claims, &self.email)
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            roles,
+            attributes,
+            scopes,
+            expires_at: claims["exp"].as_i64(),
+            credential_id: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn claims_become_an_identity() {
+        let mapping: ClaimMapping = serde_json::from_value(json!({
+            "roles": ["realm_access.roles", "resource_access.gw.roles", "groups"],
+            "attributes": ["tenant", "projects"],
+            "add": [
+                {"when": {"claim": "groups", "value": "/ops"}, "roles": ["operator"]},
+                {"when": {"claim": "tenant", "value": "acme"}, "attributes": {"billing": "acme-1"}},
+                {"when": {"claim": "tenant", "value": "other"}, "roles": ["never"]}
+            ]
+        }))
+        .unwrap();
+        let claims = json!({
+            "sub": "u1", "preferred_username": "alice", "email": "a@example.org",
+            "realm_access": {"roles": ["reader"]},
+            "resource_access": {"gw": {"roles": ["writer"]}, "other": {"roles": ["x"]}},
+            "groups": ["/ops"], "tenant": "acme", "projects": ["p1", "p2"],
+            "scope": "read:data  write:data", "exp": 2000000000
+        });
+        let id = mapping.identity(&claims, "jwt", None).unwrap();
+        assert_eq!(id.subject, "u1");
+        assert_eq!(id.username, "alice");
+        assert_eq!(id.email.as_deref(), Some("a@example.org"));
+        assert_eq!(
+            id.roles.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["/ops", "operator", "reader", "writer"]
+        );
+        assert_eq!(
+            id.scopes.unwrap().into_iter().collect::<Vec<_>>(),
+            ["read:data", "write:data"]
+        );
+        assert_eq!(id.attributes["tenant"], AttributeValue::One("acme".into()));
+        assert_eq!(
+            id.attributes["projects"],
+            AttributeValue::Many(vec!["p1".into(), "p2".into()])
+        );
+        assert_eq!(
+            id.attributes["billing"],
+            AttributeValue::One("acme-1".into())
+        );
+        assert_eq!(id.expires_at, Some(2000000000));
+    }
+
+    #[test]
+    fn subject_scopes_and_username_fallbacks() {
+        let mapping = ClaimMapping::default();
+        // (claims, fallback subject, subject, username, scopes)
+        let cases = [
+            (json!({"sub": "s"}), None, Some("s"), "s", vec![]),
+            (
+                json!({"client_id": "c", "scp": ["a", "b"]}),
+                Some("c"),
+                Some("c"),
+                "c",
+                vec!["a", "b"],
+            ),
+            (json!({"sub": "", "scope": "x"}), None, None, "", vec![]),
+            (json!({"scope": "x"}), None, None, "", vec![]),
+        ];
+        for (claims, fallback, subject, username, scopes) in cases {
+            let got = mapping.identity(&claims, "introspect", fallback);
+            match subject {
+                Some(s) => {
+                    let id = got.unwrap();
+                    assert_eq!(id.subject, s);
+                    assert_eq!(id.username, username);
+                    assert_eq!(id.scopes.unwrap().into_iter().collect::<Vec<_>>(), scopes);
+                }
+                None => assert_eq!(
+                    got.unwrap_err(),
+                    AuthError::Invalid("the token names no subject")
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn client_config_names_the_key() {
+        let cases = [
+            (json!({"client_id": "gw"}), Some("p.client_secret")),
+            (
+                json!({"client_id": "gw", "client_secret": "s", "client_auth": "none"}),
+                Some("p.client_auth"),
+            ),
+            (
+                json!({"client_id": "", "client_secret": "s"}),
+                Some("p.client_id"),
+            ),
+            (
+                json!({"client_id": "gw", "client_secret": "s", "client_secret_file": "/x"}),
+                Some("p.client_secret"),
+            ),
+            (
+                json!({"client_id": "gw", "client_secret_file": "/nonexistent/secret"}),
+                Some("p.client_secret_file"),
+            ),
+            (json!({"client_id": "gw", "client_secret": "s"}), None),
+            (json!({"client_id": "app", "client_auth": "none"}), None),
+        ];
+        for (config, key) in cases {
+            let config: ClientConfig = serde_json::from_value(config.clone()).unwrap();
+            match (config.load("p"), key) {
+                (Ok(_), None) => {}
+                (Err(ConfigError::Invalid { key: got, .. }), Some(want)) => assert_eq!(got, want),
+                (other, _) => panic!("{config:?}: {:?}", other.err()),
+            }
+        }
+    }
+}
