@@ -198,3 +198,268 @@ policy:
     let resp = decide("/data", &unknown_key).await;
     assert_eq!(resp.status(), 503);
 }
+
+/// An authgate in its own folder of `dir` with `providers` (YAML list items) and a policy
+/// that needs `read:data` on /data.
+fn authgate_with(dir: &std::path::Path, name: &str, cache: &str, providers: &str) -> Authgate {
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home).unwrap();
+    let config = write_config(
+        &home,
+        &format!(
+            r#"
+cache: {cache}
+providers:
+{providers}
+policy:
+  rules:
+    - {{ name: data, path: /data, require: {{ scopes: ["read:data"] }} }}
+"#
+        ),
+    );
+    Authgate::start(&config)
+}
+
+async fn decide(authgate: &Authgate, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(authgate.url("/auth/data"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn reason_of(resp: reqwest::Response) -> Value {
+    resp.json::<Value>().await.unwrap()["reason"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opaque_tokens_by_introspection() {
+    let dir = tempfile::tempdir().unwrap();
+    let oidc = Oidc::start(free_port(), &dir.path().join("keys.json"));
+    let issuer = &oidc.issuer;
+    // client_secret_post, answers cached for 2 s.
+    let cached = authgate_with(
+        dir.path(),
+        "cached",
+        "{ max_ttl: 60s, negative_ttl: 1s }",
+        &format!(
+            "  - {{ type: introspect, issuer: \"{issuer}\", client_id: gateway-post, \
+             client_secret: gateway-post-secret, client_auth: client_secret_post, \
+             audiences: [api], cache_ttl: 2s, claims: {{ attributes: [tenant] }} }}"
+        ),
+    );
+    // client_secret_basic from a file, caching off.
+    std::fs::write(dir.path().join("secret"), "gateway-basic-secret\n").unwrap();
+    let uncached = authgate_with(
+        dir.path(),
+        "uncached",
+        "{ max_ttl: 60s, negative_ttl: 1s }",
+        &format!(
+            "  - {{ type: introspect, issuer: \"{issuer}\", client_id: gateway-basic, \
+             client_secret_file: \"{}\", audiences: [api], cache_ttl: 0s }}",
+            dir.path().join("secret").display()
+        ),
+    );
+    // A wrong client secret: the IdP refuses authgate, which is not the token's fault.
+    let misconfigured = authgate_with(
+        dir.path(),
+        "misconfigured",
+        "{ max_ttl: 60s, negative_ttl: 1s }",
+        &format!(
+            "  - {{ type: introspect, issuer: \"{issuer}\", client_id: gateway-basic, \
+             client_secret: wrong, audiences: [api] }}"
+        ),
+    );
+
+    let token = oidc.opaque_token("read:data").await;
+    assert!(!token.contains('.'), "an opaque token, not a JWT: {token}");
+    for authgate in [&cached, &uncached] {
+        let resp = decide(authgate, &token).await;
+        assert_eq!(resp.status(), 200);
+        let claims = verify_jwt(authgate, &bearer_jwt(&resp), "api").await;
+        assert_eq!(claims["sub"], "machine");
+        assert_eq!(claims["provider"], "introspect");
+        assert_eq!(claims["scopes"], json!(["read:data"]));
+        assert_eq!(claims["roles"], json!(["/ops", "machine", "reader"]));
+    }
+    let claims = verify_jwt(&cached, &bearer_jwt(&decide(&cached, &token).await), "api").await;
+    assert_eq!(claims["attributes"], json!({"tenant": "acme"}));
+    let resp = decide(&misconfigured, &token).await;
+    assert_eq!(resp.status(), 503);
+
+    // Not for this API, unknown, a token without the scope.
+    let other = oidc.client_token("urn:other-opaque", "read:data").await;
+    let write_only = oidc.opaque_token("write:data").await;
+    for (bad, status, reason) in [
+        (
+            "not-a-token-the-idp-knows",
+            401,
+            json!("token is not active"),
+        ),
+        (other.as_str(), 401, json!("token audience not accepted")),
+        (write_only.as_str(), 403, Value::Null),
+    ] {
+        let resp = decide(&cached, bad).await;
+        assert_eq!(resp.status(), status, "{reason}");
+        if status == 401 {
+            assert_eq!(reason_of(resp).await, reason);
+        }
+    }
+
+    // Revoked at the provider: 401 at once without caching, once the entry ends with it.
+    oidc.revoke(&token, "machine").await;
+    let resp = decide(&uncached, &token).await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(reason_of(resp).await, "token is not active");
+    assert_eq!(decide(&cached, &token).await.status(), 200, "still cached");
+    let ended = eventually(Duration::from_secs(4), async || {
+        decide(&cached, &token).await.status() == 401
+    })
+    .await;
+    assert!(
+        ended,
+        "a revoked token is still accepted after the 2 s cache entry"
+    );
+    let logs = cached.log_text() + &uncached.log_text() + &misconfigured.log_text();
+    for secret in [
+        token.as_str(),
+        "gateway-post-secret",
+        "gateway-basic-secret",
+        "wrong",
+    ] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offline_refresh_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut oidc = Oidc::start(free_port(), &dir.path().join("keys.json"));
+    let issuer = oidc.issuer.clone();
+    // Introspection first: it hands refresh tokens on to `offline`.
+    let authgate = authgate_with(
+        dir.path(),
+        "main",
+        "{ max_ttl: 5s, negative_ttl: 1s }",
+        &format!(
+            "  - {{ type: api_token }}
+  - {{ type: jwt, issuer: \"{issuer}\", audiences: [api] }}
+  - {{ type: introspect, issuer: \"{issuer}\", client_id: gateway-basic, \
+             client_secret: gateway-basic-secret, audiences: [api], cache_ttl: 1s }}
+  - {{ type: offline, issuer: \"{issuer}\", client_id: app, client_secret: app-secret, \
+             resource: \"urn:api\" }}"
+        ),
+    );
+    let refresh = oidc.refresh_token("app", "alice").await;
+    let resp = decide(&authgate, &refresh).await;
+    assert_eq!(resp.status(), 200);
+    let claims = verify_jwt(&authgate, &bearer_jwt(&resp), "api").await;
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["username"], "alice");
+    assert_eq!(claims["provider"], "offline");
+    assert_eq!(claims["scopes"], json!(["read:data"]));
+
+    // 200 parallel first requests with one new refresh token: exactly one exchange.
+    let fresh = oidc.refresh_token("app", "bob").await;
+    let before = oidc.counts().await["token"].as_i64().unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let (url, fresh) = (authgate.url("/auth/data"), fresh.clone());
+        tasks.spawn(async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(fresh)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    let statuses = tasks.join_all().await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let exchanges = oidc.counts().await["token"].as_i64().unwrap() - before;
+    assert_eq!(
+        exchanges, 1,
+        "token endpoint calls for 200 parallel requests"
+    );
+    // The identity is kept until the access token (600 s) expires, past cache.max_ttl (5 s).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(decide(&authgate, &fresh).await.status(), 200);
+    assert_eq!(oidc.counts().await["token"].as_i64().unwrap() - before, 1);
+
+    // An unknown refresh token: 401, not 503.
+    let resp = decide(&authgate, "no-such-refresh-token").await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(reason_of(resp).await, "token is not active");
+
+    // /readyz names every provider while the IdP answers.
+    let ready = reqwest::get(authgate.admin_url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["providers"][format!("offline {issuer}")], "ok");
+    assert_eq!(body["providers"][format!("introspect {issuer}")], "ok");
+    assert_eq!(body["providers"][format!("jwt {issuer}")], "ok");
+    assert_eq!(body["providers"]["api_token"], "ok");
+
+    // The provider stopped: cached identities keep working until their entry ends, new
+    // refresh and opaque tokens get 503 (never 200 or 401), /readyz reports it.
+    let opaque = oidc.opaque_token("read:data").await;
+    let unseen = oidc.refresh_token("app", "carol").await;
+    oidc.stop();
+    assert_eq!(decide(&authgate, &refresh).await.status(), 200);
+    assert_eq!(decide(&authgate, &fresh).await.status(), 200);
+    assert_eq!(decide(&authgate, &unseen).await.status(), 503);
+    assert_eq!(decide(&authgate, &opaque).await.status(), 503);
+    let ready = reqwest::get(authgate.admin_url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "not ready");
+    for kind in ["offline", "introspect", "jwt"] {
+        let state = body["providers"][format!("{kind} {issuer}")]
+            .as_str()
+            .unwrap();
+        assert!(state.contains("unreachable"), "{kind}: {state}");
+    }
+    assert_eq!(body["providers"]["api_token"], "ok");
+    let logs = authgate.log_text();
+    for secret in [
+        refresh.as_str(),
+        fresh.as_str(),
+        unseen.as_str(),
+        "app-secret",
+    ] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotating_refresh_tokens_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let oidc = Oidc::start(free_port(), &dir.path().join("keys.json"));
+    let issuer = oidc.issuer.clone();
+    let authgate = authgate_with(
+        dir.path(),
+        "main",
+        "{ max_ttl: 5s, negative_ttl: 1s }",
+        &format!(
+            "  - {{ type: jwt, issuer: \"{issuer}\", audiences: [api] }}
+  - {{ type: offline, issuer: \"{issuer}\", client_id: rotating, \
+             client_secret: rotating-secret, resource: \"urn:api\", cache_ttl: 1s }}"
+        ),
+    );
+    let refresh = oidc.refresh_token("rotating", "alice").await;
+    assert_eq!(decide(&authgate, &refresh).await.status(), 200);
+    let warned = eventually(Duration::from_secs(2), async || {
+        authgate
+            .log_text()
+            .contains("the IdP rotated a refresh token")
+    })
+    .await;
+    assert!(warned, "no warning about the rotation");
+    // The IdP consumed the presented token: once the entry ends, the client is refused.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let resp = decide(&authgate, &refresh).await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(reason_of(resp).await, "refresh token not valid");
+}

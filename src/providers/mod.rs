@@ -88,7 +88,7 @@ pub fn validate(providers: &[ProviderConfig]) -> Result<(), ConfigError> {
         .collect();
     for (i, p) in providers.iter().enumerate() {
         let duplicate = match p {
-            // One jwt/offline entry per issuer; the same issuer twice is the mistake.
+            // One jwt entry and one offline entry per issuer.
             ProviderConfig::Jwt(j) => providers[..i]
                 .iter()
                 .any(|q| matches!(q, ProviderConfig::Jwt(k) if k.issuer == j.issuer)),

@@ -70,6 +70,105 @@ impl Oidc {
         body["access_token"].as_str().unwrap().to_owned()
     }
 
+    /// An opaque client_credentials access token (for introspection) with `scope`.
+    pub async fn opaque_token(&self, scope: &str) -> String {
+        self.client_token("urn:opaque", scope).await
+    }
+
+    /// Revokes `token` at the provider (as the client it was issued to).
+    pub async fn revoke(&self, token: &str, client: &str) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/token/revocation", self.issuer))
+            .basic_auth(client, Some(format!("{client}-secret")))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "revocation");
+    }
+
+    /// Signs `user` in through the provider's login and consent pages (authorization code
+    /// with PKCE, `offline_access`) as `client`, and returns the refresh token.
+    pub async fn refresh_token(&self, client: &str, user: &str) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let browser = reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .unwrap();
+        let verifier = b64.encode(format!("verifier-{user}-{client}-0123456789abcdef"));
+        let challenge = b64.encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            verifier.as_bytes(),
+        ));
+        let redirect_uri = format!("{}/cb", self.issuer);
+        let login = browser
+            .get(format!("{}/auth", self.issuer))
+            .query(&[
+                ("client_id", client),
+                ("response_type", "code"),
+                ("redirect_uri", &redirect_uri),
+                ("scope", "openid offline_access read:data"),
+                ("prompt", "consent"),
+                ("resource", "urn:api"),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+                ("state", "s1"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), 200, "login page");
+        let consent = browser
+            .post(login.url().clone())
+            .form(&[("prompt", "login"), ("login", user), ("password", "x")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(consent.status(), 200, "consent page");
+        let back = browser
+            .post(consent.url().clone())
+            .form(&[("prompt", "consent")])
+            .send()
+            .await
+            .unwrap();
+        let code = back
+            .url()
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_else(|| panic!("no code in {}", back.url()));
+        let resp = reqwest::Client::new()
+            .post(format!("{}/token", self.issuer))
+            .basic_auth(client, Some(format!("{client}-secret")))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", &redirect_uri),
+                ("code_verifier", &verifier),
+                ("resource", "urn:api"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "code exchange");
+        let body: Value = resp.json().await.unwrap();
+        body["refresh_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no refresh token: {body}"))
+            .to_owned()
+    }
+
+    /// How often the token endpoint and the JWKS were called.
+    pub async fn counts(&self) -> Value {
+        reqwest::get(format!("{}/_count", self.issuer))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// `claims` signed with the provider's own key.
     pub fn sign(&self, claims: &Value) -> String {
         let out = Command::new("node")

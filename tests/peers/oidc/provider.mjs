@@ -3,6 +3,10 @@
 //   JWKS_FILE holds the private signing keys ({"keys": [...]}); it is created with one new
 //   RS256 key when missing. Restart with another file to rotate keys.
 // Prints `ready <issuer>` when listening. Counts token and JWKS requests at GET /_count.
+// Clients: machine (client_credentials), app and rotating (authorization code + refresh
+// tokens; rotating's refresh tokens rotate on use), gateway-basic and gateway-post
+// (introspection, one per client authentication method). Users log in through the
+// development interactions with any name and password.
 import { generateKeyPair } from 'node:crypto';
 import { promisify } from 'node:util';
 import fs from 'node:fs';
@@ -27,7 +31,26 @@ if (fs.existsSync(jwksFile)) {
 const resources = {
   'urn:api': { scope: 'read:data write:data', audience: 'api', accessTokenFormat: 'jwt', accessTokenTTL: 600 },
   'urn:other': { scope: 'read:data', audience: 'other-api', accessTokenFormat: 'jwt', accessTokenTTL: 600 },
+  'urn:opaque': { scope: 'read:data write:data', audience: 'api', accessTokenFormat: 'opaque', accessTokenTTL: 600 },
+  'urn:other-opaque': { scope: 'read:data', audience: 'other-api', accessTokenFormat: 'opaque', accessTokenTTL: 600 },
 };
+
+const codeClient = (id) => ({
+  client_id: id,
+  client_secret: `${id}-secret`,
+  grant_types: ['authorization_code', 'refresh_token'],
+  redirect_uris: [`${issuer}/cb`],
+  response_types: ['code'],
+  token_endpoint_auth_method: 'client_secret_basic',
+});
+const introspectionClient = (id, method) => ({
+  client_id: id,
+  client_secret: `${id}-secret`,
+  grant_types: [],
+  redirect_uris: [],
+  response_types: [],
+  token_endpoint_auth_method: method,
+});
 
 const provider = new Provider(issuer, {
   clients: [{
@@ -37,10 +60,16 @@ const provider = new Provider(issuer, {
     redirect_uris: [],
     response_types: [],
     token_endpoint_auth_method: 'client_secret_basic',
-  }],
+  },
+  codeClient('app'),
+  codeClient('rotating'),
+  introspectionClient('gateway-basic', 'client_secret_basic'),
+  introspectionClient('gateway-post', 'client_secret_post'),
+  ],
   jwks,
+  rotateRefreshToken: (ctx) => ctx.oidc.client.clientId === 'rotating',
   features: {
-    devInteractions: { enabled: false },
+    devInteractions: { enabled: true },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     revocation: { enabled: true },
@@ -55,7 +84,7 @@ const provider = new Provider(issuer, {
     },
   },
   extraTokenClaims: (ctx, token) => ({
-    preferred_username: token.clientId,
+    preferred_username: token.accountId ?? token.clientId,
     realm_access: { roles: ['machine', 'reader'] },
     groups: ['/ops'],
     tenant: 'acme',
