@@ -251,6 +251,9 @@ pub struct ClaimMapping {
     /// Claims (dotted paths) holding role lists: `realm_access.roles`,
     /// `resource_access.<client>.roles`, `groups`, `roles`.
     pub roles: Vec<String>,
+    /// Claims holding the scopes, first present wins: a space-separated string (`scope`)
+    /// or a list (`scp`). A token with none of them holds no scopes.
+    pub scopes: Vec<String>,
     /// Claims copied into attributes (a string or a list of strings).
     pub attributes: Vec<String>,
     /// Roles and attributes added when a claim has a value.
@@ -263,6 +266,7 @@ impl Default for ClaimMapping {
             username: vec!["preferred_username".into()],
             email: "email".into(),
             roles: vec!["realm_access.roles".into(), "groups".into(), "roles".into()],
+            scopes: vec!["scope".into(), "scp".into()],
             attributes: Vec::new(),
             add: Vec::new(),
         }
@@ -334,17 +338,21 @@ impl ClaimMapping {
                 roles.extend(list.iter().filter_map(|r| r.as_str().map(str::to_owned)));
             }
         }
-        let scopes = match (&claims["scope"], &claims["scp"]) {
-            (Value::String(s), _) => Some(s.split_whitespace().map(str::to_owned).collect()),
-            (_, Value::Array(a)) => Some(
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect(),
-            ),
-            (_, Value::String(s)) => Some(s.split_whitespace().map(str::to_owned).collect()),
-            // A token without scopes holds none (it is a token, not a signed-in user).
-            _ => Some(BTreeSet::new()),
-        };
+        // A token without scopes holds none (it is a token, not a signed-in user).
+        let scopes = Some(
+            self.scopes
+                .iter()
+                .find_map(|path| match lookup(claims, path)? {
+                    Value::String(s) => Some(s.split_whitespace().map(str::to_owned).collect()),
+                    Value::Array(a) => Some(
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(str::to_owned))
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+        );
         let mut attributes = Attributes::new();
         for name in &self.attributes {
             match lookup(claims, name) {
