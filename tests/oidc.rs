@@ -346,7 +346,7 @@ async fn offline_refresh_tokens() {
             "  - {{ type: api_token }}
   - {{ type: jwt, issuer: \"{issuer}\", audiences: [api] }}
   - {{ type: introspect, issuer: \"{issuer}\", client_id: gateway-basic, \
-             client_secret: gateway-basic-secret, audiences: [api], cache_ttl: 1s }}
+             client_secret: gateway-basic-secret, audiences: [api], cache_ttl: 3s }}
   - {{ type: offline, issuer: \"{issuer}\", client_id: app, client_secret: app-secret, \
              resource: \"urn:api\" }}"
         ),
@@ -405,12 +405,28 @@ async fn offline_refresh_tokens() {
     // The provider stopped: cached identities keep working until their entry ends, new
     // refresh and opaque tokens get 503 (never 200 or 401), /readyz reports it.
     let opaque = oidc.opaque_token("read:data").await;
+    assert_eq!(decide(&authgate, &opaque).await.status(), 200);
+    let unseen_opaque = oidc.opaque_token("read:data").await;
     let unseen = oidc.refresh_token("app", "carol").await;
     oidc.stop();
     assert_eq!(decide(&authgate, &refresh).await.status(), 200);
     assert_eq!(decide(&authgate, &fresh).await.status(), 200);
+    assert_eq!(
+        decide(&authgate, &opaque).await.status(),
+        200,
+        "cached for 3 s"
+    );
     assert_eq!(decide(&authgate, &unseen).await.status(), 503);
-    assert_eq!(decide(&authgate, &opaque).await.status(), 503);
+    assert_eq!(decide(&authgate, &unseen_opaque).await.status(), 503);
+    // Once its entry ends, the introspected token cannot be decided either.
+    let ended = eventually(Duration::from_secs(5), async || {
+        decide(&authgate, &opaque).await.status() == 503
+    })
+    .await;
+    assert!(
+        ended,
+        "the introspected token's cache entry outlived its 3 s"
+    );
     let ready = reqwest::get(authgate.admin_url("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 503);
     let body: Value = ready.json().await.unwrap();

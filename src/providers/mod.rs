@@ -257,20 +257,23 @@ impl Chain {
         self.query_token
     }
 
-    /// The providers that take `credential`, in the order they are asked: a JWT from a
-    /// configured issuer goes to that issuer's `jwt` provider first; then config order.
+    /// The providers that take `credential`, in the order they are asked: the providers
+    /// that recognise their tokens by form (a JWT from a configured issuer, an `agt_` API
+    /// token) first, whatever the config order; then the others in config order.
     fn candidates<'a>(
         &'a self,
         credential: &'a Credential,
     ) -> impl Iterator<Item = &'a Arc<dyn Provider>> {
-        let jwt = self
+        let by_form =
+            |p: &&Arc<dyn Provider>| matches!(p.kind(), JwtProvider::KIND | ApiTokenProvider::KIND);
+        let first = self
             .providers
             .iter()
-            .find(|p| p.kind() == JwtProvider::KIND && p.accepts(credential));
-        jwt.into_iter().chain(
+            .find(move |p| by_form(p) && p.accepts(credential));
+        first.into_iter().chain(
             self.providers
                 .iter()
-                .filter(move |p| p.kind() != JwtProvider::KIND && p.accepts(credential)),
+                .filter(move |p| !by_form(p) && p.accepts(credential)),
         )
     }
 
@@ -331,5 +334,64 @@ impl Chain {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    #[test]
+    fn tokens_recognised_by_form_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(&crate::config::StoreConfig::Embedded {
+            path: dir.path().join("t.db"),
+        })
+        .unwrap();
+        let configs: Vec<ProviderConfig> = serde_json::from_value(serde_json::json!([
+            {"type": "offline", "issuer": "https://idp.example.org", "client_id": "cli",
+             "client_auth": "none"},
+            {"type": "introspect", "issuer": "https://idp.example.org", "client_id": "gw",
+             "client_secret": "s", "audiences": ["api"]},
+            {"type": "jwt", "issuer": "https://idp.example.org", "audiences": ["api"]},
+            {"type": "api_token"},
+            {"type": "basic"}
+        ]))
+        .unwrap();
+        validate(&configs).unwrap();
+        let chain = Chain::build(&configs, store, &reqwest::Client::new()).unwrap();
+        let jwt = |payload: &str| {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            format!("e30.{}.c2ln", b64.encode(payload))
+        };
+        let bearer = |t: &str| Credential::Bearer(Secret::new(t));
+        let agt = format!("agt_{}", "A".repeat(43));
+        // (credential, providers asked, in order)
+        let cases = [
+            (bearer(&agt), vec!["api_token"]),
+            (
+                bearer(&jwt(r#"{"iss":"https://idp.example.org"}"#)),
+                vec!["jwt", "offline", "introspect"],
+            ),
+            // A Keycloak offline token is a JWT of the issuer, but not for `jwt`.
+            (
+                bearer(&jwt(r#"{"iss":"https://idp.example.org","typ":"Offline"}"#)),
+                vec!["offline", "introspect"],
+            ),
+            (bearer("opaque"), vec!["offline", "introspect"]),
+            (
+                Credential::Basic {
+                    username: "u".into(),
+                    password: Secret::new("p"),
+                },
+                vec!["basic"],
+            ),
+        ];
+        for (credential, want) in cases {
+            let got: Vec<&str> = chain.candidates(&credential).map(|p| p.kind()).collect();
+            assert_eq!(got, want, "{credential:?}");
+        }
     }
 }

@@ -178,7 +178,9 @@ impl Provider for OfflineProvider {
     }
 
     fn accepts(&self, credential: &Credential) -> bool {
-        matches!(credential, Credential::Bearer(_))
+        // authgate's own API tokens never go to the IdP.
+        matches!(credential, Credential::Bearer(t)
+            if !t.expose().starts_with(crate::secret::API_TOKEN_PREFIX))
     }
 
     fn challenge(&self, realm: &str) -> String {
