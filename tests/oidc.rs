@@ -308,6 +308,9 @@ async fn opaque_tokens_by_introspection() {
     }
 
     // Revoked at the provider: 401 at once without caching, once the entry ends with it.
+    // Start a fresh 2 s entry first, so that "still cached" does not race the first one.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(decide(&cached, &token).await.status(), 200);
     oidc.revoke(&token, "machine").await;
     let resp = decide(&uncached, &token).await;
     assert_eq!(resp.status(), 401);
@@ -404,10 +407,10 @@ async fn offline_refresh_tokens() {
 
     // The provider stopped: cached identities keep working until their entry ends, new
     // refresh and opaque tokens get 503 (never 200 or 401), /readyz reports it.
-    let opaque = oidc.opaque_token("read:data").await;
-    assert_eq!(decide(&authgate, &opaque).await.status(), 200);
     let unseen_opaque = oidc.opaque_token("read:data").await;
     let unseen = oidc.refresh_token("app", "carol").await;
+    let opaque = oidc.opaque_token("read:data").await;
+    assert_eq!(decide(&authgate, &opaque).await.status(), 200);
     oidc.stop();
     assert_eq!(decide(&authgate, &refresh).await.status(), 200);
     assert_eq!(decide(&authgate, &fresh).await.status(), 200);
