@@ -17,6 +17,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn handle<B>(app: &App, req: &Request<B>) -> Response<Body> {
     match req.uri().path() {
         "/metrics" => {
+            app.metrics
+                .cache_size(app.cache.settled_len().await, app.cache.reuse_bytes());
             let mut r = Response::new(Full::new(Bytes::from(app.metrics.encode())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

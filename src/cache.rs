@@ -6,14 +6,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue};
 
 use crate::config::CacheConfig;
-#[cfg(test)]
 use crate::identity::Identity;
 use crate::providers::{Answer, AuthError};
 use crate::store::Store;
@@ -27,21 +26,123 @@ pub enum Verdict {
     Invalid(&'static str),
 }
 
+/// Memory for what entries keep for reuse (minted JWTs, response headers), bounded by
+/// `cache.reuse_memory_mib`: entries charge it for what they keep and give it back when
+/// they end.
+pub struct ReuseBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl ReuseBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    fn reserve(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|n| *n <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes in use.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// What a kept response header costs besides its bytes.
+const HEADER_OVERHEAD: usize = 64;
+
 /// A valid credential's identity and the time it was last used.
 pub struct Authenticated {
     /// Who it is.
     pub identity: Arc<crate::identity::Identity>,
     /// The answering provider's reuse limit (replaces `cache.max_ttl`).
     cache_ttl: Option<Duration>,
-    /// The identity's response headers, built on first use and reused while cached.
-    pub response_headers: OnceLock<Vec<(HeaderName, HeaderValue)>>,
+    /// The identity's response headers, kept from the credential's second request on
+    /// (a credential seen once keeps nothing it will not use again).
+    headers: OnceLock<Vec<(HeaderName, HeaderValue)>>,
+    /// JWTs minted for this identity, kept for reuse from its second request on.
+    pub minted: crate::mint::Reused,
     used_at: AtomicI64,
+    /// Bytes this entry holds of `budget`.
+    charged: AtomicUsize,
+    budget: Arc<ReuseBudget>,
+}
+
+impl Authenticated {
+    /// Moves what this entry keeps from `from` to `to` bytes in the reuse budget; `false`
+    /// (and nothing charged) when more does not fit.
+    pub fn recharge(&self, from: usize, to: usize) -> bool {
+        if to > from {
+            if !self.budget.reserve(to - from) {
+                return false;
+            }
+            self.charged.fetch_add(to - from, Ordering::AcqRel);
+        } else {
+            self.budget.release(from - to);
+            self.charged.fetch_sub(from - to, Ordering::AcqRel);
+        }
+        true
+    }
+
+    /// The identity's response headers: kept ones when `repeated` (a cache hit) and the
+    /// budget allows, else built for this answer alone.
+    pub fn response_headers(
+        &self,
+        repeated: bool,
+        build: impl FnOnce(&Identity) -> Vec<(HeaderName, HeaderValue)>,
+    ) -> std::borrow::Cow<'_, [(HeaderName, HeaderValue)]> {
+        if let Some(kept) = self.headers.get() {
+            return kept.as_slice().into();
+        }
+        let built = build(&self.identity);
+        if !repeated {
+            return built.into();
+        }
+        let bytes = built
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + HEADER_OVERHEAD)
+            .sum();
+        if !self.recharge(0, bytes) {
+            return built.into();
+        }
+        match self.headers.set(built) {
+            Ok(()) => self
+                .headers
+                .get()
+                .map_or(Vec::new().into(), |k| k.as_slice().into()),
+            // Another request kept them first.
+            Err(built) => {
+                self.recharge(bytes, 0);
+                built.into()
+            }
+        }
+    }
+}
+
+impl Drop for Authenticated {
+    fn drop(&mut self) {
+        self.budget.release(*self.charged.get_mut());
+    }
 }
 
 /// See the module documentation.
 pub struct DecisionCache {
     entries: moka::future::Cache<[u8; 32], Verdict>,
     pending_uses: Arc<Mutex<HashMap<String, i64>>>,
+    budget: Arc<ReuseBudget>,
 }
 
 /// The longest any entry is kept.
@@ -88,9 +189,11 @@ impl DecisionCache {
                 }
             })
             .build();
+        let mib = usize::try_from(config.reuse_memory_mib).unwrap_or(usize::MAX);
         Self {
             entries,
             pending_uses,
+            budget: Arc::new(ReuseBudget::new(mib.saturating_mul(1024 * 1024))),
         }
     }
 
@@ -118,7 +221,10 @@ impl DecisionCache {
                     Ok(answer) => Ok(Verdict::Valid(Arc::new(Authenticated {
                         identity: Arc::new(answer.identity),
                         cache_ttl: answer.cache_ttl,
-                        response_headers: OnceLock::new(),
+                        headers: OnceLock::new(),
+                        minted: Default::default(),
+                        charged: AtomicUsize::new(0),
+                        budget: self.budget.clone(),
                         used_at: AtomicI64::new(crate::unix_now()),
                     }))),
                     Err(AuthError::Invalid(reason)) => Ok(Verdict::Invalid(reason)),
@@ -147,6 +253,17 @@ impl DecisionCache {
         if let Err(e) = store.record_last_used(&batch).await {
             tracing::warn!(error = %e, tokens = batch.len(), "could not record token use");
         }
+    }
+
+    /// Bytes of the reuse budget in use.
+    pub fn reuse_bytes(&self) -> usize {
+        self.budget.used()
+    }
+
+    /// Number of entries, after the cache's pending housekeeping (for `/metrics`).
+    pub async fn settled_len(&self) -> u64 {
+        self.entries.run_pending_tasks().await;
+        self.entries.entry_count()
     }
 
     /// Number of entries (approximate).
@@ -206,7 +323,62 @@ mod tests {
             max_ttl: Duration::from_secs(max_ttl),
             negative_ttl: Duration::from_secs(1),
             max_entries: 100,
+            reuse_memory_mib: 1,
         }
+    }
+
+    fn headers(id: &Identity) -> Vec<(HeaderName, HeaderValue)> {
+        vec![(
+            HeaderName::from_static("x-auth-request-user"),
+            HeaderValue::from_str(&"u".repeat(id.subject.len() * 1000)).unwrap(),
+        )]
+    }
+
+    #[tokio::test]
+    async fn kept_headers_are_charged_and_given_back() {
+        let cache = DecisionCache::new(&config(10));
+        let valid = |key: u8, subject: usize| {
+            let cache = &cache;
+            async move {
+                let mut id = identity(None);
+                id.subject = "s".repeat(subject);
+                match cache
+                    .get_or_authenticate([key; 32], async { Ok(answer(id)) })
+                    .await
+                {
+                    Ok((Verdict::Valid(a), _)) => a,
+                    _ => panic!("not valid"),
+                }
+            }
+        };
+        let a = valid(1, 1).await;
+        assert!(matches!(
+            a.response_headers(false, headers),
+            std::borrow::Cow::Owned(_)
+        ));
+        assert_eq!(cache.reuse_bytes(), 0, "a first request keeps nothing");
+        assert!(matches!(
+            a.response_headers(true, headers),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let one = "x-auth-request-user".len() + 1000 + HEADER_OVERHEAD;
+        assert_eq!(cache.reuse_bytes(), one);
+        assert!(matches!(
+            a.response_headers(true, headers),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(cache.reuse_bytes(), one, "charged once");
+        // 1 MiB of budget: an identity whose headers take ~1.1 MB is served, not kept.
+        let big = valid(2, 1100).await;
+        let built = big.response_headers(true, headers);
+        assert!(matches!(built, std::borrow::Cow::Owned(_)));
+        assert_eq!(built[0].1.len(), 1_100_000);
+        assert_eq!(cache.reuse_bytes(), one);
+        drop((a, big));
+        cache.entries.invalidate(&[1; 32]).await;
+        cache.entries.invalidate(&[2; 32]).await;
+        cache.entries.run_pending_tasks().await;
+        assert_eq!(cache.reuse_bytes(), 0, "given back when the entry ends");
     }
 
     #[tokio::test]

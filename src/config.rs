@@ -114,6 +114,9 @@ pub struct CacheConfig {
     pub negative_ttl: Duration,
     /// Most entries kept.
     pub max_entries: u64,
+    /// MiB for what entries keep for reuse beyond the identity (minted JWTs, response
+    /// headers); past it those are rebuilt per request (a signature each).
+    pub reuse_memory_mib: u64,
 }
 
 /// `providers`: the list, in order.
@@ -330,6 +333,7 @@ impl Default for CacheConfig {
             max_ttl: Duration::from_secs(10),
             negative_ttl: Duration::from_secs(2),
             max_entries: 100_000,
+            reuse_memory_mib: 16,
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Prometheus metrics: decisions by outcome and provider, decision latency, cache hits and
-//! misses, store errors. Served on the admin listener at `/metrics`.
+//! misses, cache size, store errors. Served on the admin listener at `/metrics`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -30,6 +31,8 @@ pub struct Metrics {
     latency: Histogram,
     cache_hits: Counter,
     cache_misses: Counter,
+    cache_entries: Gauge,
+    cache_reuse_bytes: Gauge,
     store_errors: Counter,
     provider_unavailable: Family<ProviderLabels, Counter>,
 }
@@ -64,6 +67,18 @@ impl Metrics {
             "Decision cache misses",
             cache_misses.clone(),
         );
+        let cache_entries = Gauge::default();
+        registry.register(
+            "cache_entries",
+            "Entries in the decision cache (approximate)",
+            cache_entries.clone(),
+        );
+        let cache_reuse_bytes = Gauge::default();
+        registry.register(
+            "cache_reuse_bytes",
+            "Bytes of minted JWTs and headers kept for reuse (bounded by cache.reuse_memory_mib)",
+            cache_reuse_bytes.clone(),
+        );
         let store_errors = Counter::default();
         registry.register(
             "store_errors",
@@ -83,6 +98,8 @@ impl Metrics {
             latency,
             cache_hits,
             cache_misses,
+            cache_entries,
+            cache_reuse_bytes,
             store_errors,
         }
     }
@@ -102,6 +119,15 @@ impl Metrics {
         } else {
             self.cache_misses.inc();
         }
+    }
+
+    /// Records the decision cache's size and the bytes its entries keep for reuse (set
+    /// when the metrics are read).
+    pub fn cache_size(&self, entries: u64, reuse_bytes: usize) {
+        self.cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.cache_reuse_bytes
+            .set(i64::try_from(reuse_bytes).unwrap_or(i64::MAX));
     }
 
     /// Counts a decision that failed because `provider` could not answer; for the providers
@@ -140,6 +166,7 @@ mod tests {
         m.decision("allow", "api_token", 0.001);
         m.cache(true);
         m.store_error();
+        m.cache_size(42, 4096);
         let text = m.encode();
         assert!(
             text.contains("authgate_decisions_total{outcome=\"allow\",provider=\"api_token\"} 1"),
@@ -147,6 +174,8 @@ mod tests {
         );
         assert!(text.contains("authgate_cache_hits_total 1"), "{text}");
         assert!(text.contains("authgate_store_errors_total 1"), "{text}");
+        assert!(text.contains("authgate_cache_entries 42"), "{text}");
+        assert!(text.contains("authgate_cache_reuse_bytes 4096"), "{text}");
         assert!(
             text.contains("authgate_decision_duration_seconds_count 1"),
             "{text}"

@@ -259,7 +259,7 @@ impl Rule {
 impl Requirements {
     /// `None` when satisfied, else a description of the first missing item.
     fn missing(&self, id: &Identity) -> Option<String> {
-        if let Some(r) = self.all_roles.iter().find(|r| !id.roles.contains(*r)) {
+        if let Some(r) = self.all_roles.iter().find(|r| !id.roles.contains(r)) {
             return Some(format!("role {r}"));
         }
         if !self.any_roles.is_empty() && !self.any_roles.iter().any(|r| id.roles.contains(r)) {
@@ -370,7 +370,6 @@ fn glob_one(pattern: &[u8], text: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
 
     use super::*;
     use crate::config::Config;
@@ -393,7 +392,7 @@ mod tests {
             email: None,
             roles: roles.iter().map(|s| s.to_string()).collect(),
             attributes,
-            scopes: scopes.map(|s| s.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>()),
+            scopes: scopes.map(|s| s.iter().copied().collect()),
             expires_at: None,
             credential_id: None,
         }

@@ -318,10 +318,24 @@ async fn basic_auth_is_cached_and_rate_limited() {
             .basic_auth(user, Some(pw))
             .send()
     };
-    assert_eq!(get("carol", "carol-password").await.unwrap().status(), 200);
+    // The first answer's JWT is not kept (a credential seen once keeps nothing); from the
+    // second request on, one JWT is kept and handed out again.
+    let first = bearer_jwt(&get("carol", "carol-password").await.unwrap());
+    let mut jwts = std::collections::BTreeSet::new();
     for _ in 0..20 {
-        assert_eq!(get("carol", "carol-password").await.unwrap().status(), 200);
+        let resp = get("carol", "carol-password").await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-auth-request-user"], "carol");
+        assert_eq!(resp.headers()["x-auth-request-roles"], "staff");
+        jwts.insert(bearer_jwt(&resp));
     }
+    assert_eq!(jwts.len(), 1, "one JWT reused for the cached credential");
+    assert!(
+        !jwts.contains(&first),
+        "the first request's JWT was not kept"
+    );
+    let claims = verify_jwt(&authgate, jwts.first().unwrap(), "api").await;
+    assert_eq!(claims["sub"], "carol");
     let metrics = reqwest::get(authgate.admin_url("/metrics"))
         .await
         .unwrap()
@@ -339,6 +353,16 @@ async fn basic_auth_is_cached_and_rate_limited() {
     assert!(
         metrics.contains("authgate_decisions_total{outcome=\"allow\",provider=\"basic\"} 21"),
         "{metrics}"
+    );
+    let gauge = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(gauge("authgate_cache_entries "), 1.0, "{metrics}");
+    let kept = gauge("authgate_cache_reuse_bytes ");
+    assert!(
+        (600.0..4000.0).contains(&kept),
+        "the kept JWT and headers are charged to the reuse budget: {kept}"
     );
 
     for pw in ["wrong-1", "wrong-2", "wrong-3"] {

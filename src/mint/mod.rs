@@ -1,7 +1,10 @@
 //! Minting: the short-lived JWT handed to the upstream, signed with the active key of a
 //! key ring that lives in the store (or in PEM files), published at `/.well-known/jwks.json`.
-//! A minted JWT is reused for the same credential, identity, key and audience until shortly
-//! before it expires, so the signature cost is paid rarely.
+//! A minted JWT is kept with the credential's decision-cache entry ([`Reused`]) and handed
+//! out again for the same key and audience until shortly before it expires, so the
+//! signature cost is paid once per cached credential, not per request. It is kept only from
+//! a credential's second request on: a credential seen once (a crawler's random tokens, a
+//! batch of one-shot clients) leaves no JWT behind in memory.
 
 mod keys;
 
@@ -9,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
@@ -26,8 +29,9 @@ use crate::store::{KeyRecord, Store, StoreError};
 
 /// How often a running server re-reads the key ring from the store (picks up rotations).
 pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
-/// Memory for reused JWTs (bytes): a JWT is reused while it is kept, re-signed after.
-const REUSE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// Audiences one credential's entry keeps JWTs for (a credential used for more rules
+/// with distinct audiences re-signs for the others).
+const REUSED_AUDIENCES: usize = 4;
 /// Allowance for verifiers' clocks when deciding how long a retired key stays published.
 const CLOCK_SKEW: i64 = 60;
 
@@ -94,17 +98,33 @@ pub struct Minter {
     ttl: i64,
     header_prefix: String,
     discovery: Bytes,
-    reuse: moka::sync::Cache<([u8; 32], Arc<str>), Arc<Minted>>,
 }
 
-/// A signed JWT, kept for reuse.
+/// A signed JWT.
 pub struct Minted {
     /// `mint.header_prefix` + the JWT, ready to put in the response.
     pub header: HeaderValue,
     prefix_len: usize,
     kid: String,
-    identity: Arc<Identity>,
+    audience: Arc<str>,
     exp: i64,
+}
+
+/// What a kept JWT costs besides its bytes.
+const MINTED_OVERHEAD: usize = 160;
+
+/// The JWTs minted for one cached credential, kept for reuse (one per audience).
+#[derive(Default)]
+pub struct Reused {
+    kept: ArcSwapOption<Vec<Arc<Minted>>>,
+    /// Taken to change `kept` (never to read it), so that charges add up.
+    change: std::sync::Mutex<()>,
+}
+
+impl Reused {
+    fn weight(kept: &[Arc<Minted>]) -> usize {
+        kept.iter().map(|m| m.header.len() + MINTED_OVERHEAD).sum()
+    }
 }
 
 #[derive(Serialize)]
@@ -119,11 +139,11 @@ struct Claims<'a> {
     username: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     email: Option<&'a str>,
-    roles: &'a std::collections::BTreeSet<String>,
+    roles: &'a crate::identity::Names,
     attributes: &'a Attributes,
     /// Absent for a directly authenticated user (all scopes).
     #[serde(skip_serializing_if = "Option::is_none")]
-    scopes: Option<&'a std::collections::BTreeSet<String>>,
+    scopes: Option<&'a crate::identity::Names>,
     provider: &'a str,
 }
 
@@ -156,13 +176,6 @@ impl Minter {
             ttl,
             header_prefix: config.header_prefix.clone(),
             discovery: Bytes::from(discovery.to_string()),
-            reuse: moka::sync::Cache::builder()
-                .weigher(|_, m: &Arc<Minted>| {
-                    u32::try_from(m.header.len() + 160).unwrap_or(u32::MAX)
-                })
-                .max_capacity(REUSE_CACHE_BYTES)
-                .time_to_live(config.ttl)
-                .build(),
         })
     }
 
@@ -195,24 +208,25 @@ impl Minter {
         Ok(true)
     }
 
-    /// The JWT for `identity` (authenticated by the credential whose cache key is
-    /// `credential_key`), for `audience` (the default when `None`), reused while fresh.
+    /// The JWT for `identity`, for `audience` (the default when `None`): one kept in
+    /// `reused` while it is fresh and signed by the active key, else a new one, which is
+    /// kept there when `keep` is given and agrees: it is asked to move the bytes kept from
+    /// one figure to another, and answers whether that fits in its budget.
     pub fn mint_for(
         &self,
-        credential_key: &[u8; 32],
-        identity: &Arc<Identity>,
+        reused: &Reused,
+        keep: Option<&dyn Fn(usize, usize) -> bool>,
+        identity: &Identity,
         audience: Option<&Arc<str>>,
         now: i64,
     ) -> Result<Arc<Minted>, KeyError> {
         let audience = audience.unwrap_or(&self.default_audience);
         let ring = self.ring.load();
-        let cache_key = (*credential_key, audience.clone());
-        if let Some(m) = self.reuse.get(&cache_key)
-            && m.kid == ring.active.kid
-            && m.exp - now > self.reuse_margin()
-            && (Arc::ptr_eq(&m.identity, identity) || *m.identity == **identity)
+        let fresh = |m: &Minted| m.kid == ring.active.kid && m.exp - now > self.reuse_margin();
+        if let Some(kept) = &*reused.kept.load()
+            && let Some(m) = kept.iter().find(|m| *m.audience == **audience && fresh(m))
         {
-            return Ok(m);
+            return Ok(m.clone());
         }
         let (jwt, exp) = self.sign(&ring.active, identity, audience, now)?;
         let header = HeaderValue::try_from(format!("{}{jwt}", self.header_prefix))
@@ -221,10 +235,25 @@ impl Minter {
             header,
             prefix_len: self.header_prefix.len(),
             kid: ring.active.kid.clone(),
-            identity: identity.clone(),
+            audience: audience.clone(),
             exp,
         });
-        self.reuse.insert(cache_key, minted.clone());
+        if let Some(charge) = keep
+            && let Ok(_changing) = reused.change.lock()
+        {
+            let before = reused.kept.load_full();
+            let before = before.as_deref().map_or(&[][..], Vec::as_slice);
+            let mut next: Vec<Arc<Minted>> = before
+                .iter()
+                .filter(|m| *m.audience != **audience && fresh(m))
+                .take(REUSED_AUDIENCES - 1)
+                .cloned()
+                .collect();
+            next.push(minted.clone());
+            if charge(Reused::weight(before), Reused::weight(&next)) {
+                reused.kept.store(Some(Arc::new(next)));
+            }
+        }
         Ok(minted)
     }
 
@@ -355,9 +384,10 @@ async fn load_ring(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::sync::atomic::Ordering;
 
     use super::*;
+    use crate::identity::Names;
     use crate::store::SqliteStore;
 
     fn identity(expires_at: Option<i64>) -> Arc<Identity> {
@@ -366,9 +396,9 @@ mod tests {
             provider: "api_token",
             username: "alice".into(),
             email: Some("a@example.org".into()),
-            roles: BTreeSet::from(["admin".to_owned()]),
+            roles: Names::from(["admin"]),
             attributes: Attributes::new(),
-            scopes: Some(BTreeSet::from(["read:data".to_owned()])),
+            scopes: Some(Names::from(["read:data"])),
             expires_at,
             credential_id: None,
         })
@@ -392,10 +422,9 @@ mod tests {
             (Some(now + 60), now + 60),
             (Some(now + 10_000), now + 300),
         ];
-        for (i, (expires_at, expected)) in cases.into_iter().enumerate() {
-            let key = [i as u8; 32];
+        for (expires_at, expected) in cases {
             let minted = minter
-                .mint_for(&key, &identity(expires_at), None, now)
+                .mint_for(&Reused::default(), None, &identity(expires_at), None, now)
                 .unwrap();
             assert_eq!(
                 minted.header.to_str().unwrap(),
@@ -410,42 +439,69 @@ mod tests {
             assert_eq!(c["scopes"], json!(["read:data"]));
         }
         let id = identity(None);
-        let a = minter
-            .mint_for(&[9; 32], &id, None, now)
-            .unwrap()
-            .jwt()
-            .to_owned();
+        let charged = std::sync::atomic::AtomicUsize::new(0);
+        let budget = |from: usize, to: usize| {
+            charged.fetch_add(to, Ordering::Relaxed);
+            charged.fetch_sub(from, Ordering::Relaxed);
+            true
+        };
+        let jwt = |reused: &Reused, keep: bool, audience: Option<&Arc<str>>, at: i64| {
+            let keep = keep.then_some(&budget as &dyn Fn(usize, usize) -> bool);
+            minter
+                .mint_for(reused, keep, &id, audience, at)
+                .unwrap()
+                .jwt()
+                .to_owned()
+        };
+        let once = Reused::default();
+        assert_ne!(
+            jwt(&once, false, None, now),
+            jwt(&once, false, None, now),
+            "not kept for a credential's first request"
+        );
+        let kept = Reused::default();
+        let a = jwt(&kept, true, None, now);
+        assert_eq!(a, jwt(&kept, true, None, now + 200), "reused while fresh");
         assert_eq!(
             a,
-            minter
-                .mint_for(&[9; 32], &id, None, now + 200)
-                .unwrap()
-                .jwt(),
-            "reused while fresh"
-        );
-        assert_ne!(
-            a,
-            minter
-                .mint_for(&[9; 32], &id, None, now + 260)
-                .unwrap()
-                .jwt(),
-            "reissued near expiry"
+            jwt(&kept, false, None, now + 200),
+            "reused, not replaced"
         );
         let admin: Arc<str> = Arc::from("admin-api");
-        let b = minter
-            .mint_for(&[9; 32], &id, Some(&admin), now)
-            .unwrap()
-            .jwt()
-            .to_owned();
+        let b = jwt(&kept, true, Some(&admin), now);
         assert_eq!(decode_claims(&b)["aud"], "admin-api");
-        let mut changed = (*id).clone();
-        changed.roles.insert("new".into());
-        let c = minter
-            .mint_for(&[9; 32], &Arc::new(changed), Some(&admin), now)
-            .unwrap()
-            .jwt()
-            .to_owned();
-        assert_ne!(b, c, "an identity that changed gets a new JWT");
+        assert_eq!(
+            b,
+            jwt(&kept, true, Some(&admin), now + 1),
+            "one per audience"
+        );
+        assert_eq!(
+            a,
+            jwt(&kept, true, None, now + 1),
+            "the first one is still kept"
+        );
+        let a2 = jwt(&kept, true, None, now + 260);
+        assert_ne!(a, a2, "reissued near expiry");
+        assert_eq!(
+            a2,
+            jwt(&kept, true, None, now + 261),
+            "and the new one kept"
+        );
+        let weight = |m: &str| m.len() + "Bearer ".len() + MINTED_OVERHEAD;
+        assert_eq!(
+            charged.load(Ordering::Relaxed),
+            weight(&a2),
+            "what is kept is charged; what is replaced or stale (b's) is given back"
+        );
+        let full = Reused::default();
+        let refuse = |_: usize, _: usize| false;
+        let first = minter
+            .mint_for(&full, Some(&refuse), &id, None, now)
+            .unwrap();
+        let second = minter
+            .mint_for(&full, Some(&refuse), &id, None, now)
+            .unwrap();
+        assert_ne!(first.jwt(), second.jwt(), "nothing kept past the budget");
 
         // Rotation: the new key signs, the old one stays published.
         let old_kid = minter.ring().active.kid.clone();
@@ -458,11 +514,7 @@ mod tests {
         let ring = minter.ring();
         assert_eq!(ring.active.kid, record.kid);
         assert_eq!(ring.kids(), vec![record.kid.as_str(), old_kid.as_str()]);
-        let d = minter
-            .mint_for(&[9; 32], &id, None, now)
-            .unwrap()
-            .jwt()
-            .to_owned();
+        let d = jwt(&kept, true, None, now + 262);
         let header: serde_json::Value = serde_json::from_slice(
             &URL_SAFE_NO_PAD
                 .decode(d.split('.').next().unwrap())

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::{AuthContext, AuthError, Provider};
 use crate::credential::Credential;
-use crate::identity::Identity;
+use crate::identity::{Attributes, Identity};
 use crate::secret::{API_TOKEN_PREFIX, constant_time_eq, is_api_token_format, sha256};
 use crate::store::Store;
 
@@ -69,11 +69,11 @@ impl Provider for ApiTokenProvider {
         if token.expires_at.is_some_and(|e| e <= crate::unix_now()) {
             return Err(AuthError::Invalid("API token expired"));
         }
-        let (mut roles, mut attributes, email) = match found.owner {
-            Some(u) => (u.roles, u.attributes, u.email),
-            None => Default::default(),
+        let (roles, mut attributes, email) = match found.owner {
+            Some(u) if token.roles.is_empty() => (u.roles, u.attributes, u.email),
+            Some(u) => (u.roles.union(&token.roles), u.attributes, u.email),
+            None => (token.roles, Attributes::new(), None),
         };
-        roles.extend(token.roles);
         attributes.extend(token.attributes);
         Ok(Identity {
             subject: token.owner.clone(),

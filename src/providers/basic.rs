@@ -60,10 +60,17 @@ impl BasicConfig {
 pub struct BasicProvider {
     store: Arc<dyn Store>,
     limiter: FailureLimiter,
-    /// A hash to verify against when the user does not exist, so that unknown and known
-    /// users take the same time.
-    dummy_hash: String,
+    /// One password check per core at a time: each takes argon2's 19 MiB and ~50 ms of
+    /// CPU, so a burst of Basic attempts queues instead of taking memory without bound.
+    checks: Arc<tokio::sync::Semaphore>,
 }
+
+/// An argon2id hash (default parameters, as [`hash_password`] makes) of a random password
+/// nobody kept, verified when the user does not exist so that unknown and known users take
+/// the same time. A constant rather than hashed at start-up: hashing takes argon2's 19 MiB
+/// and ~50 ms in every process that builds the provider chain. An unknown user is refused
+/// whatever this check says.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$uMkOOF3MauL9eV1qDNW6bA$5BlaYEIqZ2jUSxyZ8V4Arbs/cmz0rAyge80p0bPc11E";
 
 impl BasicProvider {
     /// Type name.
@@ -71,11 +78,12 @@ impl BasicProvider {
 
     /// Over `store`.
     pub fn new(config: &BasicConfig, store: Arc<dyn Store>) -> Self {
-        let dummy_hash = hash_password(&Secret::new("authgate-dummy-password")).unwrap_or_default();
         Self {
             store,
             limiter: FailureLimiter::new(config.max_failures, config.failure_window),
-            dummy_hash,
+            checks: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         }
     }
 }
@@ -133,11 +141,20 @@ impl Provider for BasicProvider {
             .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         let phc = user
             .as_ref()
-            .map_or(self.dummy_hash.clone(), |u| u.password_hash.clone());
+            .map_or_else(|| DUMMY_HASH.to_owned(), |u| u.password_hash.clone());
         let password = password.clone();
-        let ok = tokio::task::spawn_blocking(move || verify_password(password.expose(), &phc))
+        let permit = self
+            .checks
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|e| AuthError::Unavailable(format!("password check failed: {e}")))?;
+        let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            verify_password(password.expose(), &phc)
+        })
+        .await
+        .map_err(|e| AuthError::Unavailable(format!("password check failed: {e}")))?;
         match user {
             Some(u) if ok => Ok(Identity {
                 subject: u.username.clone(),
@@ -219,7 +236,7 @@ impl FailureLimiter {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use crate::identity::Names;
 
     use super::*;
     use crate::store::{SqliteStore, UserRecord};
@@ -233,6 +250,10 @@ mod tests {
         assert!(!verify_password("x", "not a phc string"));
         let again = hash_password(&Secret::new("correct horse")).unwrap();
         assert_ne!(phc, again, "salted");
+        // The unknown-user check costs what a real one does: same algorithm and parameters.
+        let params = |phc: &str| phc.split('$').take(4).collect::<Vec<_>>().join("$");
+        assert_eq!(params(DUMMY_HASH), params(&phc));
+        assert!(PasswordHash::new(DUMMY_HASH).is_ok());
     }
 
     #[tokio::test]
@@ -244,7 +265,7 @@ mod tests {
                 username: "alice".into(),
                 password_hash: hash_password(&Secret::new("pw")).unwrap(),
                 email: None,
-                roles: BTreeSet::from(["staff".to_owned()]),
+                roles: Names::from(["staff"]),
                 attributes: Default::default(),
                 created_at: 0,
             })
@@ -270,7 +291,7 @@ mod tests {
 
         let id = p.authenticate(&cred("alice", "pw"), &ctx).await.unwrap();
         assert_eq!(id.subject, "alice");
-        assert_eq!(id.roles, BTreeSet::from(["staff".to_owned()]));
+        assert_eq!(id.roles, Names::from(["staff"]));
         assert_eq!(id.scopes, None);
         let bad = Err(AuthError::Invalid("invalid user name or password"));
         assert_eq!(p.authenticate(&cred("alice", "no"), &ctx).await, bad);

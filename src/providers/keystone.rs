@@ -309,7 +309,7 @@ impl Provider for KeystoneProvider {
                 ));
             }
             identity.attributes.extend(service_identity.attributes);
-            let roles: Vec<String> = service_identity.roles.into_iter().collect();
+            let roles: Vec<String> = service_identity.roles.iter().map(str::to_owned).collect();
             identity
                 .attributes
                 .insert("service_roles".into(), AttributeValue::Many(roles));
@@ -388,10 +388,7 @@ mod tests {
         assert_eq!(id.subject, "e08");
         assert_eq!(id.username, "alice");
         assert_eq!(id.expires_at, Some(1_795_352_511));
-        assert_eq!(
-            id.roles.iter().cloned().collect::<Vec<_>>(),
-            ["member", "reader"]
-        );
+        assert_eq!(id.roles.iter().collect::<Vec<_>>(), ["member", "reader"]);
         let attr = |k: &str| match id.attributes.get(k) {
             Some(AttributeValue::One(v)) => v.clone(),
             other => panic!("{k}: {other:?}"),

@@ -2,7 +2,6 @@
 //! discovery document, calls to the IdP, client authentication at its endpoints, and the
 //! mapping from claims to an [`Identity`].
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -332,10 +331,10 @@ impl ClaimMapping {
             .iter()
             .find_map(|path| lookup(claims, path).and_then(Value::as_str))
             .unwrap_or(subject);
-        let mut roles = BTreeSet::new();
+        let mut roles = Vec::new();
         for path in &self.roles {
             if let Some(list) = lookup(claims, path).and_then(Value::as_array) {
-                roles.extend(list.iter().filter_map(|r| r.as_str().map(str::to_owned)));
+                roles.extend(list.iter().filter_map(Value::as_str));
             }
         }
         // A token without scopes holds none (it is a token, not a signed-in user).
@@ -370,7 +369,7 @@ impl ClaimMapping {
             }
         }
         for rule in self.add.iter().filter(|r| r.when.holds(claims)) {
-            roles.extend(rule.roles.iter().cloned());
+            roles.extend(rule.roles.iter().map(String::as_str));
             attributes.extend(rule.attributes.clone());
         }
         Ok(Identity {
@@ -380,7 +379,7 @@ impl ClaimMapping {
             email: lookup(claims, &self.email)
                 .and_then(Value::as_str)
                 .map(str::to_owned),
-            roles,
+            roles: roles.into_iter().collect(),
             attributes,
             scopes,
             expires_at: claims["exp"].as_i64(),
@@ -418,11 +417,11 @@ mod tests {
         assert_eq!(id.username, "alice");
         assert_eq!(id.email.as_deref(), Some("a@example.org"));
         assert_eq!(
-            id.roles.iter().map(String::as_str).collect::<Vec<_>>(),
+            id.roles.iter().collect::<Vec<_>>(),
             ["/ops", "operator", "reader", "writer"]
         );
         assert_eq!(
-            id.scopes.unwrap().into_iter().collect::<Vec<_>>(),
+            id.scopes.unwrap().iter().collect::<Vec<_>>(),
             ["read:data", "write:data"]
         );
         assert_eq!(id.attributes["tenant"], AttributeValue::One("acme".into()));
@@ -460,7 +459,7 @@ mod tests {
                     let id = got.unwrap();
                     assert_eq!(id.subject, s);
                     assert_eq!(id.username, username);
-                    assert_eq!(id.scopes.unwrap().into_iter().collect::<Vec<_>>(), scopes);
+                    assert_eq!(id.scopes.unwrap().iter().collect::<Vec<_>>(), scopes);
                 }
                 None => assert_eq!(
                     got.unwrap_err(),

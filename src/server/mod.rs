@@ -109,6 +109,8 @@ enum Outcome {
     Allow {
         authenticated: Arc<Authenticated>,
         minted: Arc<Minted>,
+        /// A cache hit: the credential was seen before, so what is built for it is kept.
+        repeated: bool,
     },
     AllowAnonymous,
     /// No valid credential, on a route with `delay_auth_decision`: 200, status Invalid.
@@ -380,11 +382,11 @@ impl App {
                 .provider_for(&credential)
                 .map_or("none", |p| p.kind())
         };
-        let authenticated = match looked_up {
+        let (authenticated, hit) = match looked_up {
             Ok((verdict, hit)) => {
                 self.metrics.cache(hit);
                 match verdict {
-                    Verdict::Valid(a) => a,
+                    Verdict::Valid(a) => (a, hit),
                     Verdict::Invalid(reason) => {
                         *provider = first_asked();
                         return Outcome::Reject(Rejection::Invalid(reason));
@@ -411,13 +413,18 @@ impl App {
         let identity = &authenticated.identity;
         match self.policy.evaluate(&target, Some(identity)) {
             Decision::Allow { audience, .. } => {
-                match self
-                    .minter
-                    .mint_for(&key, identity, audience.as_ref(), crate::unix_now())
-                {
+                let charge = |from, to| authenticated.recharge(from, to);
+                match self.minter.mint_for(
+                    &authenticated.minted,
+                    hit.then_some(&charge as &dyn Fn(usize, usize) -> bool),
+                    identity,
+                    audience.as_ref(),
+                    crate::unix_now(),
+                ) {
                     Ok(minted) => Outcome::Allow {
                         authenticated: authenticated.clone(),
                         minted,
+                        repeated: hit,
                     },
                     Err(e) => Outcome::Reject(Rejection::Unavailable(e.to_string())),
                 }

@@ -29,7 +29,8 @@ impl App {
             Outcome::Allow {
                 authenticated,
                 minted,
-            } => return self.allow(&authenticated, &minted, mode),
+                repeated,
+            } => return self.allow(&authenticated, &minted, repeated, mode),
             Outcome::AllowAnonymous => return empty(StatusCode::OK),
             Outcome::IdentityInvalid => {
                 let mut r = empty(StatusCode::OK);
@@ -86,15 +87,16 @@ impl App {
         &self,
         authenticated: &Authenticated,
         minted: &Minted,
+        repeated: bool,
         mode: HeaderMode,
     ) -> Response<Body> {
         let mut response = empty(StatusCode::OK);
         let headers = response.headers_mut();
         headers.insert(self.jwt_header.clone(), minted.header.clone());
-        let identity_headers = authenticated
-            .response_headers
-            .get_or_init(|| identity_headers(&authenticated.identity));
-        for (name, value) in identity_headers {
+        for (name, value) in authenticated
+            .response_headers(repeated, identity_headers)
+            .iter()
+        {
             headers.insert(name.clone(), value.clone());
         }
         if mode == HeaderMode::Keystone {
@@ -247,7 +249,7 @@ fn keystone_headers(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
     out
 }
 
-fn join<'a>(items: impl Iterator<Item = &'a String>) -> String {
+fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
     let mut out = String::new();
     for (i, item) in items.enumerate() {
         if i > 0 {

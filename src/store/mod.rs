@@ -4,7 +4,6 @@
 
 mod sqlite;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -12,7 +11,7 @@ use async_trait::async_trait;
 pub use sqlite::SqliteStore;
 
 use crate::config::StoreConfig;
-use crate::identity::Attributes;
+use crate::identity::{Attributes, Names};
 
 /// An API token as stored: never the secret, only its SHA-256.
 #[derive(Clone, PartialEq, Eq)]
@@ -26,11 +25,11 @@ pub struct TokenRecord {
     /// Human label.
     pub name: String,
     /// Roles granted by the token itself (added to the owner's).
-    pub roles: BTreeSet<String>,
+    pub roles: Names,
     /// Attributes set by the token itself (over the owner's).
     pub attributes: Attributes,
     /// `None`: acts with all of the owner's scopes.
-    pub scopes: Option<BTreeSet<String>>,
+    pub scopes: Option<Names>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds; `None` never expires.
@@ -65,7 +64,7 @@ pub struct UserRecord {
     /// E-mail address.
     pub email: Option<String>,
     /// Roles.
-    pub roles: BTreeSet<String>,
+    pub roles: Names,
     /// Attributes.
     pub attributes: Attributes,
     /// Unix seconds.

@@ -3,7 +3,6 @@
 //! connections (their prepared statements stay cached); a semaphore bounds how many run at
 //! once, so a burst of misses queues instead of opening connections.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::Semaphore;
 
 use super::{KeyRecord, Store, StoreError, TokenLookup, TokenRecord, TokenRef, UserRecord};
-use crate::identity::Attributes;
+use crate::identity::{Attributes, Names};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
 const MIGRATIONS: &[&str] = &[r#"
@@ -170,9 +169,7 @@ fn token_from_row(row: &Row<'_>, offset: usize) -> rusqlite::Result<TokenRecord>
         name: row.get(offset + 3)?,
         roles: from_json(&row.get::<_, String>(offset + 4)?)?,
         attributes: from_json(&row.get::<_, String>(offset + 5)?)?,
-        scopes: scopes
-            .map(|s| from_json::<BTreeSet<String>>(&s))
-            .transpose()?,
+        scopes: scopes.map(|s| from_json::<Names>(&s)).transpose()?,
         created_at: row.get(offset + 7)?,
         expires_at: row.get(offset + 8)?,
         last_used_at: row.get(offset + 9)?,
@@ -473,9 +470,9 @@ mod tests {
             hash: sha256(secret.as_bytes()),
             owner: owner.into(),
             name: "t".into(),
-            roles: BTreeSet::from(["r".to_owned()]),
+            roles: Names::from(["r"]),
             attributes: Attributes::new(),
-            scopes: Some(BTreeSet::from(["read:data".to_owned()])),
+            scopes: Some(Names::from(["read:data"])),
             created_at: 1,
             expires_at: None,
             last_used_at: None,
@@ -492,7 +489,7 @@ mod tests {
             username: "alice".into(),
             password_hash: "$argon2id$x".into(),
             email: Some("a@example.org".into()),
-            roles: BTreeSet::from(["admin".to_owned()]),
+            roles: Names::from(["admin"]),
             attributes: Attributes::new(),
             created_at: 5,
         };
