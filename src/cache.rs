@@ -1,11 +1,17 @@
 //! The decision cache: answers per credential (keyed by its SHA-256), bounded by the
 //! credential's own expiry and `cache.max_ttl`; invalid credentials for `cache.negative_ttl`.
-//! Concurrent misses for one credential share one provider call (moka's `try_get_with`).
-//! It also notes when API tokens were used, so the store is written in batches, not per
-//! request.
+//! Concurrent misses for one credential share one provider call. It also notes when API
+//! tokens were used, so the store is written in batches, not per request.
+//!
+//! Built for this job rather than taken from a general cache crate: a sharded hash map of
+//! key -> answer with an expiry time, a second-chance bit for eviction when full, and the
+//! in-flight lookups beside it. An entry costs ~100 bytes besides the answer it holds
+//! (moka's bookkeeping was ~350), and equal identities are stored once (interned): the
+//! 100 000 tokens of one owner share one `Identity`. Memory sizing is in bench/README.md.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -66,24 +72,41 @@ const HEADER_OVERHEAD: usize = 64;
 
 /// A valid credential's identity and the time it was last used.
 pub struct Authenticated {
-    /// Who it is.
-    pub identity: Arc<crate::identity::Identity>,
+    /// Who it is, shared with every entry whose identity is equal.
+    pub identity: Arc<Known>,
+    /// The stored credential's id (an API token's), to record its last use.
+    credential_id: Option<Arc<str>>,
     /// The answering provider's reuse limit (replaces `cache.max_ttl`).
     cache_ttl: Option<Duration>,
-    /// The identity's response headers, kept from the credential's second request on
-    /// (a credential seen once keeps nothing it will not use again).
-    headers: OnceLock<Vec<(HeaderName, HeaderValue)>>,
-    /// JWTs minted for this identity, kept for reuse from its second request on.
-    pub minted: crate::mint::Reused,
     used_at: AtomicI64,
-    /// Bytes this entry holds of `budget`.
+}
+
+/// An identity as the cache keeps it: once for all the entries whose identity is equal
+/// (the tokens of one owner, the renewed access tokens of one user), with what is built
+/// for it and reused: minted JWTs and response headers.
+pub struct Known {
+    identity: Identity,
+    /// The identity's response headers, kept from a credential's second request on (a
+    /// credential seen once keeps nothing it will not use again).
+    headers: OnceLock<Vec<(HeaderName, HeaderValue)>>,
+    /// JWTs minted for this identity, kept for reuse from a credential's second request on.
+    pub minted: crate::mint::Reused,
+    /// Bytes this identity holds of `budget`.
     charged: AtomicUsize,
     budget: Arc<ReuseBudget>,
 }
 
-impl Authenticated {
-    /// Moves what this entry keeps from `from` to `to` bytes in the reuse budget; `false`
-    /// (and nothing charged) when more does not fit.
+impl std::ops::Deref for Known {
+    type Target = Identity;
+
+    fn deref(&self) -> &Identity {
+        &self.identity
+    }
+}
+
+impl Known {
+    /// Moves what this identity keeps from `from` to `to` bytes in the reuse budget;
+    /// `false` (and nothing charged) when more does not fit.
     pub fn recharge(&self, from: usize, to: usize) -> bool {
         if to > from {
             if !self.budget.reserve(to - from) {
@@ -132,7 +155,7 @@ impl Authenticated {
     }
 }
 
-impl Drop for Authenticated {
+impl Drop for Known {
     fn drop(&mut self) {
         self.budget.release(*self.charged.get_mut());
     }
@@ -140,25 +163,305 @@ impl Drop for Authenticated {
 
 /// See the module documentation.
 pub struct DecisionCache {
-    entries: moka::future::Cache<[u8; 32], Verdict>,
-    pending_uses: Arc<Mutex<HashMap<String, i64>>>,
+    shards: Box<[Mutex<Shard>]>,
+    hasher: KeyHasher,
+    /// Entries per shard before room is made.
+    shard_capacity: usize,
+    max_ttl: Duration,
+    negative_ttl: Duration,
+    /// The clock entries' expiry times count from (milliseconds).
+    epoch: Instant,
+    /// Identities shared by the entries that hold equal ones (interned).
+    identities: Mutex<Interned>,
+    pending_uses: Mutex<HashMap<Arc<str>, i64>>,
     budget: Arc<ReuseBudget>,
+}
+
+/// A cache key: the SHA-256 of the credential.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key([u8; 32]);
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // A SHA-256 is uniform: half of it is plenty for a bucket index.
+        state.write(&self.0[..16]);
+    }
+}
+
+/// Hashes keys with a per-process secret. The keys are SHA-256 outputs, but the credentials
+/// behind them are the client's choice: without a secret, anyone could grind credentials
+/// whose keys share a bucket and make every lookup in that shard slow (hash flooding).
+#[derive(Clone, Copy)]
+struct KeyHasher {
+    seed: [u64; 2],
+}
+
+impl KeyHasher {
+    fn new() -> Self {
+        let random = || std::collections::hash_map::RandomState::new().hash_one(0u8);
+        Self {
+            seed: [random(), random() | 1],
+        }
+    }
+}
+
+impl BuildHasher for KeyHasher {
+    type Hasher = KeyHash;
+
+    fn build_hasher(&self) -> KeyHash {
+        KeyHash {
+            state: self.seed[0],
+            multiplier: self.seed[1],
+        }
+    }
+}
+
+/// See [`KeyHasher`]: a folded 64x64->128-bit multiply per 8 bytes, as foldhash does.
+struct KeyHash {
+    state: u64,
+    multiplier: u64,
+}
+
+impl Hasher for KeyHash {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            let product =
+                u128::from(self.state ^ u64::from_le_bytes(word)) * u128::from(self.multiplier);
+            self.state = (product as u64) ^ ((product >> 64) as u64);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.state
+    }
+}
+
+/// One shard: answers, and the lookups in flight for keys not answered yet.
+struct Shard {
+    ready: HashMap<Key, Slot, KeyHasher>,
+    flights: HashMap<Key, Arc<Flight>, KeyHasher>,
+    /// When expired entries are next swept out (ms since the epoch).
+    next_sweep: u64,
+}
+
+/// A cached answer, until `expires` (ms since the epoch).
+struct Slot {
+    verdict: Verdict,
+    expires: u64,
+    /// Used since room was last made in this shard (second chance).
+    visited: bool,
+}
+
+/// One provider call shared by every request that missed on the same key.
+#[derive(Default)]
+struct Flight {
+    answer: tokio::sync::OnceCell<Result<Verdict, Arc<AuthError>>>,
+    /// Requests taking part; changed only under the shard's lock.
+    waiting: AtomicUsize,
+}
+
+/// A request's part in a [`Flight`]. When it ends, answered or not (the client may go
+/// away), the first one back files the answer, and the last one of an abandoned flight
+/// removes it.
+struct InFlight<'a> {
+    cache: &'a DecisionCache,
+    shard: &'a Mutex<Shard>,
+    key: Key,
+    flight: Arc<Flight>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut evicted = Vec::new();
+        {
+            let mut s = lock(self.shard);
+            let last = self.flight.waiting.fetch_sub(1, Ordering::Relaxed) == 1;
+            if s.flights
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                match self.flight.answer.get() {
+                    Some(answered) => {
+                        s.flights.remove(&self.key);
+                        if let Ok(verdict) = answered {
+                            self.cache.file(&mut s, self.key, verdict, &mut evicted);
+                        }
+                    }
+                    None if last => {
+                        s.flights.remove(&self.key);
+                    }
+                    None => {}
+                }
+            }
+        }
+        self.cache.note_uses(&evicted);
+    }
 }
 
 /// The longest any entry is kept.
 const LONGEST: Duration = Duration::from_secs(24 * 3600);
 
-struct VerdictExpiry {
-    max_ttl: Duration,
-    negative_ttl: Duration,
+/// How often a shard sweeps out its expired entries (on its next insert).
+const SWEEP_INTERVAL_MS: u64 = 1000;
+
+/// Shards: enough that the workers rarely meet on one lock, few enough that a small cache
+/// still has room in each.
+const MAX_SHARDS: usize = 64;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing panics while holding these locks; if something did, the data is still whole.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl moka::Expiry<[u8; 32], Verdict> for VerdictExpiry {
-    fn expire_after_create(&self, _: &[u8; 32], value: &Verdict, _: Instant) -> Option<Duration> {
-        Some(match value {
+impl Shard {
+    /// Removes expired entries into `evicted`.
+    fn sweep(&mut self, now: u64, evicted: &mut Vec<Verdict>) {
+        self.ready.retain(|_, slot| {
+            let keep = slot.expires > now;
+            if !keep {
+                evicted.push(slot.verdict.clone());
+            }
+            keep
+        });
+        self.next_sweep = now + SWEEP_INTERVAL_MS;
+    }
+
+    /// Brings a full shard down to 31/32 of `capacity`: expired entries first, then those
+    /// not used since the last time (second chance), then any. Each call frees a 32nd, so
+    /// the cost per insert stays constant (~32 slots looked at).
+    fn make_room(&mut self, capacity: usize, now: u64, evicted: &mut Vec<Verdict>) {
+        self.sweep(now, evicted);
+        let target = capacity - (capacity / 32).max(1);
+        for _ in 0..2 {
+            let mut excess = self.ready.len().saturating_sub(target);
+            if excess == 0 {
+                return;
+            }
+            self.ready.retain(|_, slot| {
+                if excess == 0 {
+                    return true;
+                }
+                if std::mem::take(&mut slot.visited) {
+                    return true;
+                }
+                excess -= 1;
+                evicted.push(slot.verdict.clone());
+                false
+            });
+        }
+    }
+}
+
+/// Identities shared between entries: the tokens of one owner, or the access tokens one
+/// user's client renews, all keep one [`Known`] and the JWTs minted for it.
+#[derive(Default)]
+struct Interned {
+    set: HashSet<ByIdentity>,
+    /// Set size at which identities no entry holds any more are dropped.
+    prune_at: usize,
+}
+
+/// A [`Known`] in the interned set, found by its identity.
+struct ByIdentity(Arc<Known>);
+
+impl PartialEq for ByIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.identity == other.0.identity
+    }
+}
+
+impl Eq for ByIdentity {}
+
+impl Hash for ByIdentity {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.identity.hash(state);
+    }
+}
+
+impl std::borrow::Borrow<Identity> for ByIdentity {
+    fn borrow(&self) -> &Identity {
+        &self.0.identity
+    }
+}
+
+impl Interned {
+    fn intern(&mut self, identity: Identity, budget: &Arc<ReuseBudget>) -> Arc<Known> {
+        if let Some(found) = self.set.get(&identity) {
+            return found.0.clone();
+        }
+        if self.set.len() >= self.prune_at {
+            self.prune();
+        }
+        let known = Arc::new(Known {
+            identity,
+            headers: OnceLock::new(),
+            minted: Default::default(),
+            charged: AtomicUsize::new(0),
+            budget: budget.clone(),
+        });
+        self.set.insert(ByIdentity(known.clone()));
+        known
+    }
+
+    /// Drops the identities only this set holds (and gives back what they kept).
+    fn prune(&mut self) {
+        self.set.retain(|k| Arc::strong_count(&k.0) > 1);
+        self.prune_at = (self.set.len() * 2).max(1024);
+    }
+}
+
+impl DecisionCache {
+    /// An empty cache sized by `config`.
+    pub fn new(config: &CacheConfig) -> Self {
+        let max_entries = usize::try_from(config.max_entries).unwrap_or(usize::MAX);
+        let shards = (max_entries / 1024)
+            .clamp(1, MAX_SHARDS)
+            .next_power_of_two();
+        let shards = if shards > MAX_SHARDS {
+            MAX_SHARDS
+        } else {
+            shards
+        };
+        let hasher = KeyHasher::new();
+        let mib = usize::try_from(config.reuse_memory_mib).unwrap_or(usize::MAX);
+        Self {
+            shards: (0..shards)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        ready: HashMap::with_hasher(hasher),
+                        flights: HashMap::with_hasher(hasher),
+                        next_sweep: SWEEP_INTERVAL_MS,
+                    })
+                })
+                .collect(),
+            hasher,
+            shard_capacity: max_entries.div_ceil(shards).max(1),
+            max_ttl: config.max_ttl,
+            negative_ttl: config.negative_ttl,
+            epoch: Instant::now(),
+            identities: Mutex::default(),
+            pending_uses: Mutex::default(),
+            budget: Arc::new(ReuseBudget::new(mib.saturating_mul(1024 * 1024))),
+        }
+    }
+
+    fn shard(&self, key: &Key) -> &Mutex<Shard> {
+        // Bits the shard's own table does not use for its bucket index or its tags.
+        let hash = self.hasher.hash_one(key);
+        &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)]
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// How long `verdict` may be kept.
+    fn ttl(&self, verdict: &Verdict) -> Duration {
+        match verdict {
             Verdict::Invalid(_) => self.negative_ttl,
             Verdict::Valid(a) => {
-                // Bounded so that moka's clock arithmetic cannot overflow.
                 let max_ttl = a.cache_ttl.unwrap_or(self.max_ttl).min(LONGEST);
                 match a.identity.expires_at {
                     Some(at) => {
@@ -168,38 +471,12 @@ impl moka::Expiry<[u8; 32], Verdict> for VerdictExpiry {
                     None => max_ttl,
                 }
             }
-        })
-    }
-}
-
-impl DecisionCache {
-    /// An empty cache sized by `config`.
-    pub fn new(config: &CacheConfig) -> Self {
-        let pending_uses: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
-        let on_evict = pending_uses.clone();
-        let entries = moka::future::Cache::builder()
-            .max_capacity(config.max_entries)
-            .expire_after(VerdictExpiry {
-                max_ttl: config.max_ttl,
-                negative_ttl: config.negative_ttl,
-            })
-            .eviction_listener(move |_key, value: Verdict, _cause| {
-                if let Verdict::Valid(a) = value {
-                    note_use(&on_evict, &a);
-                }
-            })
-            .build();
-        let mib = usize::try_from(config.reuse_memory_mib).unwrap_or(usize::MAX);
-        Self {
-            entries,
-            pending_uses,
-            budget: Arc::new(ReuseBudget::new(mib.saturating_mul(1024 * 1024))),
         }
     }
 
     /// The cached answer for `key`, or the answer of `authenticate` (one call for all
-    /// concurrent misses). Errors other than [`AuthError::Invalid`] are not cached.
-    /// The boolean is `true` for a cache hit.
+    /// concurrent misses, whose error they all get). Errors other than
+    /// [`AuthError::Invalid`] are not cached. The boolean is `true` for a cache hit.
     pub async fn get_or_authenticate<F>(
         &self,
         key: [u8; 32],
@@ -208,51 +485,145 @@ impl DecisionCache {
     where
         F: Future<Output = Result<Answer, AuthError>>,
     {
-        if let Some(verdict) = self.entries.get(&key).await {
-            if let Verdict::Valid(a) = &verdict {
-                a.used_at.store(crate::unix_now(), Ordering::Relaxed);
+        let key = Key(key);
+        let shard = self.shard(&key);
+        let flight = {
+            let mut s = lock(shard);
+            if let Some(slot) = s.ready.get_mut(&key)
+                && slot.expires > self.now_ms()
+            {
+                slot.visited = true;
+                let verdict = slot.verdict.clone();
+                drop(s);
+                if let Verdict::Valid(a) = &verdict {
+                    a.used_at.store(crate::unix_now(), Ordering::Relaxed);
+                }
+                return Ok((verdict, true));
             }
-            return Ok((verdict, true));
-        }
-        let verdict = self
-            .entries
-            .try_get_with(key, async {
+            let flight = s.flights.entry(key).or_default().clone();
+            flight.waiting.fetch_add(1, Ordering::Relaxed);
+            flight
+        };
+        let flight = InFlight {
+            cache: self,
+            shard,
+            key,
+            flight,
+        };
+        let answered = flight
+            .flight
+            .answer
+            .get_or_init(|| async {
                 match authenticate.await {
-                    Ok(answer) => Ok(Verdict::Valid(Arc::new(Authenticated {
-                        identity: Arc::new(answer.identity),
-                        cache_ttl: answer.cache_ttl,
-                        headers: OnceLock::new(),
-                        minted: Default::default(),
-                        charged: AtomicUsize::new(0),
-                        budget: self.budget.clone(),
-                        used_at: AtomicI64::new(crate::unix_now()),
-                    }))),
+                    Ok(answer) => Ok(Verdict::Valid(Arc::new(self.authenticated(answer)))),
                     Err(AuthError::Invalid(reason)) => Ok(Verdict::Invalid(reason)),
-                    Err(e) => Err(e),
+                    Err(e) => Err(Arc::new(e)),
                 }
             })
-            .await?;
-        Ok((verdict, false))
+            .await
+            .clone();
+        drop(flight);
+        answered.map(|verdict| (verdict, false))
     }
 
-    /// Writes the uses noted since the last flush to the store, in one batch.
-    pub async fn flush_last_used(&self, store: &dyn Store) {
-        self.entries.run_pending_tasks().await;
-        for (_, verdict) in self.entries.iter() {
-            if let Verdict::Valid(a) = verdict {
-                note_use(&self.pending_uses, &a);
-            }
-        }
-        let batch: Vec<(String, i64)> = match self.pending_uses.lock() {
-            Ok(mut pending) => pending.drain().collect(),
-            Err(_) => return,
-        };
-        if batch.is_empty() {
+    /// Files `verdict` for `key` in the (locked) shard, making room if it is full.
+    fn file(&self, s: &mut Shard, key: Key, verdict: &Verdict, evicted: &mut Vec<Verdict>) {
+        let ttl = self.ttl(verdict);
+        if ttl.is_zero() {
             return;
         }
-        if let Err(e) = store.record_last_used(&batch).await {
-            tracing::warn!(error = %e, tokens = batch.len(), "could not record token use");
+        let now = self.now_ms();
+        if s.ready.len() >= self.shard_capacity {
+            s.make_room(self.shard_capacity, now, evicted);
+        } else if now >= s.next_sweep {
+            s.sweep(now, evicted);
         }
+        let slot = Slot {
+            verdict: verdict.clone(),
+            expires: now.saturating_add(ttl.as_millis() as u64),
+            visited: false,
+        };
+        if let Some(old) = s.ready.insert(key, slot) {
+            evicted.push(old.verdict);
+        }
+    }
+
+    fn authenticated(&self, answer: Answer) -> Authenticated {
+        let mut identity = answer.identity;
+        // Kept per entry: the rest of the identity is shared with equal ones.
+        let credential_id = identity.credential_id.take().map(Arc::from);
+        Authenticated {
+            identity: lock(&self.identities).intern(identity, &self.budget),
+            credential_id,
+            cache_ttl: answer.cache_ttl,
+            used_at: AtomicI64::new(crate::unix_now()),
+        }
+    }
+
+    /// Moves the last uses of `verdicts` (if any since the previous flush) into the
+    /// pending batch.
+    fn note_uses(&self, verdicts: &[Verdict]) {
+        let mut uses = verdicts
+            .iter()
+            .filter_map(take_use)
+            .map(|(id, at)| (id.clone(), at));
+        let Some(first) = uses.next() else {
+            return;
+        };
+        let mut pending = lock(&self.pending_uses);
+        for (id, at) in std::iter::once(first).chain(uses) {
+            let slot = pending.entry(id).or_insert(at);
+            *slot = (*slot).max(at);
+        }
+    }
+
+    /// Sweeps out the shard's expired entries (noting their last uses) and adds the uses
+    /// of its live entries since the last time to `uses`.
+    fn sweep_shard(&self, shard: &Mutex<Shard>, uses: &mut Vec<(String, i64)>) {
+        let mut evicted = Vec::new();
+        {
+            let mut s = lock(shard);
+            s.sweep(self.now_ms(), &mut evicted);
+            let live = s.ready.values().filter_map(|slot| take_use(&slot.verdict));
+            uses.extend(live.map(|(id, at)| (id.to_string(), at)));
+        }
+        self.note_uses(&evicted);
+    }
+
+    /// Sweeps out expired entries and writes the uses noted since the last flush to the
+    /// store, a few thousand per transaction (so the batch never holds every entry at once).
+    pub async fn flush_last_used(&self, store: &dyn Store) {
+        let mut uses = Vec::new();
+        for shard in &self.shards {
+            self.sweep_shard(shard, &mut uses);
+            if uses.len() >= USES_PER_WRITE {
+                write_uses(store, &mut uses).await;
+            }
+        }
+        lock(&self.identities).prune();
+        // Uses of entries that ended since the last flush.
+        let ended: Vec<_> = lock(&self.pending_uses).drain().collect();
+        for chunk in ended.chunks(USES_PER_WRITE) {
+            uses.extend(chunk.iter().map(|(id, at)| (id.to_string(), *at)));
+            write_uses(store, &mut uses).await;
+        }
+        write_uses(store, &mut uses).await;
+    }
+
+    /// Sweeps every shard and prunes the interned identities (the uses go to the pending
+    /// batch), as a flush does.
+    #[cfg(test)]
+    fn sweep_all(&self) {
+        let mut uses = Vec::new();
+        for shard in &self.shards {
+            self.sweep_shard(shard, &mut uses);
+        }
+        let mut pending = lock(&self.pending_uses);
+        for (id, at) in uses {
+            pending.insert(id.into(), at);
+        }
+        drop(pending);
+        lock(&self.identities).prune();
     }
 
     /// Bytes of the reuse budget in use.
@@ -260,39 +631,52 @@ impl DecisionCache {
         self.budget.used()
     }
 
-    /// Number of entries, after the cache's pending housekeeping (for `/metrics`).
-    pub async fn settled_len(&self) -> u64 {
-        self.entries.run_pending_tasks().await;
-        self.entries.entry_count()
+    /// Number of entries (expired ones included until they are swept out).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).ready.len()).sum()
     }
 
-    /// Number of entries (approximate).
-    pub fn len(&self) -> u64 {
-        self.entries.entry_count()
-    }
-
-    /// Whether the cache holds no entry (approximate).
+    /// Whether the cache holds no entry.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Removes the entry for `key`.
+    #[cfg(test)]
+    fn invalidate(&self, key: [u8; 32]) {
+        let key = Key(key);
+        let removed = lock(self.shard(&key)).ready.remove(&key);
+        drop(removed);
+    }
 }
 
-/// Moves an entry's last use (if any since the previous flush) into the pending batch.
-fn note_use(pending: &Mutex<HashMap<String, i64>>, a: &Authenticated) {
-    let Some(id) = &a.identity.credential_id else {
-        return;
+/// Uses written to the store per transaction.
+const USES_PER_WRITE: usize = 2048;
+
+/// Takes the credential's last use since the previous time, if it has an id and was used.
+fn take_use(verdict: &Verdict) -> Option<(&Arc<str>, i64)> {
+    let Verdict::Valid(a) = verdict else {
+        return None;
     };
+    let id = a.credential_id.as_ref()?;
     let at = a.used_at.swap(0, Ordering::Relaxed);
-    if at > 0
-        && let Ok(mut p) = pending.lock()
-    {
-        let slot = p.entry(id.clone()).or_insert(at);
-        *slot = (*slot).max(at);
+    (at > 0).then_some((id, at))
+}
+
+/// Writes `uses` to the store and empties it.
+async fn write_uses(store: &dyn Store, uses: &mut Vec<(String, i64)>) {
+    if uses.is_empty() {
+        return;
     }
+    if let Err(e) = store.record_last_used(uses).await {
+        tracing::warn!(error = %e, tokens = uses.len(), "could not record token use");
+    }
+    uses.clear();
 }
 
 #[cfg(test)]
 mod tests {
+    use std::ops::Not;
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
@@ -353,31 +737,31 @@ mod tests {
         };
         let a = valid(1, 1).await;
         assert!(matches!(
-            a.response_headers(false, headers),
+            a.identity.response_headers(false, headers),
             std::borrow::Cow::Owned(_)
         ));
         assert_eq!(cache.reuse_bytes(), 0, "a first request keeps nothing");
         assert!(matches!(
-            a.response_headers(true, headers),
+            a.identity.response_headers(true, headers),
             std::borrow::Cow::Borrowed(_)
         ));
         let one = "x-auth-request-user".len() + 1000 + HEADER_OVERHEAD;
         assert_eq!(cache.reuse_bytes(), one);
         assert!(matches!(
-            a.response_headers(true, headers),
+            a.identity.response_headers(true, headers),
             std::borrow::Cow::Borrowed(_)
         ));
         assert_eq!(cache.reuse_bytes(), one, "charged once");
         // 1 MiB of budget: an identity whose headers take ~1.1 MB is served, not kept.
         let big = valid(2, 1100).await;
-        let built = big.response_headers(true, headers);
+        let built = big.identity.response_headers(true, headers);
         assert!(matches!(built, std::borrow::Cow::Owned(_)));
         assert_eq!(built[0].1.len(), 1_100_000);
         assert_eq!(cache.reuse_bytes(), one);
         drop((a, big));
-        cache.entries.invalidate(&[1; 32]).await;
-        cache.entries.invalidate(&[2; 32]).await;
-        cache.entries.run_pending_tasks().await;
+        cache.invalidate([1; 32]);
+        cache.invalidate([2; 32]);
+        cache.sweep_all();
         assert_eq!(cache.reuse_bytes(), 0, "given back when the entry ends");
     }
 
@@ -467,5 +851,162 @@ mod tests {
                 .unwrap();
             assert_eq!(hit, cases[i].3, "case {i}");
         }
+    }
+
+    fn key(i: u32) -> [u8; 32] {
+        let mut k = [7; 32];
+        k[..4].copy_from_slice(&i.to_le_bytes());
+        k
+    }
+
+    /// Whether `key` is answered from the cache (a miss leaves a negative entry).
+    async fn cached(cache: &DecisionCache, key: [u8; 32]) -> bool {
+        let looked_up = cache
+            .get_or_authenticate(key, async { Err(AuthError::Invalid("x")) })
+            .await;
+        looked_up.unwrap().1
+    }
+
+    async fn insert(cache: &DecisionCache, key: [u8; 32], id: Identity) -> Arc<Authenticated> {
+        match cache
+            .get_or_authenticate(key, async { Ok(answer(id)) })
+            .await
+        {
+            Ok((Verdict::Valid(a), false)) => a,
+            _ => panic!("not a fresh valid entry"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_cache_evicts_entries_not_used_since_the_last_time() {
+        let cache = DecisionCache::new(&config(10)); // 100 entries, one shard
+        assert_eq!(cache.shards.len(), 1);
+        for i in 0..100 {
+            insert(&cache, key(i), identity(None)).await;
+        }
+        assert_eq!(cache.len(), 100);
+        for i in 0..10 {
+            assert!(cached(&cache, key(i)).await);
+        }
+        // One more: room is made for a 32nd (3), never from the ten used ones.
+        insert(&cache, key(100), identity(None)).await;
+        assert_eq!(cache.len(), 98);
+        for i in 0..10 {
+            assert!(cached(&cache, key(i)).await, "used entry {i} kept");
+        }
+        assert!(cached(&cache, key(100)).await);
+        // A flood of new keys never takes the cache past its size.
+        for i in 1000..1500 {
+            insert(&cache, key(i), identity(None)).await;
+            assert!(cache.len() <= 100, "{} entries", cache.len());
+        }
+        // 64 shards for the default size, each bounded the same way.
+        let big = DecisionCache::new(&CacheConfig {
+            max_entries: 100_000,
+            ..config(10)
+        });
+        assert_eq!((big.shards.len(), big.shard_capacity), (64, 1563));
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_swept_with_their_budget_and_last_use() {
+        let cache = DecisionCache::new(&config(1));
+        let a = insert(&cache, key(1), identity(None)).await;
+        assert!(cached(&cache, key(2)).await.not());
+        a.identity.response_headers(true, headers);
+        assert!(cache.reuse_bytes() > 0);
+        drop(a);
+        assert_eq!(cache.len(), 2);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(cached(&cache, key(1)).await.not(), "expired");
+        cache.sweep_all();
+        assert_eq!(
+            cache.len(),
+            1,
+            "only the new negative entry for key 1 is left"
+        );
+        assert_eq!(cache.reuse_bytes(), 0, "budget given back");
+        let pending = lock(&cache.pending_uses);
+        assert_eq!(pending.len(), 1);
+        assert!(pending[&Arc::<str>::from("tok_1")] >= crate::unix_now() - 3);
+    }
+
+    #[tokio::test]
+    async fn equal_identities_are_stored_once() {
+        let cache = DecisionCache::new(&config(10));
+        let mut other_token = identity(None);
+        other_token.credential_id = Some("tok_2".into());
+        let mut other_owner = identity(None);
+        other_owner.subject = "t".into();
+        let a = insert(&cache, key(1), identity(None)).await;
+        let b = insert(&cache, key(2), other_token).await;
+        let c = insert(&cache, key(3), other_owner).await;
+        assert!(Arc::ptr_eq(&a.identity, &b.identity));
+        assert!(!Arc::ptr_eq(&a.identity, &c.identity));
+        assert_eq!(a.credential_id.as_deref(), Some("tok_1"));
+        assert_eq!(b.credential_id.as_deref(), Some("tok_2"));
+        assert_eq!(a.identity.credential_id, None);
+        assert_eq!(lock(&cache.identities).set.len(), 2);
+        // What is kept for one token's identity serves the other token too, charged once.
+        a.identity.response_headers(true, headers);
+        let charged = cache.reuse_bytes();
+        assert!(charged > 0);
+        assert!(matches!(
+            b.identity.response_headers(false, headers),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(cache.reuse_bytes(), charged);
+        drop((a, b, c));
+        for i in 1..=3 {
+            cache.invalidate(key(i));
+        }
+        cache.sweep_all();
+        assert!(lock(&cache.identities).set.is_empty());
+        assert_eq!(cache.reuse_bytes(), 0, "given back with the identity");
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_error() {
+        let cache = Arc::new(DecisionCache::new(&config(10)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_authenticate([3; 32], async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Err(AuthError::Unavailable("down".into()))
+                    })
+                    .await
+                    .err()
+            }));
+        }
+        for t in tasks {
+            let e = t.await.unwrap().expect("an error");
+            assert_eq!(*e, AuthError::Unavailable("down".into()));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(cache.is_empty(), "errors are not cached");
+    }
+
+    #[tokio::test]
+    async fn abandoned_lookups_leave_nothing_behind() {
+        let cache = DecisionCache::new(&config(10));
+        for i in 0..10 {
+            let slow = cache.get_or_authenticate(key(i), async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(answer(identity(None)))
+            });
+            // The client goes away before the provider answers.
+            let gone = tokio::time::timeout(Duration::from_millis(5), slow).await;
+            assert!(gone.is_err());
+        }
+        assert!(cache.shards.iter().all(|s| lock(s).flights.is_empty()));
+        assert!(cache.is_empty());
+        // A later request for the same key runs its own lookup.
+        insert(&cache, key(3), identity(None)).await;
+        assert!(cached(&cache, key(3)).await);
     }
 }

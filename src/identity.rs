@@ -73,7 +73,7 @@ impl<'de> Deserialize<'de> for Names {
 }
 
 /// An attribute value: a single string or a list of strings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum AttributeValue {
     /// One value, e.g. `department: physics`.
@@ -96,7 +96,7 @@ impl AttributeValue {
 pub type Attributes = BTreeMap<String, AttributeValue>;
 
 /// Who a credential belongs to, as one provider established it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identity {
     /// Stable subject identifier (`sub` of the minted JWT).
     pub subject: String,
@@ -115,6 +115,7 @@ pub struct Identity {
     /// Unix time at which the credential stops being valid; `None` when it does not expire.
     pub expires_at: Option<i64>,
     /// The id of the stored credential (an API token id), used to record its last use.
+    /// The decision cache moves it into its entry, so that the identity can be shared.
     pub credential_id: Option<String>,
 }
 

@@ -17,7 +17,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogConfig, LogFormat};
 
 /// Lines queued for the writer thread before requests wait for it.
-const QUEUED_LINES: usize = 64 * 1024;
+const QUEUED_LINES: usize = 16 * 1024;
 
 /// The installed logging. Keep it alive until exit: dropping it flushes the writer.
 pub struct Logging {

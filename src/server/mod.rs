@@ -413,9 +413,9 @@ impl App {
         let identity = &authenticated.identity;
         match self.policy.evaluate(&target, Some(identity)) {
             Decision::Allow { audience, .. } => {
-                let charge = |from, to| authenticated.recharge(from, to);
+                let charge = |from, to| authenticated.identity.recharge(from, to);
                 match self.minter.mint_for(
-                    &authenticated.minted,
+                    &authenticated.identity.minted,
                     hit.then_some(&charge as &dyn Fn(usize, usize) -> bool),
                     identity,
                     audience.as_ref(),

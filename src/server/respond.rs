@@ -94,6 +94,7 @@ impl App {
         let headers = response.headers_mut();
         headers.insert(self.jwt_header.clone(), minted.header.clone());
         for (name, value) in authenticated
+            .identity
             .response_headers(repeated, identity_headers)
             .iter()
         {
