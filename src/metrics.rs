@@ -70,7 +70,7 @@ impl Metrics {
         let cache_entries = Gauge::default();
         registry.register(
             "cache_entries",
-            "Entries in the decision cache (approximate)",
+            "Entries in the decision cache (expired ones count until swept, within 5 s)",
             cache_entries.clone(),
         );
         let cache_reuse_bytes = Gauge::default();
