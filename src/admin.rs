@@ -18,7 +18,7 @@ pub async fn handle<B>(app: &App, req: &Request<B>) -> Response<Body> {
     match req.uri().path() {
         "/metrics" => {
             app.metrics
-                .cache_size(app.cache.len() as u64, app.cache.reuse_bytes());
+                .cache_size(app.cache.len(), app.cache.reuse_bytes());
             let mut r = Response::new(Full::new(Bytes::from(app.metrics.encode())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -76,8 +76,6 @@ pub struct Authenticated {
     pub identity: Arc<Known>,
     /// The stored credential's id (an API token's), to record its last use.
     credential_id: Option<Arc<str>>,
-    /// The answering provider's reuse limit (replaces `cache.max_ttl`).
-    cache_ttl: Option<Duration>,
     used_at: AtomicI64,
 }
 
@@ -257,7 +255,8 @@ struct Slot {
 /// One provider call shared by every request that missed on the same key.
 #[derive(Default)]
 struct Flight {
-    answer: tokio::sync::OnceCell<Result<Verdict, Arc<AuthError>>>,
+    /// The answer and how long it may be kept.
+    answer: tokio::sync::OnceCell<Result<(Verdict, Duration), Arc<AuthError>>>,
     /// Requests taking part; changed only under the shard's lock.
     waiting: AtomicUsize,
 }
@@ -285,8 +284,8 @@ impl Drop for InFlight<'_> {
                 match self.flight.answer.get() {
                     Some(answered) => {
                         s.flights.remove(&self.key);
-                        if let Ok(verdict) = answered {
-                            self.cache.file(&mut s, self.key, verdict, &mut evicted);
+                        if let Ok(filed) = answered {
+                            self.cache.file(&mut s, self.key, filed, &mut evicted);
                         }
                     }
                     None if last => {
@@ -307,8 +306,9 @@ const LONGEST: Duration = Duration::from_secs(24 * 3600);
 const SWEEP_INTERVAL_MS: u64 = 1000;
 
 /// Shards: enough that the workers rarely meet on one lock, few enough that a small cache
-/// still has room in each.
+/// still has room in each. A power of two (a shard is picked by masking).
 const MAX_SHARDS: usize = 64;
+const _: () = assert!(MAX_SHARDS.is_power_of_two());
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Nothing panics while holding these locks; if something did, the data is still whole.
@@ -419,11 +419,6 @@ impl DecisionCache {
         let shards = (max_entries / 1024)
             .clamp(1, MAX_SHARDS)
             .next_power_of_two();
-        let shards = if shards > MAX_SHARDS {
-            MAX_SHARDS
-        } else {
-            shards
-        };
         let hasher = KeyHasher::new();
         let mib = usize::try_from(config.reuse_memory_mib).unwrap_or(usize::MAX);
         Self {
@@ -457,20 +452,16 @@ impl DecisionCache {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// How long `verdict` may be kept.
-    fn ttl(&self, verdict: &Verdict) -> Duration {
-        match verdict {
-            Verdict::Invalid(_) => self.negative_ttl,
-            Verdict::Valid(a) => {
-                let max_ttl = a.cache_ttl.unwrap_or(self.max_ttl).min(LONGEST);
-                match a.identity.expires_at {
-                    Some(at) => {
-                        let left = (at - crate::unix_now()).max(0) as u64;
-                        max_ttl.min(Duration::from_secs(left))
-                    }
-                    None => max_ttl,
-                }
+    /// How long a valid `answer` may be kept: the provider's limit or `cache.max_ttl`,
+    /// never past the credential's expiry.
+    fn keep_for(&self, answer: &Answer) -> Duration {
+        let max_ttl = answer.cache_ttl.unwrap_or(self.max_ttl).min(LONGEST);
+        match answer.identity.expires_at {
+            Some(at) => {
+                let left = (at - crate::unix_now()).max(0) as u64;
+                max_ttl.min(Duration::from_secs(left))
             }
+            None => max_ttl,
         }
     }
 
@@ -515,20 +506,30 @@ impl DecisionCache {
             .answer
             .get_or_init(|| async {
                 match authenticate.await {
-                    Ok(answer) => Ok(Verdict::Valid(Arc::new(self.authenticated(answer)))),
-                    Err(AuthError::Invalid(reason)) => Ok(Verdict::Invalid(reason)),
+                    Ok(answer) => {
+                        let ttl = self.keep_for(&answer);
+                        Ok((Verdict::Valid(Arc::new(self.authenticated(answer))), ttl))
+                    }
+                    Err(AuthError::Invalid(reason)) => {
+                        Ok((Verdict::Invalid(reason), self.negative_ttl))
+                    }
                     Err(e) => Err(Arc::new(e)),
                 }
             })
             .await
             .clone();
         drop(flight);
-        answered.map(|verdict| (verdict, false))
+        answered.map(|(verdict, _)| (verdict, false))
     }
 
-    /// Files `verdict` for `key` in the (locked) shard, making room if it is full.
-    fn file(&self, s: &mut Shard, key: Key, verdict: &Verdict, evicted: &mut Vec<Verdict>) {
-        let ttl = self.ttl(verdict);
+    /// Files `verdict` for `key` in the (locked) shard for `ttl`, making room if it is full.
+    fn file(
+        &self,
+        s: &mut Shard,
+        key: Key,
+        (verdict, ttl): &(Verdict, Duration),
+        evicted: &mut Vec<Verdict>,
+    ) {
         if ttl.is_zero() {
             return;
         }
@@ -555,7 +556,6 @@ impl DecisionCache {
         Authenticated {
             identity: lock(&self.identities).intern(identity, &self.budget),
             credential_id,
-            cache_ttl: answer.cache_ttl,
             used_at: AtomicI64::new(crate::unix_now()),
         }
     }
@@ -765,28 +765,41 @@ mod tests {
         assert_eq!(cache.reuse_bytes(), 0, "given back when the entry ends");
     }
 
-    #[tokio::test]
-    async fn concurrent_misses_make_one_call() {
-        let cache = Arc::new(DecisionCache::new(&config(10)));
+    /// `n` requests for one key at once, each of whose lookups would answer `answer()` after
+    /// 50 ms: what each request got, and how many lookups ran.
+    async fn at_once(
+        cache: &Arc<DecisionCache>,
+        n: usize,
+        answer: fn() -> Result<Answer, AuthError>,
+    ) -> (Vec<Result<bool, Arc<AuthError>>>, usize) {
         let calls = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
-        for _ in 0..50 {
+        for _ in 0..n {
             let (cache, calls) = (cache.clone(), calls.clone());
             tasks.push(tokio::spawn(async move {
                 cache
                     .get_or_authenticate([1; 32], async {
                         calls.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok(answer(identity(None)))
+                        answer()
                     })
                     .await
                     .map(|(v, _)| matches!(v, Verdict::Valid(_)))
             }));
         }
+        let mut got = Vec::new();
         for t in tasks {
-            assert_eq!(t.await.unwrap(), Ok(true));
+            got.push(t.await.unwrap());
         }
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        (got, calls.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_make_one_call() {
+        let cache = Arc::new(DecisionCache::new(&config(10)));
+        let (got, calls) = at_once(&cache, 50, || Ok(answer(identity(None)))).await;
+        assert!(got.iter().all(|r| *r == Ok(true)));
+        assert_eq!((got.len(), calls), (50, 1));
     }
 
     #[tokio::test]
@@ -968,26 +981,10 @@ mod tests {
     #[tokio::test]
     async fn concurrent_misses_share_one_error() {
         let cache = Arc::new(DecisionCache::new(&config(10)));
-        let calls = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..20 {
-            let (cache, calls) = (cache.clone(), calls.clone());
-            tasks.push(tokio::spawn(async move {
-                cache
-                    .get_or_authenticate([3; 32], async {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        Err(AuthError::Unavailable("down".into()))
-                    })
-                    .await
-                    .err()
-            }));
-        }
-        for t in tasks {
-            let e = t.await.unwrap().expect("an error");
-            assert_eq!(*e, AuthError::Unavailable("down".into()));
-        }
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let (got, calls) = at_once(&cache, 20, || Err(AuthError::Unavailable("down".into()))).await;
+        let down = Arc::new(AuthError::Unavailable("down".into()));
+        assert!(got.iter().all(|r| *r == Err(down.clone())));
+        assert_eq!((got.len(), calls), (20, 1));
         assert!(cache.is_empty(), "errors are not cached");
     }
 

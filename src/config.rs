@@ -114,8 +114,8 @@ pub struct CacheConfig {
     pub negative_ttl: Duration,
     /// Most entries kept.
     pub max_entries: u64,
-    /// MiB for what entries keep for reuse beyond the identity (minted JWTs, response
-    /// headers); past it those are rebuilt per request (a signature each).
+    /// MiB for what cached identities keep for reuse (minted JWTs, response headers); past
+    /// it those are rebuilt per request (a signature each).
     pub reuse_memory_mib: u64,
 }
 

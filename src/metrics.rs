@@ -123,7 +123,7 @@ impl Metrics {
 
     /// Records the decision cache's size and the bytes its entries keep for reuse (set
     /// when the metrics are read).
-    pub fn cache_size(&self, entries: u64, reuse_bytes: usize) {
+    pub fn cache_size(&self, entries: usize, reuse_bytes: usize) {
         self.cache_entries
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
         self.cache_reuse_bytes

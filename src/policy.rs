@@ -370,7 +370,6 @@ fn glob_one(pattern: &[u8], text: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
     use crate::config::Config;
     use crate::identity::{AttributeValue, Attributes};

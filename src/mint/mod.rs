@@ -1,10 +1,11 @@
 //! Minting: the short-lived JWT handed to the upstream, signed with the active key of a
 //! key ring that lives in the store (or in PEM files), published at `/.well-known/jwks.json`.
-//! A minted JWT is kept with the credential's decision-cache entry ([`Reused`]) and handed
-//! out again for the same key and audience until shortly before it expires, so the
-//! signature cost is paid once per cached credential, not per request. It is kept only from
-//! a credential's second request on: a credential seen once (a crawler's random tokens, a
-//! batch of one-shot clients) leaves no JWT behind in memory.
+//! A minted JWT is kept with the cached identity ([`Reused`] in `cache::Known`, shared by
+//! every cached credential whose identity is equal) and handed out again for the same key
+//! and audience until shortly before it expires, so the signature cost is paid once per
+//! cached identity, not per request. It is kept only from a credential's second request on:
+//! a credential seen once (a crawler's random tokens, a batch of one-shot clients) leaves
+//! no JWT behind in memory.
 
 mod keys;
 
@@ -29,8 +30,8 @@ use crate::store::{KeyRecord, Store, StoreError};
 
 /// How often a running server re-reads the key ring from the store (picks up rotations).
 pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
-/// Audiences one credential's entry keeps JWTs for (a credential used for more rules
-/// with distinct audiences re-signs for the others).
+/// Audiences one cached identity keeps JWTs for (an identity used on more rules with
+/// distinct audiences re-signs for the others).
 const REUSED_AUDIENCES: usize = 4;
 /// Allowance for verifiers' clocks when deciding how long a retired key stays published.
 const CLOCK_SKEW: i64 = 60;
@@ -113,7 +114,7 @@ pub struct Minted {
 /// What a kept JWT costs besides its bytes.
 const MINTED_OVERHEAD: usize = 160;
 
-/// The JWTs minted for one cached credential, kept for reuse (one per audience).
+/// The JWTs minted for one cached identity, kept for reuse (one per audience).
 #[derive(Default)]
 pub struct Reused {
     kept: ArcSwapOption<Vec<Arc<Minted>>>,

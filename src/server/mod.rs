@@ -291,13 +291,14 @@ impl App {
             other => other,
         };
         let (status_label, subject) = match &outcome {
-            Outcome::Allow { authenticated, .. } => ("allow", Some(authenticated.identity.clone())),
-            Outcome::AllowAnonymous => ("allow_anonymous", None),
-            Outcome::IdentityInvalid => ("identity_invalid", None),
-            Outcome::Reject(r) => (r.label(), None),
+            Outcome::Allow { authenticated, .. } => {
+                ("allow", authenticated.identity.subject.as_str())
+            }
+            Outcome::AllowAnonymous => ("allow_anonymous", ""),
+            Outcome::IdentityInvalid => ("identity_invalid", ""),
+            Outcome::Reject(r) => (r.label(), ""),
         };
-        let subject = subject.as_ref().map_or("", |i| i.subject.as_str());
-        let response = self.respond(outcome, endpoint, &parts, original.as_ref().ok(), mode);
+        let response = self.respond(&outcome, endpoint, &parts, original.as_ref().ok(), mode);
         let elapsed = started.elapsed();
         self.metrics
             .decision(status_label, provider, elapsed.as_secs_f64());

@@ -19,7 +19,7 @@ impl App {
     /// The one place where outcomes become responses.
     pub(super) fn respond(
         &self,
-        outcome: Outcome,
+        outcome: &Outcome,
         endpoint: Endpoint,
         parts: &http::request::Parts,
         original: Option<&OriginalRequest>,
@@ -30,7 +30,7 @@ impl App {
                 authenticated,
                 minted,
                 repeated,
-            } => return self.allow(&authenticated, &minted, repeated, mode),
+            } => return self.allow(authenticated, minted, *repeated, mode),
             Outcome::AllowAnonymous => return empty(StatusCode::OK),
             Outcome::IdentityInvalid => {
                 let mut r = empty(StatusCode::OK);
@@ -71,7 +71,7 @@ impl App {
             }
             Rejection::Forbidden { rule, missing } => json_response(
                 StatusCode::FORBIDDEN,
-                json!({"error": "forbidden", "rule": &*rule, "reason": format!("missing {missing}")}),
+                json!({"error": "forbidden", "rule": &**rule, "reason": format!("missing {missing}")}),
             ),
             Rejection::Unavailable(why) => {
                 tracing::error!(error = %why, "could not decide: failing closed");
