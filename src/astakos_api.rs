@@ -25,13 +25,27 @@ const MAX_BODY: usize = 64 * 1024;
 const NO_EXPIRY_REPORTED: i64 = 30 * 86_400;
 
 /// `astakos_api`: the Astakos-compatible endpoints.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AstakosApiConfig {
     /// Serve `/identity/v2.0/tokens` and `/im/authenticate`.
     pub enabled: bool,
     /// The `serviceCatalog` returned, as is (a list of services).
     pub service_catalog: Value,
+    /// The scope a scoped API token must hold to be validated here: a service that asks
+    /// Astakos treats the token as its owner in full, so a token limited to other scopes
+    /// (say `read:data`) is refused. Unscoped tokens act for their owner and pass.
+    pub scope: String,
+}
+
+impl Default for AstakosApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            service_catalog: Value::Null,
+            scope: "astakos".to_owned(),
+        }
+    }
 }
 
 fn catalog(config: &AstakosApiConfig) -> Value {
@@ -113,14 +127,19 @@ fn refusal(error: &AuthError) -> Result<&'static str, ()> {
 }
 
 async fn check(
+    config: &AstakosApiConfig,
     tokens: &dyn Provider,
     token: &str,
     ctx: &AuthContext,
 ) -> Result<Identity, Result<&'static str, ()>> {
-    tokens
+    let identity = tokens
         .authenticate(&Credential::AuthToken(Secret::new(token)), ctx)
         .await
-        .map_err(|e| refusal(&e))
+        .map_err(|e| refusal(&e))?;
+    match &identity.scopes {
+        Some(scopes) if !scopes.contains(&config.scope) => Err(Ok("Invalid token")),
+        _ => Ok(identity),
+    }
 }
 
 fn unavailable() -> Response<Body> {
@@ -196,7 +215,7 @@ pub async fn tokens(
             "Malformed request: missing credentials",
         );
     };
-    let identity = match check(provider, &token, ctx).await {
+    let identity = match check(config, provider, &token, ctx).await {
         Ok(i) => i,
         Err(Ok(message)) => return fault(StatusCode::UNAUTHORIZED, "unauthorized", message),
         Err(Err(())) => return unavailable(),
@@ -241,6 +260,7 @@ pub async fn tokens(
 
 /// `GET /im/authenticate` (Astakos 0.13).
 pub async fn authenticate(
+    config: &AstakosApiConfig,
     provider: &dyn Provider,
     method: &Method,
     headers: &http::HeaderMap,
@@ -256,7 +276,7 @@ pub async fn authenticate(
     else {
         return text_fault(StatusCode::UNAUTHORIZED, "Access denied");
     };
-    let identity = match check(provider, token, ctx).await {
+    let identity = match check(config, provider, token, ctx).await {
         Ok(i) => i,
         Err(Ok("Authentication expired")) => {
             return text_fault(StatusCode::UNAUTHORIZED, "Authentication expired");

@@ -64,16 +64,19 @@ enum Command {
 enum TokenCommand {
     /// Create a token; its secret is printed once, on stdout.
     Create {
-        /// Subject the token acts for (a local user's roles and attributes join in).
+        /// Subject the token acts for: a local user, or the name of a service.
         #[arg(long)]
         user: String,
         /// Label.
         #[arg(long, default_value = "")]
         name: String,
-        /// Scopes (comma separated); without it the token holds all of the user's scopes.
+        /// Scopes (comma separated); without it the token acts for the user in full (all
+        /// scopes, all the user's roles).
         #[arg(long, value_delimiter = ',')]
         scopes: Option<Vec<String>>,
-        /// Extra roles (comma separated).
+        /// Roles the token holds (comma separated). For a local user, a subset of the
+        /// user's roles; a scoped token holds none unless named here. For a service
+        /// subject, the roles it is granted.
         #[arg(long, value_delimiter = ',')]
         roles: Vec<String>,
         /// Extra attribute, key=value (repeatable).
@@ -299,6 +302,14 @@ async fn token(command: TokenCommand, config: &Config) -> Result<u8, Failure> {
                 return Err(input_err("--user must not be empty"));
             }
             let attributes = attributes_from_pairs(&attributes).map_err(input_err)?;
+            // A token never holds more than its owner: refuse roles a local user lacks.
+            if let Some(owner) = store.get_user(&user).await?
+                && let Some(missing) = roles.iter().find(|r| !owner.roles.contains(r))
+            {
+                return Err(input_err(format!(
+                    "user {user} does not hold the role {missing}; a token holds a subset of its owner's roles"
+                )));
+            }
             let secret = generate_api_token().map_err(|e| Failure::new(1, e.to_string()))?;
             let expires_at = expires.map(|d| now + Duration::from(d).as_secs() as i64);
             let record = TokenRecord {
@@ -513,11 +524,13 @@ async fn policy_check(
     let uri: http::Uri = url
         .parse()
         .map_err(|_| input_err(format!("'{url}' is not a URL")))?;
-    let host = uri
-        .host()
-        .ok_or_else(|| input_err(format!("'{url}' has no host")))?
-        .to_ascii_lowercase();
-    let path = crate::forward::normalize_path(uri.path()).map_err(|e| input_err(e.to_string()))?;
+    let authority = uri
+        .authority()
+        .ok_or_else(|| input_err(format!("'{url}' has no host")))?;
+    let (host, _port) = crate::forward::target::host_and_port(authority.as_str(), "the URL's host")
+        .map_err(|e| input_err(e.to_string()))?;
+    let path =
+        crate::forward::target::judged_path(uri.path()).map_err(|e| input_err(e.to_string()))?;
     let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .map_err(|_| input_err(format!("'{method}' is not an HTTP method")))?;
     let identity = match user {

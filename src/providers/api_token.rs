@@ -1,5 +1,12 @@
 //! `api_token`: opaque tokens issued by authgate (`agt_...`), looked up by the SHA-256 of
-//! the secret. The owner's roles and attributes (when a local user) join the token's own.
+//! the secret.
+//!
+//! A token never holds more than its grant ([`token_roles`]): for a local user, an
+//! unscoped token acts for the user (all the user's roles and scopes); a scoped token holds
+//! only its scopes and the roles named at its creation, and never a role the user no
+//! longer holds. A token of a subject that is not a local user (a service) holds exactly
+//! the roles and scopes it was created with. The owner's attributes describe who the token
+//! speaks for and always join the token's own.
 
 use std::sync::Arc;
 
@@ -7,9 +14,9 @@ use async_trait::async_trait;
 
 use super::{AuthContext, AuthError, Provider};
 use crate::credential::Credential;
-use crate::identity::{Attributes, Identity};
+use crate::identity::{Attributes, Identity, Names};
 use crate::secret::{API_TOKEN_PREFIX, constant_time_eq, is_api_token_format, sha256};
-use crate::store::Store;
+use crate::store::{Store, UserRecord};
 
 /// The `api_token` provider.
 pub struct ApiTokenProvider {
@@ -23,6 +30,15 @@ impl ApiTokenProvider {
     /// Over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self { store }
+    }
+}
+
+/// The roles a token holds: see the module documentation.
+pub fn token_roles(granted: &Names, scoped: bool, owner: Option<&UserRecord>) -> Names {
+    match owner {
+        None => granted.clone(),
+        Some(user) if granted.is_empty() && !scoped => user.roles.clone(),
+        Some(user) => granted.iter().filter(|r| user.roles.contains(r)).collect(),
     }
 }
 
@@ -69,10 +85,10 @@ impl Provider for ApiTokenProvider {
         if token.expires_at.is_some_and(|e| e <= crate::unix_now()) {
             return Err(AuthError::Invalid("API token expired"));
         }
-        let (roles, mut attributes, email) = match found.owner {
-            Some(u) if token.roles.is_empty() => (u.roles, u.attributes, u.email),
-            Some(u) => (u.roles.union(&token.roles), u.attributes, u.email),
-            None => (token.roles, Attributes::new(), None),
+        let roles = token_roles(&token.roles, token.scopes.is_some(), found.owner.as_ref());
+        let (mut attributes, email) = match found.owner {
+            Some(u) => (u.attributes, u.email),
+            None => (Attributes::new(), None),
         };
         attributes.extend(token.attributes);
         Ok(Identity {
@@ -86,5 +102,55 @@ impl Provider for ApiTokenProvider {
             expires_at: token.expires_at,
             credential_id: Some(token.id),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(roles: &[&str]) -> UserRecord {
+        UserRecord {
+            username: "alice".into(),
+            password_hash: String::new(),
+            email: None,
+            roles: roles.iter().copied().collect(),
+            attributes: Attributes::new(),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn token_roles_table() {
+        let admin = user(&["admin", "staff"]);
+        let staff = user(&["staff"]);
+        let names = |r: &[&str]| -> Names { r.iter().copied().collect() };
+        // (granted at creation, scoped, owner) -> roles held
+        let cases: Vec<(Names, bool, Option<&UserRecord>, Names)> = vec![
+            // An unscoped token without roles acts for its owner.
+            (names(&[]), false, Some(&admin), names(&["admin", "staff"])),
+            // A scoped token holds no role it was not given ...
+            (names(&[]), true, Some(&admin), names(&[])),
+            // ... and the given ones only while the owner holds them.
+            (names(&["staff"]), true, Some(&admin), names(&["staff"])),
+            (
+                names(&["staff", "root"]),
+                true,
+                Some(&admin),
+                names(&["staff"]),
+            ),
+            (names(&["staff"]), false, Some(&admin), names(&["staff"])),
+            (names(&["admin"]), true, Some(&staff), names(&[])),
+            // A service subject's token holds what the operator granted.
+            (names(&["member"]), true, None, names(&["member"])),
+            (names(&[]), false, None, names(&[])),
+        ];
+        for (granted, scoped, owner, want) in cases {
+            assert_eq!(
+                token_roles(&granted, scoped, owner),
+                want,
+                "{granted:?} scoped={scoped}"
+            );
+        }
     }
 }

@@ -28,7 +28,7 @@ pub use respond::json_response;
 use crate::cache::{Authenticated, DecisionCache, Verdict};
 use crate::config::{Config, HeaderMode};
 use crate::credential::{self, CredentialError};
-use crate::forward::{ForwardError, OriginalRequest, TrustedProxies};
+use crate::forward::{Family, ForwardError, OriginalRequest, TrustedProxies};
 use crate::metrics::Metrics;
 use crate::mint::{KEY_RELOAD_INTERVAL, MintError, Minted, Minter};
 use crate::policy::{Decision, Policy, Target};
@@ -239,20 +239,26 @@ impl App {
     ) -> Response<Body> {
         let path = req.uri().path();
         if path == "/auth" {
-            self.decide(req, peer, Endpoint::Auth, None).await
+            self.decide(req, peer, Endpoint::Auth, Family::Nginx, None)
+                .await
+        } else if path == "/ingress-auth" {
+            self.decide(req, peer, Endpoint::Auth, Family::IngressNginx, None)
+                .await
         } else if let Some(suffix) = req
             .uri()
             .path_and_query()
             .and_then(|pq| pq.as_str().strip_prefix("/auth/"))
         {
             let suffix = suffix.to_owned();
-            self.decide(req, peer, Endpoint::Auth, Some(&suffix)).await
+            self.decide(req, peer, Endpoint::Auth, Family::Envoy, Some(&suffix))
+                .await
         } else if self.astakos_api.enabled
             && (path == "/identity/v2.0/tokens" || path == "/im/authenticate")
         {
             self.astakos_api(req, peer).await
         } else if path == "/forward-auth" {
-            self.decide(req, peer, Endpoint::ForwardAuth, None).await
+            self.decide(req, peer, Endpoint::ForwardAuth, Family::ForwardAuth, None)
+                .await
         } else if path == "/.well-known/jwks.json" {
             document(req.method(), self.minter.jwks(), "public, max-age=60")
         } else if path == "/.well-known/openid-configuration" {
@@ -271,12 +277,14 @@ impl App {
         req: Request<Incoming>,
         peer: SocketAddr,
         endpoint: Endpoint,
+        family: Family,
         suffix: Option<&str>,
     ) -> Response<Body> {
         let started = Instant::now();
         let (parts, _body) = req.into_parts();
         let request_id = self.request_ids.for_request(&parts.headers);
-        let original = OriginalRequest::from_parts(&parts, peer.ip(), suffix, &self.trusted);
+        let original =
+            OriginalRequest::from_parts(&parts, peer.ip(), family, suffix, &self.trusted);
         let mut provider = "none";
         let outcome = match &original {
             Err(e) => Outcome::Reject(Rejection::BadRequest(e.clone())),
@@ -448,8 +456,14 @@ impl App {
             service_token: None,
         };
         if parts.uri.path() == "/im/authenticate" {
-            crate::astakos_api::authenticate(&self.api_tokens, &parts.method, &parts.headers, &ctx)
-                .await
+            crate::astakos_api::authenticate(
+                &self.astakos_api,
+                &self.api_tokens,
+                &parts.method,
+                &parts.headers,
+                &ctx,
+            )
+            .await
         } else {
             crate::astakos_api::tokens(
                 &self.astakos_api,

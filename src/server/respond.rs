@@ -31,9 +31,9 @@ impl App {
                 minted,
                 repeated,
             } => return self.allow(authenticated, minted, *repeated, mode),
-            Outcome::AllowAnonymous => return empty(StatusCode::OK),
+            Outcome::AllowAnonymous => return self.without_identity(),
             Outcome::IdentityInvalid => {
-                let mut r = empty(StatusCode::OK);
+                let mut r = self.without_identity();
                 r.headers_mut()
                     .insert("x-identity-status", HeaderValue::from_static("Invalid"));
                 return r;
@@ -92,6 +92,10 @@ impl App {
     ) -> Response<Body> {
         let mut response = empty(StatusCode::OK);
         let headers = response.headers_mut();
+        headers.insert(
+            HeaderName::from_static(ENVOY_HEADERS_TO_REMOVE),
+            HeaderValue::from_static(RAW_CREDENTIAL_HEADERS),
+        );
         headers.insert(self.jwt_header.clone(), minted.header.clone());
         for (name, value) in authenticated
             .identity
@@ -108,6 +112,23 @@ impl App {
         response
     }
 
+    /// A 200 without an identity (anonymous route, or `delay_auth_decision`): every identity
+    /// header is present and empty, because Envoy, Caddy and Traefik overwrite only the
+    /// headers an answer carries and would otherwise pass the client's own on.
+    fn without_identity(&self) -> Response<Body> {
+        let mut r = empty(StatusCode::OK);
+        let headers = r.headers_mut();
+        headers.insert(
+            HeaderName::from_static(ENVOY_HEADERS_TO_REMOVE),
+            HeaderValue::from_static(ANONYMOUS_HEADERS_TO_REMOVE),
+        );
+        headers.insert(self.jwt_header.clone(), HeaderValue::from_static(""));
+        for name in IDENTITY_HEADERS {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static(""));
+        }
+        r
+    }
+
     fn unauthorized(
         &self,
         reason: &str,
@@ -119,7 +140,7 @@ impl App {
             .signin_url
             .as_deref()
             .zip(original)
-            .filter(|_| is_browser_navigation(parts))
+            .filter(|(_, o)| is_browser_navigation(parts, o))
             .map(|(url, o)| {
                 let sep = if url.contains('?') { '&' } else { '?' };
                 let original_url = o.url();
@@ -151,13 +172,9 @@ impl App {
     }
 }
 
-fn is_browser_navigation(parts: &http::request::Parts) -> bool {
-    let method = parts
-        .headers
-        .get(&crate::forward::names::X_FORWARDED_METHOD)
-        .or(parts.headers.get(&crate::forward::names::X_ORIGINAL_METHOD))
-        .map(|m| m.as_bytes())
-        .unwrap_or(parts.method.as_str().as_bytes());
+/// A GET or HEAD (of the original request, as judged) that asks for HTML.
+fn is_browser_navigation(parts: &http::request::Parts, original: &OriginalRequest) -> bool {
+    let method = original.method.as_str().as_bytes();
     let accepts_html = parts
         .headers
         .get_all(header::ACCEPT)
@@ -166,23 +183,44 @@ fn is_browser_navigation(parts: &http::request::Parts) -> bool {
     (method == b"GET" || method == b"HEAD") && accepts_html
 }
 
-/// The plain identity headers of a 200 (values that are not valid header bytes are left out).
+/// Envoy's ext_authz removes the headers this answer header names from the upstream request.
+const ENVOY_HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
+/// The raw credentials that must stay at the edge (the JWT replaces `Authorization`).
+const RAW_CREDENTIAL_HEADERS: &str = "x-auth-token, x-storage-token, x-service-token";
+/// On a 200 without identity, the client's `Authorization` must not pass either.
+const ANONYMOUS_HEADERS_TO_REMOVE: &str =
+    "authorization, x-auth-token, x-storage-token, x-service-token";
+
+/// The plain identity headers, in the order of every 200.
+const IDENTITY_HEADERS: [&str; 4] = [
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-roles",
+    "x-auth-request-scopes",
+];
+
+/// The plain identity headers of a 200: all of them, every time, empty where the identity
+/// has no value (a proxy that copies only present headers must still overwrite the
+/// client's). A value that is not valid header bytes is sent empty.
 fn identity_headers(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
-    let mut out = Vec::with_capacity(4);
-    let mut put = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
-            out.push((HeaderName::from_static(name), v));
-        }
-    };
-    put("x-auth-request-user", &identity.username);
-    if let Some(email) = &identity.email {
-        put("x-auth-request-email", email);
-    }
-    put("x-auth-request-roles", &join(identity.roles.iter()));
-    if let Some(scopes) = &identity.scopes {
-        put("x-auth-request-scopes", &join(scopes.iter()));
-    }
-    out
+    let values = [
+        identity.username.clone(),
+        identity.email.clone().unwrap_or_default(),
+        join(identity.roles.iter()),
+        identity
+            .scopes
+            .as_ref()
+            .map(|s| join(s.iter()))
+            .unwrap_or_default(),
+    ];
+    IDENTITY_HEADERS
+        .iter()
+        .zip(values)
+        .map(|(name, value)| {
+            let value = HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static(""));
+            (HeaderName::from_static(name), value)
+        })
+        .collect()
 }
 
 /// The headers keystonemiddleware's auth_token sets for a confirmed identity (KEYSTONE.md),
