@@ -7,7 +7,10 @@
 //! key -> answer with an expiry time, a second-chance bit for eviction when full, and the
 //! in-flight lookups beside it. An entry costs ~100 bytes besides the answer it holds
 //! (moka's bookkeeping was ~350), and equal identities are stored once (interned): the
-//! 100 000 tokens of one owner share one `Identity`. Memory sizing is in bench/README.md.
+//! renewed access tokens of one user, or a user's Basic credentials, share one `Identity`.
+//! Stored credentials (API tokens) carry their own id in the identity, so each has its own
+//! minted JWT (with its `token_id` claim, for upstream audit logs). Memory sizing is in
+//! bench/README.md.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -80,7 +83,7 @@ pub struct Authenticated {
 }
 
 /// An identity as the cache keeps it: once for all the entries whose identity is equal
-/// (the tokens of one owner, the renewed access tokens of one user), with what is built
+/// (the renewed access tokens of one user; not two API tokens, whose ids differ), with what is built
 /// for it and reused: minted JWTs and response headers.
 pub struct Known {
     identity: Identity,
@@ -550,9 +553,10 @@ impl DecisionCache {
     }
 
     fn authenticated(&self, answer: Answer) -> Authenticated {
-        let mut identity = answer.identity;
-        // Kept per entry: the rest of the identity is shared with equal ones.
-        let credential_id = identity.credential_id.take().map(Arc::from);
+        let identity = answer.identity;
+        // The id stays in the identity too: it goes into the minted JWT, so two tokens of
+        // one owner are two identities.
+        let credential_id = identity.credential_id.as_deref().map(Arc::from);
         Authenticated {
             identity: lock(&self.identities).intern(identity, &self.budget),
             credential_id,
@@ -954,23 +958,27 @@ mod tests {
         let a = insert(&cache, key(1), identity(None)).await;
         let b = insert(&cache, key(2), other_token).await;
         let c = insert(&cache, key(3), other_owner).await;
-        assert!(Arc::ptr_eq(&a.identity, &b.identity));
+        let d = insert(&cache, key(4), identity(None)).await;
+        // Another credential with an equal identity (the same token's id) shares it; another
+        // token of the same owner does not: its id is minted into its JWT.
+        assert!(Arc::ptr_eq(&a.identity, &d.identity));
+        assert!(!Arc::ptr_eq(&a.identity, &b.identity));
         assert!(!Arc::ptr_eq(&a.identity, &c.identity));
         assert_eq!(a.credential_id.as_deref(), Some("tok_1"));
         assert_eq!(b.credential_id.as_deref(), Some("tok_2"));
-        assert_eq!(a.identity.credential_id, None);
-        assert_eq!(lock(&cache.identities).set.len(), 2);
-        // What is kept for one token's identity serves the other token too, charged once.
+        assert_eq!(a.identity.credential_id.as_deref(), Some("tok_1"));
+        assert_eq!(lock(&cache.identities).set.len(), 3);
+        // What is kept for one credential's identity serves an equal one too, charged once.
         a.identity.response_headers(true, headers);
         let charged = cache.reuse_bytes();
         assert!(charged > 0);
         assert!(matches!(
-            b.identity.response_headers(false, headers),
+            d.identity.response_headers(false, headers),
             std::borrow::Cow::Borrowed(_)
         ));
         assert_eq!(cache.reuse_bytes(), charged);
-        drop((a, b, c));
-        for i in 1..=3 {
+        drop((a, b, c, d));
+        for i in 1..=4 {
             cache.invalidate(key(i));
         }
         cache.sweep_all();

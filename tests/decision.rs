@@ -34,10 +34,13 @@ async fn malformed_input_gets_a_clear_4xx() {
     let token = create_token(&config, &["--user", "alice", "--scopes", "read:data"]);
     let authgate = Authgate::start(&config);
     let ok = |extra: &str| {
+        format!("GET /auth HTTP/1.1\r\nHost: h\r\nX-Original-URI: /data\r\nX-Original-Method: GET\r\n{extra}Connection: close\r\n\r\n").into_bytes()
+    };
+    let no_method = |extra: &str| {
         format!("GET /auth HTTP/1.1\r\nHost: h\r\nX-Original-URI: /data\r\n{extra}Connection: close\r\n\r\n").into_bytes()
     };
     let raw = |head: &[u8], extra: &[u8]| {
-        let mut v = b"GET /auth HTTP/1.1\r\nHost: h\r\nX-Original-URI: /data\r\n".to_vec();
+        let mut v = b"GET /auth HTTP/1.1\r\nHost: h\r\nX-Original-URI: /data\r\nX-Original-Method: GET\r\n".to_vec();
         v.extend_from_slice(head);
         v.extend_from_slice(extra);
         v.extend_from_slice(b"Connection: close\r\n\r\n");
@@ -101,8 +104,23 @@ async fn malformed_input_gets_a_clear_4xx() {
         (b"GET /auth HTTP/1.1\r\nHost: h\r\nX-Original-URI: /\xc3\xa9\r\nConnection: close\r\n\r\n".to_vec(), 400),
         (b"GET /auth HTTP/1.1\r\nHost: h\r\nX-Original-URL: /relative\r\nConnection: close\r\n\r\n".to_vec(), 400),
         (b"GET /auth HTTP/1.1\r\nHost: h\r\nX-Original-URL: http://\r\nConnection: close\r\n\r\n".to_vec(), 400),
-        (ok("X-Original-Method: get\r\n"), 400),
-        (ok("X-Original-Method: G(T\r\n"), 400),
+        (no_method("X-Original-Method: get\r\n"), 400),
+        (no_method("X-Original-Method: G(T\r\n"), 400),
+        // a required header of the family missing, or one of another family: 400
+        (no_method(""), 400),
+        (ok("X-Original-Method: GET\r\n"), 400),
+        (ok("X-Original-URL: http://h/healthz\r\n"), 400),
+        (ok("X-Forwarded-Host: other.example.org\r\n"), 400),
+        (ok("X-Forwarded-Uri: /healthz\r\n"), 400),
+        (ok("X-Forwarded-Method: GET\r\n"), 400),
+        (ok("X-HTTP-Method-Override: DELETE\r\n"), 400),
+        // request targets the upstream could read differently: 400
+        (b"GET /auth HTTP/1.1\r\nHost: h\r\nX-Original-Method: GET\r\nX-Original-URI: /data/../healthz\r\nConnection: close\r\n\r\n".to_vec(), 400),
+        (b"GET /auth HTTP/1.1\r\nHost: h\r\nX-Original-Method: GET\r\nX-Original-URI: /healthz/..;/data\r\nConnection: close\r\n\r\n".to_vec(), 400),
+        (b"GET /auth HTTP/1.1\r\nHost: h\r\nX-Original-Method: GET\r\nX-Original-URI: /healthz#/../data\r\nConnection: close\r\n\r\n".to_vec(), 400),
+        (b"GET /auth HTTP/1.1\r\nHost: h\r\nX-Original-Method: GET\r\nX-Original-URI: //data\r\nConnection: close\r\n\r\n".to_vec(), 400),
+        (b"GET /auth/healthz/%2e%2e/data HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".to_vec(), 400),
+        (b"GET /auth HTTP/1.1\r\nHost: h:1@other\r\nX-Original-Method: GET\r\nX-Original-URI: /data\r\nConnection: close\r\n\r\n".to_vec(), 400),
         (ok("X-Forwarded-Proto: gopher\r\n"), 400),
         (ok("X-Forwarded-For: not-an-ip\r\n"), 400),
         (ok("X-Forwarded-For: 1.2.3.4, 999.1.1.1\r\n"), 400),
@@ -140,6 +158,7 @@ async fn malformed_input_gets_a_clear_4xx() {
     let resp = http
         .get(authgate.url("/auth"))
         .header("X-Original-URI", "/data")
+        .header("X-Original-Method", "GET")
         .bearer_auth(&token)
         .send()
         .await
@@ -170,13 +189,15 @@ async fn proxy_forms_and_browser_sign_in() {
         .unwrap();
     let html = "text/html,application/xhtml+xml";
 
-    // Traefik / Caddy form.
-    let resp = http
-        .get(authgate.url("/forward-auth"))
-        .header("X-Forwarded-Method", "GET")
-        .header("X-Forwarded-Proto", "https")
-        .header("X-Forwarded-Host", "api.example.org")
-        .header("X-Forwarded-Uri", "/data?q=1")
+    // What Traefik and Caddy send: the four X-Forwarded-* headers.
+    let forward = |method: &str, uri: &str| {
+        http.get(authgate.url("/forward-auth"))
+            .header("X-Forwarded-Method", method)
+            .header("X-Forwarded-Proto", "https")
+            .header("X-Forwarded-Host", "api.example.org")
+            .header("X-Forwarded-Uri", uri)
+    };
+    let resp = forward("GET", "/data?q=1")
         .bearer_auth(&token)
         .send()
         .await
@@ -189,6 +210,60 @@ async fn proxy_forms_and_browser_sign_in() {
             .starts_with("Bearer ")
     );
     assert_eq!(resp.headers()["x-auth-request-user"], "alice");
+    // Every identity header on every 200, empty where the identity has no value, and the
+    // raw credentials named for Envoy to remove.
+    assert_eq!(resp.headers()["x-auth-request-email"], "");
+    assert_eq!(resp.headers()["x-auth-request-roles"], "");
+    assert_eq!(resp.headers()["x-auth-request-scopes"], "read:data");
+    assert_eq!(
+        resp.headers()["x-envoy-auth-headers-to-remove"],
+        "x-auth-token, x-storage-token, x-service-token"
+    );
+    // A missing family header is 400, never the sub-request's own value (a client can make
+    // Traefik drop one by naming it in Connection).
+    for missing in [
+        "X-Forwarded-Method",
+        "X-Forwarded-Proto",
+        "X-Forwarded-Host",
+        "X-Forwarded-Uri",
+    ] {
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in [
+            ("X-Forwarded-Method", "GET"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "api.example.org"),
+            ("X-Forwarded-Uri", "/data"),
+        ] {
+            if name != missing {
+                headers.insert(name, value.parse().unwrap());
+            }
+        }
+        let resp = http
+            .get(authgate.url("/forward-auth"))
+            .headers(headers)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{missing} missing");
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            body["reason"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{} is missing", missing.to_ascii_lowercase())),
+            "{body}"
+        );
+    }
+    // The client's nginx-family headers on /forward-auth: 400, whatever they say.
+    let resp = forward("DELETE", "/data")
+        .header("X-Original-URI", "/healthz")
+        .header("X-Original-Method", "GET")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
     // Envoy path-prefix form; only the method of the check request counts.
     let resp = http
         .get(authgate.url("/auth/data/x?y=1"))
@@ -204,9 +279,9 @@ async fn proxy_forms_and_browser_sign_in() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403, "POST /data has no rule");
-    // ingress-nginx form.
+    // ingress-nginx form, on its own endpoint; /auth refuses X-Original-URL.
     let resp = http
-        .get(authgate.url("/auth"))
+        .get(authgate.url("/ingress-auth"))
         .header("X-Original-URL", "https://api.example.org/data")
         .header("X-Original-Method", "GET")
         .bearer_auth(&token)
@@ -214,23 +289,40 @@ async fn proxy_forms_and_browser_sign_in() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    // Anonymous route: 200 with no identity headers.
+    let resp = http
+        .get(authgate.url("/auth"))
+        .header("X-Original-URL", "https://api.example.org/data")
+        .header("X-Original-URI", "/data")
+        .header("X-Original-Method", "GET")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    // Anonymous route: 200 with every identity header present and empty, so that a proxy
+    // that copies only the headers of the answer overwrites the client's.
     let resp = http
         .get(authgate.url("/auth/healthz"))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers().get("authorization").is_none());
-    assert!(resp.headers().get("x-auth-request-user").is_none());
+    for name in [
+        "authorization",
+        "x-auth-request-user",
+        "x-auth-request-email",
+        "x-auth-request-roles",
+        "x-auth-request-scopes",
+    ] {
+        assert_eq!(resp.headers()[name], "", "{name}");
+    }
+    assert_eq!(
+        resp.headers()["x-envoy-auth-headers-to-remove"],
+        "authorization, x-auth-token, x-storage-token, x-service-token"
+    );
 
     // A browser without a credential: /forward-auth redirects to sign in ...
-    let resp = http
-        .get(authgate.url("/forward-auth"))
-        .header("X-Forwarded-Method", "GET")
-        .header("X-Forwarded-Proto", "https")
-        .header("X-Forwarded-Host", "api.example.org")
-        .header("X-Forwarded-Uri", "/data?q=1")
+    let resp = forward("GET", "/data?q=1")
         .header("Accept", html)
         .send()
         .await
@@ -244,6 +336,7 @@ async fn proxy_forms_and_browser_sign_in() {
     let resp = http
         .get(authgate.url("/auth"))
         .header("X-Original-URI", "/data")
+        .header("X-Original-Method", "GET")
         .header("Host", "api.example.org")
         .header("Accept", html)
         .send()
@@ -254,28 +347,20 @@ async fn proxy_forms_and_browser_sign_in() {
         resp.headers()["location"],
         "https://auth.example.org/oauth2/start?rd=http%3A%2F%2Fapi%2Eexample%2Eorg%2Fdata"
     );
-    // An API client (no text/html) and a POST get the plain 401 from /forward-auth.
-    let resp = http
-        .get(authgate.url("/forward-auth"))
-        .header("X-Forwarded-Uri", "/data")
-        .send()
-        .await
-        .unwrap();
+    // An API client (no text/html) and a POST get the plain 401 from /forward-auth; the
+    // browser check reads the judged method, not whichever header comes first.
+    let resp = forward("GET", "/data").send().await.unwrap();
     assert_eq!(resp.status(), 401);
     assert!(resp.headers().get("location").is_none());
-    let resp = http
-        .get(authgate.url("/forward-auth"))
-        .header("X-Forwarded-Uri", "/data")
-        .header("X-Forwarded-Method", "POST")
+    let resp = forward("POST", "/data")
         .header("Accept", html)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
+    assert!(resp.headers().get("location").is_none());
     // A browser with a valid credential but not allowed: 403, not a redirect.
-    let resp = http
-        .get(authgate.url("/forward-auth"))
-        .header("X-Forwarded-Uri", "/other")
+    let resp = forward("GET", "/other")
         .header("Accept", html)
         .bearer_auth(&token)
         .send()

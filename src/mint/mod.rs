@@ -146,6 +146,11 @@ struct Claims<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     scopes: Option<&'a crate::identity::Names>,
     provider: &'a str,
+    /// The stored credential (API token id) the JWT was minted for: `jti` names one minted
+    /// JWT, which is reused for that credential until shortly before it expires, so it is
+    /// not unique per request; this claim tells an owner's tokens apart in audit logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_id: Option<&'a str>,
 }
 
 impl Minter {
@@ -288,6 +293,7 @@ impl Minter {
             attributes: &identity.attributes,
             scopes: identity.scopes.as_ref(),
             provider: identity.provider,
+            token_id: identity.credential_id.as_deref(),
         };
         let payload = serde_json::to_vec(&claims).map_err(|_| KeyError::Sign)?;
         let mut jwt = String::with_capacity(key.header_b64.len() + payload.len() * 4 / 3 + 100);

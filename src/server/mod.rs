@@ -420,6 +420,11 @@ impl App {
         };
         *provider = authenticated.identity.provider;
         let identity = &authenticated.identity;
+        // A foreign token accepted within the clock-skew leeway may already be past its own
+        // expiry: nothing minted may outlive it, so it gets no JWT at all.
+        if identity.expires_at.is_some_and(|e| e <= crate::unix_now()) {
+            return Outcome::Reject(Rejection::Invalid("the credential has expired"));
+        }
         match self.policy.evaluate(&target, Some(identity)) {
             Decision::Allow { audience, .. } => {
                 let charge = |from, to| authenticated.identity.recharge(from, to);

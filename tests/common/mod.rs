@@ -280,9 +280,11 @@ pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> (u16, String, Stri
 }
 
 /// An upstream that answers every request with the request's headers as JSON
-/// (`{"name": ["value", ...]}`), plus `:path`.
+/// (`{"name": ["value", ...]}`), plus `:path` and `:method`, and records what it served.
 pub struct Echo {
     pub addr: SocketAddr,
+    /// (method, raw request target) of every request served, in order.
+    pub served: Arc<Mutex<Vec<(String, String)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -294,27 +296,40 @@ impl Echo {
         use hyper_util::rt::TokioIo;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let served: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let log = served.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     break;
                 };
+                let log = log.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                        let mut map = serde_json::Map::new();
-                        for (k, v) in req.headers() {
-                            let entry = map
-                                .entry(k.as_str().to_owned())
-                                .or_insert_with(|| Value::Array(vec![]));
-                            if let Value::Array(a) = entry {
-                                a.push(Value::String(String::from_utf8_lossy(v.as_bytes()).into()));
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            let mut map = serde_json::Map::new();
+                            for (k, v) in req.headers() {
+                                let entry = map
+                                    .entry(k.as_str().to_owned())
+                                    .or_insert_with(|| Value::Array(vec![]));
+                                if let Value::Array(a) = entry {
+                                    a.push(Value::String(
+                                        String::from_utf8_lossy(v.as_bytes()).into(),
+                                    ));
+                                }
                             }
+                            let target = req.uri().to_string();
+                            log.lock()
+                                .unwrap()
+                                .push((req.method().to_string(), target.clone()));
+                            map.insert(":path".into(), Value::String(target));
+                            map.insert(":method".into(), Value::String(req.method().to_string()));
+                            let body = Value::Object(map).to_string();
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                bytes::Bytes::from(body),
+                            )))
                         }
-                        map.insert(":path".into(), Value::String(req.uri().to_string()));
-                        let body = Value::Object(map).to_string();
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            bytes::Bytes::from(body),
-                        )))
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -322,7 +337,17 @@ impl Echo {
                 });
             }
         });
-        Self { addr, task }
+        Self { addr, served, task }
+    }
+
+    /// How many requests the upstream has served.
+    pub fn served_count(&self) -> usize {
+        self.served.lock().unwrap().len()
+    }
+
+    /// The last request the upstream served.
+    pub fn last_served(&self) -> Option<(String, String)> {
+        self.served.lock().unwrap().last().cloned()
     }
 }
 
@@ -361,7 +386,7 @@ impl Nginx {
             let site = site
                 .replace("server 127.0.0.1:8080;", &format!("server {authgate};"))
                 .replace("server 127.0.0.1:3000;", &format!("server {upstream};"))
-                .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+                .replace("listen 80", &format!("listen 127.0.0.1:{port}"));
             let d = dir.display();
             let conf = format!(
                 "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
