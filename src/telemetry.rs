@@ -225,9 +225,9 @@ mod tests {
         let mut rest = line;
         while !rest.is_empty() {
             let (key, after) = rest.split_once('=').unwrap();
-            let end = if after.starts_with('"') {
+            let end = if let Some(quoted) = after.strip_prefix('"') {
                 let mut escaped = false;
-                1 + after[1..]
+                1 + quoted
                     .char_indices()
                     .find(|&(_, c)| {
                         let close = c == '"' && !escaped;

@@ -829,6 +829,13 @@ mod tests {
             Err(AuthError::Unavailable(_))
         ));
         assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+        // Within the interval the failed attempt still stands: no fetch, still 503, not a
+        // 401 from the old set.
+        assert!(matches!(
+            p.verify(&unknown).await,
+            Err(AuthError::Unavailable(_))
+        ));
+        assert_eq!(server.hits.load(Ordering::SeqCst), 2);
         assert!(p.verify(&known).await.is_ok());
 
         // Back again: after the interval the set is fetched anew and k2 is plainly absent.
