@@ -22,7 +22,8 @@ use crate::store::Store;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BasicConfig {
-    /// Failed attempts allowed per user and per client address within `failure_window`.
+    /// Failed attempts allowed per user and per client address within `failure_window`
+    /// (attempts still being checked count as failures until they are decided).
     pub max_failures: u32,
     /// The window; after `max_failures` failures, further attempts get 429 until it ends.
     #[serde(with = "humantime_serde")]

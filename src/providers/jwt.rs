@@ -1,10 +1,13 @@
 //! `jwt`: OAuth2/OIDC bearer JWTs from a configured issuer, verified against the issuer's
 //! JWKS (from `jwks_uri` or OpenID discovery). Algorithms come from a per-issuer allow-list
 //! and must fit the key (`kty`, and the key's own `alg` when it has one): never `none`,
-//! never HMAC, never an algorithm taken from the token alone. An unknown `kid` refetches the
-//! JWKS at most once per `refetch_interval`; a key set older than its `Cache-Control`
-//! max-age (capped by `jwks_max_age`) is refreshed in the background while it keeps
-//! answering, and the last good key set is kept when a fetch fails.
+//! never HMAC, never an algorithm taken from the token alone; only keys meant for signatures;
+//! no JWS extensions (`crit`, `b64`). An unknown `kid` (or the first load) fetches the JWKS
+//! at most once per `refetch_interval`, one fetch for all waiting requests: a `kid` absent
+//! from a key set fetched within that time is 401, one that could not be checked because the
+//! fetch failed is 503. A key set older than its `Cache-Control` max-age (capped by
+//! `jwks_max_age`) is refreshed in the background while it keeps answering, and the last
+//! good key set is kept when a fetch fails.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
