@@ -103,26 +103,64 @@ impl AccessLog {
                 },
             )
             .is_ok(),
-            LogFormat::Pretty => write!(
-                line,
-                "{timestamp}  INFO authgate::decision: decision request_id={} method={} host={} path={} \
-                 outcome={} status={} provider={} subject={} latency_us={}",
-                record.request_id,
-                record.method,
-                record.host,
-                record.path.escape_debug(),
-                record.outcome,
-                record.status,
-                record.provider,
-                record.subject.escape_debug(),
-                record.latency_us
-            )
-            .is_ok(),
+            LogFormat::Pretty => write_pretty(&mut line, timestamp, record).is_ok(),
         };
         if written {
             line.push(b'\n');
             let _ = writer.clone().write_all(&line);
         }
+    }
+}
+
+/// The `pretty` decision line. Most values come from the client (request id, method,
+/// host, path) or from a credential (subject): each is written as a [`Field`], so that no
+/// value can end the line or pass for another `key=value` pair.
+fn write_pretty(
+    line: &mut Vec<u8>,
+    timestamp: humantime::Rfc3339Timestamp,
+    record: &DecisionRecord<'_>,
+) -> std::io::Result<()> {
+    write!(
+        line,
+        "{timestamp}  INFO authgate::decision: decision request_id={} method={} host={} path={} \
+         outcome={} status={} provider={} subject={} latency_us={}",
+        Field(record.request_id),
+        Field(record.method),
+        Field(record.host),
+        Field(record.path),
+        Field(record.outcome),
+        record.status,
+        Field(record.provider),
+        Field(record.subject),
+        record.latency_us
+    )
+}
+
+/// A value of a `key=value` pair in a pretty line: bare when it is made only of
+/// `[A-Za-z0-9._:/-]`, else in double quotes with `"` and `\` escaped, ASCII control
+/// characters as `\xNN`, and non-ASCII characters other than letters and digits (line
+/// separators, bidi controls, zero-width characters) as `\u{..}`.
+struct Field<'a>(&'a str);
+
+impl std::fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        let bare = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '/' | '-');
+        if !self.0.is_empty() && self.0.chars().all(bare) {
+            return f.write_str(self.0);
+        }
+        f.write_char('"')?;
+        for c in self.0.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                ' '..='~' => f.write_char(c)?,
+                c if c.is_ascii() => write!(f, "\\x{:02x}", c as u32)?,
+                c if c.is_alphanumeric() => f.write_char(c)?,
+                c => write!(f, "\\u{{{:x}}}", c as u32)?,
+            }
+        }
+        f.write_char('"')
     }
 }
 
@@ -153,5 +191,104 @@ pub fn init(config: &LogConfig) -> Logging {
             writer: decisions.then_some(writer),
             format: config.format,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pretty(record: &DecisionRecord<'_>) -> String {
+        let timestamp = humantime::format_rfc3339_micros(SystemTime::UNIX_EPOCH);
+        let mut line = Vec::new();
+        write_pretty(&mut line, timestamp, record).unwrap();
+        String::from_utf8(line).unwrap()
+    }
+
+    fn record<'a>(request_id: &'a str, host: &'a str, path: &'a str) -> DecisionRecord<'a> {
+        DecisionRecord {
+            request_id,
+            method: "GET",
+            host,
+            path,
+            outcome: "deny",
+            status: 403,
+            provider: "basic",
+            subject: "",
+            latency_us: 12,
+        }
+    }
+
+    /// `key=value` pairs of a pretty line, values kept as written (quoted ones whole).
+    fn pairs(line: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut rest = line;
+        while !rest.is_empty() {
+            let (key, after) = rest.split_once('=').unwrap();
+            let end = if let Some(quoted) = after.strip_prefix('"') {
+                let mut escaped = false;
+                1 + quoted
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        let close = c == '"' && !escaped;
+                        escaped = c == '\\' && !escaped;
+                        close
+                    })
+                    .unwrap()
+                    .0
+                    + 1
+            } else {
+                after.find(' ').unwrap_or(after.len())
+            };
+            out.push((key.to_owned(), after[..end].to_owned()));
+            rest = after[end..].trim_start_matches(' ');
+        }
+        out
+    }
+
+    #[test]
+    fn pretty_line_quotes_client_values() {
+        let line = pretty(&DecisionRecord {
+            method: "GET x=\"1\"",
+            subject: "jos\u{e9}\u{202e}",
+            ..record("abc outcome=allow\nforged=1", "h\\ost\r", "/a b\u{2028}c")
+        });
+        assert_eq!(
+            line,
+            "1970-01-01T00:00:00.000000Z  INFO authgate::decision: decision \
+             request_id=\"abc outcome=allow\\x0aforged=1\" method=\"GET x=\\\"1\\\"\" \
+             host=\"h\\\\ost\\x0d\" path=\"/a b\\u{2028}c\" outcome=deny status=403 \
+             provider=basic subject=\"jos\u{e9}\\u{202e}\" latency_us=12"
+        );
+        // Read back as a log parser would: the forged pairs stay inside the request id.
+        let pairs = pairs(line.split_once("decision: decision ").unwrap().1);
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "request_id",
+                "method",
+                "host",
+                "path",
+                "outcome",
+                "status",
+                "provider",
+                "subject",
+                "latency_us"
+            ]
+        );
+        assert_eq!(pairs[0].1, "\"abc outcome=allow\\x0aforged=1\"");
+        assert_eq!(pairs[4].1, "deny");
+    }
+
+    #[test]
+    fn pretty_line_keeps_plain_values_bare() {
+        let line = pretty(&record("4f2a-17", "api.example.org:8443", "/data/v1.2_x"));
+        assert_eq!(
+            line,
+            "1970-01-01T00:00:00.000000Z  INFO authgate::decision: decision \
+             request_id=4f2a-17 method=GET host=api.example.org:8443 path=/data/v1.2_x \
+             outcome=deny status=403 provider=basic subject=\"\" latency_us=12"
+        );
     }
 }

@@ -22,7 +22,8 @@ use crate::store::Store;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BasicConfig {
-    /// Failed attempts allowed per user and per client address within `failure_window`.
+    /// Failed attempts allowed per user and per client address within `failure_window`
+    /// (attempts still being checked count as failures until they are decided).
     pub max_failures: u32,
     /// The window; after `max_failures` failures, further attempts get 429 until it ends.
     #[serde(with = "humantime_serde")]
@@ -133,7 +134,8 @@ impl Provider for BasicProvider {
             FailureKey::User(username.clone()),
             FailureKey::Ip(ctx.client_ip),
         ];
-        self.limiter.check(&keys)?;
+        // Reserved before the check, so that parallel guesses cannot all pass the limit.
+        let attempt = self.limiter.reserve(&keys)?;
         let user = self
             .store
             .get_user(username)
@@ -156,19 +158,22 @@ impl Provider for BasicProvider {
         .await
         .map_err(|e| AuthError::Unavailable(format!("password check failed: {e}")))?;
         match user {
-            Some(u) if ok => Ok(Identity {
-                subject: u.username.clone(),
-                provider: Self::KIND,
-                username: u.username,
-                email: u.email,
-                roles: u.roles,
-                attributes: u.attributes,
-                scopes: None,
-                expires_at: None,
-                credential_id: None,
-            }),
+            Some(u) if ok => {
+                attempt.succeeded();
+                Ok(Identity {
+                    subject: u.username.clone(),
+                    provider: Self::KIND,
+                    username: u.username,
+                    email: u.email,
+                    roles: u.roles,
+                    attributes: u.attributes,
+                    scopes: None,
+                    expires_at: None,
+                    credential_id: None,
+                })
+            }
             _ => {
-                self.limiter.record_failure(&keys);
+                attempt.failed();
                 Err(AuthError::Invalid("invalid user name or password"))
             }
         }
@@ -182,11 +187,34 @@ enum FailureKey {
     Ip(IpAddr),
 }
 
+/// One key's fixed window: the failures counted in it, and the attempts whose password
+/// check is still running (each of which may yet become a failure).
+#[derive(Debug)]
+struct Window {
+    start: Instant,
+    failures: u32,
+    pending: u32,
+}
+
+type SharedWindow = Arc<Mutex<Window>>;
+
 /// Fixed-window failure counters, bounded in size and forgotten after the window.
+///
+/// An attempt is reserved before its password is checked and counts against the limit while
+/// the check runs: checking first and counting afterwards would let a burst of parallel
+/// guesses all pass the check before the first failure is recorded.
 struct FailureLimiter {
     max_failures: u32,
     window: Duration,
-    windows: moka::sync::Cache<FailureKey, Arc<Mutex<(Instant, u32)>>>,
+    windows: moka::sync::Cache<FailureKey, SharedWindow>,
+}
+
+/// An attempt admitted by [`FailureLimiter::reserve`]. Dropped without an outcome (store
+/// error, cancelled request) it is released without counting as a failure.
+#[must_use]
+struct Reservation<'a> {
+    limiter: &'a FailureLimiter,
+    held: Vec<(FailureKey, SharedWindow)>,
 }
 
 impl FailureLimiter {
@@ -201,37 +229,97 @@ impl FailureLimiter {
         }
     }
 
-    fn check(&self, keys: &[FailureKey]) -> Result<(), AuthError> {
-        let now = Instant::now();
-        for key in keys {
-            if let Some(w) = self.windows.get(key)
-                && let Ok(w) = w.lock()
-            {
-                let (start, failures) = *w;
-                let end = start + self.window;
-                if failures >= self.max_failures && now < end {
-                    let retry_after = (end - now).max(Duration::from_secs(1));
-                    return Err(AuthError::RateLimited { retry_after });
-                }
-            }
-        }
-        Ok(())
+    fn window_of(&self, key: &FailureKey, now: Instant) -> SharedWindow {
+        self.windows.get_with(key.clone(), || {
+            Arc::new(Mutex::new(Window {
+                start: now,
+                failures: 0,
+                pending: 0,
+            }))
+        })
     }
 
-    fn record_failure(&self, keys: &[FailureKey]) {
+    /// Starts a new window when the current one has ended.
+    fn roll(&self, w: &mut Window, now: Instant) {
+        if now >= w.start + self.window {
+            w.start = now;
+            w.failures = 0;
+        }
+    }
+
+    /// Admits one attempt against every key, or none: refused (429) when a key's failures
+    /// and attempts in flight already reach `max_failures`.
+    fn reserve(&self, keys: &[FailureKey]) -> Result<Reservation<'_>, AuthError> {
         let now = Instant::now();
+        let mut reservation = Reservation {
+            limiter: self,
+            held: Vec::with_capacity(keys.len()),
+        };
         for key in keys {
-            let w = self
-                .windows
-                .get_with(key.clone(), || Arc::new(Mutex::new((now, 0))));
-            if let Ok(mut w) = w.lock() {
-                if now >= w.0 + self.window {
-                    *w = (now, 0);
+            let shared = self.window_of(key, now);
+            {
+                let mut w = lock(&shared);
+                self.roll(&mut w, now);
+                if w.failures.saturating_add(w.pending) >= self.max_failures {
+                    // Failures block until the window ends; attempts in flight only until
+                    // they are decided.
+                    let retry_after = if w.failures >= self.max_failures {
+                        (w.start + self.window).saturating_duration_since(now)
+                    } else {
+                        Duration::ZERO
+                    };
+                    // Dropping `reservation` releases the keys reserved so far.
+                    return Err(AuthError::RateLimited {
+                        retry_after: retry_after.max(Duration::from_secs(1)),
+                    });
                 }
-                w.1 += 1;
+                w.pending += 1;
+            }
+            reservation.held.push((key.clone(), shared));
+        }
+        Ok(reservation)
+    }
+}
+
+impl Reservation<'_> {
+    /// The password was right: the attempt counts for nothing.
+    fn succeeded(mut self) {
+        self.release(false);
+    }
+
+    /// The password (or user) was wrong: the attempt becomes a failure of every key.
+    fn failed(mut self) {
+        self.release(true);
+    }
+
+    fn release(&mut self, failed: bool) {
+        let now = Instant::now();
+        for (key, held) in self.held.drain(..) {
+            {
+                let mut w = lock(&held);
+                w.pending = w.pending.saturating_sub(1);
+            }
+            if failed {
+                // The entry may have expired (or been evicted) while the check ran: the
+                // failure counts in the key's current window, whichever that is.
+                let current = self.limiter.window_of(&key, now);
+                let mut w = lock(&current);
+                self.limiter.roll(&mut w, now);
+                w.failures = w.failures.saturating_add(1);
             }
         }
     }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.release(false);
+    }
+}
+
+/// The window, even if a thread panicked while holding it (its counters stay meaningful).
+fn lock(w: &Mutex<Window>) -> std::sync::MutexGuard<'_, Window> {
+    w.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -256,9 +344,8 @@ mod tests {
         assert!(PasswordHash::new(DUMMY_HASH).is_ok());
     }
 
-    #[tokio::test]
-    async fn verifies_and_rate_limits() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A store in `dir` with user `alice`, password `pw`, role `staff`.
+    async fn store_with_alice(dir: &tempfile::TempDir) -> Arc<dyn Store> {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("u.db")).unwrap());
         store
             .insert_user(&UserRecord {
@@ -271,6 +358,27 @@ mod tests {
             })
             .await
             .unwrap();
+        store
+    }
+
+    fn cred(user: &str, password: &str) -> Credential {
+        Credential::Basic {
+            username: user.into(),
+            password: Secret::new(password),
+        }
+    }
+
+    fn ctx(ip: &str) -> AuthContext {
+        AuthContext {
+            client_ip: ip.parse().unwrap(),
+            service_token: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn verifies_and_rate_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_alice(&dir).await;
         let config = BasicConfig {
             max_failures: 2,
             failure_window: Duration::from_secs(60),
@@ -306,6 +414,111 @@ mod tests {
         assert!(matches!(
             p.authenticate(&cred("carol", "pw"), &other_ctx).await,
             Err(AuthError::RateLimited { .. })
+        ));
+    }
+
+    /// 200 parallel wrong passwords for one user, each from its own address: only
+    /// `max_failures` of them reach argon2, the others are refused before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_guesses_cannot_pass_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_alice(&dir).await;
+        let config = BasicConfig {
+            max_failures: 5,
+            failure_window: Duration::from_secs(600),
+        };
+        let p = Arc::new(BasicProvider::new(&config, store));
+        let start = Arc::new(tokio::sync::Barrier::new(200));
+        let tasks: Vec<_> = (0..200u32)
+            .map(|i| {
+                let (p, start) = (p.clone(), start.clone());
+                tokio::spawn(async move {
+                    let ip = format!("10.0.{}.{}", i / 256, i % 256);
+                    start.wait().await;
+                    p.authenticate(&cred("alice", &format!("guess-{i}")), &ctx(&ip))
+                        .await
+                })
+            })
+            .collect();
+        let (mut checked, mut limited) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Err(AuthError::Invalid("invalid user name or password")) => checked += 1,
+                Err(AuthError::RateLimited { retry_after }) => {
+                    assert!(retry_after >= Duration::from_secs(1), "{retry_after:?}");
+                    limited += 1;
+                }
+                other => panic!("unexpected answer {other:?}"),
+            }
+        }
+        // Every answer but a 429 is one argon2 verification.
+        assert_eq!(checked, config.max_failures);
+        assert_eq!(limited, 200 - config.max_failures);
+        // Now the failures are in: even the right password waits for the window.
+        assert!(matches!(
+            p.authenticate(&cred("alice", "pw"), &ctx("192.0.2.9")).await,
+            Err(AuthError::RateLimited { retry_after })
+                if retry_after > Duration::from_secs(500)
+        ));
+    }
+
+    #[tokio::test]
+    async fn right_password_works_again_after_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_alice(&dir).await;
+        let config = BasicConfig {
+            max_failures: 1,
+            failure_window: Duration::from_millis(300),
+        };
+        let p = BasicProvider::new(&config, store);
+        assert_eq!(
+            p.authenticate(&cred("alice", "no"), &ctx("192.0.2.1"))
+                .await,
+            Err(AuthError::Invalid("invalid user name or password"))
+        );
+        assert!(matches!(
+            p.authenticate(&cred("alice", "pw"), &ctx("192.0.2.2"))
+                .await,
+            Err(AuthError::RateLimited { .. })
+        ));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let id = p
+            .authenticate(&cred("alice", "pw"), &ctx("192.0.2.1"))
+            .await
+            .unwrap();
+        assert_eq!(id.subject, "alice");
+    }
+
+    #[test]
+    fn reservations_count_until_decided_and_roll_back_together() {
+        let limiter = FailureLimiter::new(2, Duration::from_secs(60));
+        let user = |u: &str| FailureKey::User(u.into());
+        let ip = |a: &str| FailureKey::Ip(a.parse().unwrap());
+        let limited = |r: Result<Reservation<'_>, AuthError>| matches!(r, Err(AuthError::RateLimited { retry_after }) if retry_after == Duration::from_secs(1));
+
+        // Two attempts in flight fill alice's limit; a success gives its place back.
+        let a1 = limiter.reserve(&[user("alice"), ip("192.0.2.1")]).unwrap();
+        let a2 = limiter.reserve(&[user("alice"), ip("192.0.2.2")]).unwrap();
+        assert!(limited(limiter.reserve(&[user("alice"), ip("192.0.2.3")])));
+        a1.succeeded();
+        let a3 = limiter.reserve(&[user("alice"), ip("192.0.2.3")]).unwrap();
+
+        // 192.0.2.2 is full (a2 and b1): bob is refused there, and his own reservation
+        // is rolled back, so he still has both attempts elsewhere.
+        let b1 = limiter.reserve(&[user("carol"), ip("192.0.2.2")]).unwrap();
+        assert!(limited(limiter.reserve(&[user("bob"), ip("192.0.2.2")])));
+        let b2 = limiter.reserve(&[user("bob"), ip("192.0.2.4")]).unwrap();
+        let b3 = limiter.reserve(&[user("bob"), ip("192.0.2.5")]).unwrap();
+        drop((b1, b2, b3));
+
+        // Failures stay for the window; a dropped (undecided) attempt does not count.
+        a2.failed();
+        drop(a3);
+        let a4 = limiter.reserve(&[user("alice"), ip("192.0.2.6")]).unwrap();
+        a4.failed();
+        assert!(matches!(
+            limiter.reserve(&[user("alice"), ip("192.0.2.7")]),
+            Err(AuthError::RateLimited { retry_after }) if retry_after > Duration::from_secs(50)
         ));
     }
 }

@@ -1,10 +1,13 @@
 //! `jwt`: OAuth2/OIDC bearer JWTs from a configured issuer, verified against the issuer's
 //! JWKS (from `jwks_uri` or OpenID discovery). Algorithms come from a per-issuer allow-list
 //! and must fit the key (`kty`, and the key's own `alg` when it has one): never `none`,
-//! never HMAC, never an algorithm taken from the token alone. An unknown `kid` refetches the
-//! JWKS at most once per `refetch_interval`; a key set older than its `Cache-Control`
-//! max-age (capped by `jwks_max_age`) is refreshed in the background while it keeps
-//! answering, and the last good key set is kept when a fetch fails.
+//! never HMAC, never an algorithm taken from the token alone; only keys meant for signatures;
+//! no JWS extensions (`crit`, `b64`). An unknown `kid` (or the first load) fetches the JWKS
+//! at most once per `refetch_interval`, one fetch for all waiting requests: a `kid` absent
+//! from a key set fetched within that time is 401, one that could not be checked because the
+//! fetch failed is 503. A key set older than its `Cache-Control` max-age (capped by
+//! `jwks_max_age`) is refreshed in the background while it keeps answering, and the last
+//! good key set is kept when a fetch fails.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +18,7 @@ use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
@@ -126,12 +129,21 @@ impl JwtConfig {
     }
 }
 
+/// A key that may verify signatures: the key, its own `alg` if it names one, its type.
+type VerifyingKey = (DecodingKey, Option<Algorithm>, KeyFamily);
+
 /// Parsed keys of one JWKS, by `kid`.
 struct KeySet {
-    keys: HashMap<String, (DecodingKey, Option<Algorithm>, KeyFamily)>,
+    keys: HashMap<String, VerifyingKey>,
     fetched: Instant,
     /// Refresh in the background once older than this.
     max_age: Duration,
+}
+
+/// When the key set was last fetched or tried, and how that went.
+struct FetchAttempt {
+    at: Instant,
+    outcome: Result<(), AuthError>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,8 +170,9 @@ pub struct JwtProvider {
     allowed: Vec<Algorithm>,
     discovery: Discovery,
     keys: ArcSwapOption<KeySet>,
-    /// When the key set was last fetched (or tried), for the refetch rate limit.
-    fetching: Mutex<Option<Instant>>,
+    /// The last fetch of the key set (or attempt), for the refetch rate limit; held while
+    /// a fetch runs, so that concurrent requests wait for that one fetch.
+    fetching: Mutex<Option<FetchAttempt>>,
     refreshing: AtomicBool,
     me: Weak<Self>,
 }
@@ -197,36 +210,33 @@ impl JwtProvider {
             .await
     }
 
-    /// Fetches the key set now, unless another request just did (single flight, and at most
-    /// once per `refetch_interval` unless `force`).
-    async fn refresh(&self, force: bool) -> Result<(), AuthError> {
+    /// Makes sure the key set was fetched within the last `refetch_interval`: fetches it
+    /// now unless an attempt was made within that time (single flight: concurrent callers
+    /// wait for one fetch and share its outcome). `Ok` means the current key set is that
+    /// fresh; an error means the last attempt failed, whether it was this call's or not.
+    async fn refresh(&self) -> Result<(), AuthError> {
         let mut last = self.fetching.lock().await;
-        if !force && last.is_some_and(|t| t.elapsed() < self.config.refetch_interval) {
-            return Ok(());
+        if let Some(attempt) = last.as_ref()
+            && attempt.at.elapsed() < self.config.refetch_interval
+        {
+            return attempt.outcome.clone();
         }
-        *last = Some(Instant::now());
+        let outcome = self.fetch().await;
+        if let Err(e) = &outcome {
+            tracing::warn!(issuer = %self.config.issuer, error = %e, "JWKS fetch failed");
+        }
+        *last = Some(FetchAttempt {
+            at: Instant::now(),
+            outcome: outcome.clone(),
+        });
+        outcome
+    }
+
+    /// Fetches and installs the key set (no rate limit: see [`Self::refresh`]).
+    async fn fetch(&self) -> Result<(), AuthError> {
         let uri = self.jwks_uri().await?;
         let (doc, headers) = get_json(&self.client, &uri, self.config.timeout).await?;
-        let set: JwkSet = serde_json::from_value(doc)
-            .map_err(|e| AuthError::Unavailable(format!("JWKS unreadable: {e}")))?;
-        let mut keys = HashMap::new();
-        for jwk in &set.keys {
-            let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk))
-            else {
-                continue;
-            };
-            let family = match jwk.algorithm {
-                AlgorithmParameters::RSA(_) => KeyFamily::Rsa,
-                AlgorithmParameters::EllipticCurve(_) => KeyFamily::Ec,
-                AlgorithmParameters::OctetKeyPair(_) => KeyFamily::Okp,
-                AlgorithmParameters::OctetKey(_) => continue,
-            };
-            let alg = jwk
-                .common
-                .key_algorithm
-                .and_then(|a| parse_algorithm(&format!("{a:?}")));
-            keys.insert(kid, (key, alg, family));
-        }
+        let keys = parse_key_set(doc)?;
         let max_age = cache_max_age(&headers)
             .map_or(self.config.jwks_max_age, |m| {
                 m.min(self.config.jwks_max_age)
@@ -251,7 +261,7 @@ impl JwtProvider {
             return;
         }
         tokio::spawn(async move {
-            if let Err(e) = me.refresh(false).await {
+            if let Err(e) = me.refresh().await {
                 tracing::warn!(issuer = %me.config.issuer, error = %e,
                     "JWKS refresh failed; keeping the last good key set");
             }
@@ -260,10 +270,7 @@ impl JwtProvider {
     }
 
     /// The key for `kid`, fetching the key set when missing (rate-limited).
-    async fn key_for(
-        &self,
-        kid: &str,
-    ) -> Result<Option<(DecodingKey, Option<Algorithm>, KeyFamily)>, AuthError> {
+    async fn key_for(&self, kid: &str) -> Result<Option<VerifyingKey>, AuthError> {
         let current = self.keys.load_full();
         if let Some(set) = &current
             && let Some(k) = set.keys.get(kid)
@@ -273,8 +280,9 @@ impl JwtProvider {
             }
             return Ok(Some(k.clone()));
         }
-        // An unknown kid with the issuer unreachable cannot be decided: 503, not 401.
-        self.refresh(current.is_none()).await?;
+        // An unknown kid is only unknown to a key set fetched just now (or within
+        // `refetch_interval`); when that fetch failed it cannot be decided: 503, not 401.
+        self.refresh().await?;
         Ok(self
             .keys
             .load()
@@ -285,6 +293,7 @@ impl JwtProvider {
     /// Verifies `token` (signature, algorithm, `typ`, `iss`, `aud`, `exp`, `nbf`, `iat`) and
     /// returns its claims.
     pub(super) async fn verify(&self, token: &str) -> Result<Value, AuthError> {
+        check_protected_header(token)?;
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed JWT"))?;
         if !self.allowed.contains(&header.alg) {
@@ -344,6 +353,86 @@ impl JwtProvider {
     ) -> Result<Identity, AuthError> {
         self.config.claims.identity(claims, provider, None)
     }
+}
+
+/// The verifying keys of a JWKS document, by `kid`. Keys that cannot verify a JWS here are
+/// left out: without a `kid`, symmetric (`oct`), meant for encryption (`use` other than
+/// `sig`, `key_ops` without `verify`), or naming an `alg` that is not an asymmetric
+/// signature algorithm. A key this crate cannot read is skipped, not fatal to the others.
+fn parse_key_set(doc: Value) -> Result<HashMap<String, VerifyingKey>, AuthError> {
+    #[derive(Deserialize)]
+    struct RawSet {
+        keys: Vec<Value>,
+    }
+    let set: RawSet = serde_json::from_value(doc)
+        .map_err(|e| AuthError::Unavailable(format!("JWKS unreadable: {e}")))?;
+    let mut keys = HashMap::new();
+    for raw in set.keys {
+        let Ok(jwk) = serde_json::from_value::<Jwk>(raw) else {
+            continue;
+        };
+        let common = &jwk.common;
+        if common
+            .public_key_use
+            .as_ref()
+            .is_some_and(|u| *u != PublicKeyUse::Signature)
+            || common
+                .key_operations
+                .as_ref()
+                .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
+        {
+            continue;
+        }
+        let alg = match common.key_algorithm {
+            None => None,
+            // An encryption (or HMAC) algorithm: not a signature key.
+            Some(a) => match parse_algorithm(&format!("{a:?}")) {
+                Some(alg) => Some(alg),
+                None => continue,
+            },
+        };
+        let family = match jwk.algorithm {
+            AlgorithmParameters::RSA(_) => KeyFamily::Rsa,
+            AlgorithmParameters::EllipticCurve(_) => KeyFamily::Ec,
+            AlgorithmParameters::OctetKeyPair(_) => KeyFamily::Okp,
+            AlgorithmParameters::OctetKey(_) => continue,
+        };
+        let (Some(kid), Ok(key)) = (common.key_id.clone(), DecodingKey::from_jwk(&jwk)) else {
+            continue;
+        };
+        keys.insert(kid, (key, alg, family));
+    }
+    Ok(keys)
+}
+
+/// Longest JOSE header segment read (base64url); real ones are a few hundred bytes.
+const MAX_HEADER_SEGMENT: usize = 4096;
+
+/// Rejects a JWS whose protected header asks for something authgate does not do.
+/// jsonwebtoken's `Header` drops unknown members, so the header JSON is read here: `crit`
+/// names extensions the recipient must understand (RFC 7515 §4.1.11; authgate understands
+/// none), and `b64` (RFC 7797) changes what the signature covers.
+fn check_protected_header(token: &str) -> Result<(), AuthError> {
+    let segment = token.split_once('.').map_or(token, |(h, _)| h).as_bytes();
+    if segment.len() > MAX_HEADER_SEGMENT {
+        return Err(AuthError::Invalid("JWT header too large"));
+    }
+    let json = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| AuthError::Invalid("malformed JWT"))?;
+    let header: serde_json::Map<String, Value> =
+        serde_json::from_slice(&json).map_err(|_| AuthError::Invalid("malformed JWT"))?;
+    if header.contains_key("crit") {
+        return Err(AuthError::Invalid(
+            "JWT header has crit: no JWS extension is supported",
+        ));
+    }
+    if header.contains_key("b64") {
+        return Err(AuthError::Invalid(
+            "JWT header has b64: unencoded payloads are not supported",
+        ));
+    }
+    Ok(())
 }
 
 /// `max-age` of a `Cache-Control` header (`no-cache`/`no-store` count as 0).
@@ -428,7 +517,7 @@ impl Provider for JwtProvider {
         let uri = self.jwks_uri().await.map_err(|e| e.to_string())?;
         probe(&self.client, &uri, self.config.timeout).await?;
         if self.keys.load().is_none() {
-            self.refresh(false).await.map_err(|e| e.to_string())?;
+            self.refresh().await.map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -484,5 +573,278 @@ mod tests {
         ] {
             assert_eq!(parse_algorithm(name).is_some(), ok, "{name}");
         }
+    }
+
+    use std::sync::atomic::{AtomicU16, AtomicUsize};
+
+    use jsonwebtoken::EncodingKey;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const ISSUER: &str = "https://idp.example.org";
+
+    /// A JWKS endpoint on 127.0.0.1: answers every request with `status` (changeable
+    /// while it runs) and `body` after a short delay, and counts the requests.
+    struct JwksServer {
+        url: String,
+        status: Arc<AtomicU16>,
+        hits: Arc<AtomicUsize>,
+    }
+
+    async fn jwks_server(status: u16, body: String) -> JwksServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        let (status, hits) = (
+            Arc::new(AtomicU16::new(status)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (st, h) = (status.clone(), hits.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let (st, h, body) = (st.clone(), h.clone(), body.clone());
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    h.fetch_add(1, Ordering::SeqCst);
+                    // Long enough for concurrent requests to find the fetch running.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let answer = format!(
+                        "HTTP/1.1 {} X\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        st.load(Ordering::SeqCst),
+                        body.len()
+                    );
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        JwksServer { url, status, hits }
+    }
+
+    fn provider(jwks_uri: &str, refetch_interval: Duration) -> Arc<JwtProvider> {
+        let config = JwtConfig {
+            issuer: ISSUER.into(),
+            jwks_uri: Some(jwks_uri.into()),
+            audiences: vec!["api".into()],
+            algorithms: default_algorithms(),
+            typ: None,
+            leeway: default_leeway(),
+            refetch_interval,
+            jwks_max_age: default_max_age(),
+            timeout: Duration::from_secs(5),
+            claims: ClaimMapping::default(),
+        };
+        JwtProvider::new(&config, reqwest::Client::new())
+    }
+
+    /// An Ed25519 signing key and its public JWK with `extra` members (`kid`, `use`, ...).
+    fn ed25519_key(extra: Value) -> (EncodingKey, Value) {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let mut jwk = json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+        });
+        jwk.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        (EncodingKey::from_ed_der(pkcs8.as_ref()), jwk)
+    }
+
+    /// A compact EdDSA JWS with exactly this protected `header` and valid claims.
+    fn signed(key: &EncodingKey, header: Value) -> String {
+        let now = crate::unix_now();
+        let claims =
+            json!({"iss": ISSUER, "aud": "api", "sub": "u1", "iat": now, "exp": now + 300});
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(input.as_bytes(), key, Algorithm::EdDSA).unwrap();
+        format!("{input}.{signature}")
+    }
+
+    #[tokio::test]
+    async fn crit_and_b64_headers_are_refused() {
+        let (key, jwk) = ed25519_key(json!({"kid": "k1", "use": "sig"}));
+        let server = jwks_server(200, json!({"keys": [jwk]}).to_string()).await;
+        let p = provider(&server.url, Duration::from_secs(60));
+        // The same key and claims verify with a plain header.
+        let plain = signed(&key, json!({"alg": "EdDSA", "kid": "k1", "typ": "JWT"}));
+        assert_eq!(p.verify(&plain).await.unwrap()["sub"], "u1");
+
+        let crit = Err(AuthError::Invalid(
+            "JWT header has crit: no JWS extension is supported",
+        ));
+        let b64 = Err(AuthError::Invalid(
+            "JWT header has b64: unencoded payloads are not supported",
+        ));
+        for (header, want) in [
+            (
+                json!({"alg": "EdDSA", "kid": "k1", "crit": ["exp"], "exp": 1}),
+                &crit,
+            ),
+            (json!({"alg": "EdDSA", "kid": "k1", "crit": []}), &crit),
+            (
+                json!({"alg": "EdDSA", "kid": "k1", "crit": ["b64"], "b64": false}),
+                &crit,
+            ),
+            (json!({"alg": "EdDSA", "kid": "k1", "b64": false}), &b64),
+            (json!({"alg": "EdDSA", "kid": "k1", "b64": true}), &b64),
+        ] {
+            assert_eq!(
+                &p.verify(&signed(&key, header.clone())).await,
+                want,
+                "{header}"
+            );
+        }
+        // An escaped member name is the same name.
+        let escaped = format!(
+            "{}.e30.sig",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA","kid":"k1","cr\u0069t":["x"]}"#)
+        );
+        assert_eq!(p.verify(&escaped).await, crit);
+        let huge = format!("{}.e30.sig", "A".repeat(MAX_HEADER_SEGMENT + 4));
+        assert_eq!(
+            p.verify(&huge).await,
+            Err(AuthError::Invalid("JWT header too large"))
+        );
+    }
+
+    #[test]
+    fn only_signature_keys_are_kept() {
+        let (_, base) = ed25519_key(json!({}));
+        let with = |extra: Value| {
+            let mut k = base.clone();
+            k.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            k
+        };
+        let doc = json!({"keys": [
+            with(json!({"kid": "no-use"})),
+            with(json!({"kid": "sig", "use": "sig"})),
+            with(json!({"kid": "verify", "key_ops": ["verify"]})),
+            with(json!({"kid": "sig-alg", "use": "sig", "alg": "EdDSA"})),
+            with(json!({"kid": "enc", "use": "enc"})),
+            with(json!({"kid": "other-use", "use": "tls"})),
+            with(json!({"kid": "ops-encrypt", "key_ops": ["encrypt", "wrapKey"]})),
+            with(json!({"kid": "ops-sign", "key_ops": ["sign"]})),
+            with(json!({"kid": "ops-empty", "key_ops": []})),
+            with(json!({"kid": "sig-but-ops-encrypt", "use": "sig", "key_ops": ["encrypt"]})),
+            with(json!({"kid": "enc-alg", "alg": "RSA-OAEP"})),
+            with(json!({"kid": "hmac-alg", "alg": "HS256"})),
+            {"kid": "unreadable", "kty": "XYZ"},
+            {"kid": "oct", "kty": "oct", "k": "c2VjcmV0"},
+        ]});
+        let keys = parse_key_set(doc).unwrap();
+        let mut kids: Vec<&str> = keys.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        assert_eq!(kids, ["no-use", "sig", "sig-alg", "verify"]);
+        assert!(parse_key_set(json!({"keys": "none"})).is_err());
+    }
+
+    #[tokio::test]
+    async fn encryption_key_does_not_verify_a_signature() {
+        let (key, jwk) = ed25519_key(json!({"kid": "k1", "use": "enc"}));
+        let server = jwks_server(200, json!({"keys": [jwk]}).to_string()).await;
+        let p = provider(&server.url, Duration::from_secs(60));
+        let token = signed(&key, json!({"alg": "EdDSA", "kid": "k1"}));
+        assert_eq!(
+            p.verify(&token).await,
+            Err(AuthError::Invalid("JWT signed by an unknown key"))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn failed_first_fetch_is_shared_and_answers_unavailable() {
+        let server = jwks_server(500, "{}".into()).await;
+        let p = provider(&server.url, Duration::from_secs(60));
+        let (key, _) = ed25519_key(json!({}));
+        let token = signed(&key, json!({"alg": "EdDSA", "kid": "nope"}));
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (p, token) = (p.clone(), token.clone());
+                tokio::spawn(async move { p.verify(&token).await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(
+                matches!(t.await.unwrap(), Err(AuthError::Unavailable(_))),
+                "a kid that could not be checked is 503"
+            );
+        }
+        assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+        // Still within refetch_interval: no new fetch, still 503 (never 401).
+        assert!(matches!(
+            p.verify(&token).await,
+            Err(AuthError::Unavailable(_))
+        ));
+        assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+        // Nothing listens: unreachable is 503 too.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}/jwks", l.local_addr().unwrap())
+        };
+        assert!(matches!(
+            provider(&closed, Duration::from_secs(60))
+                .verify(&token)
+                .await,
+            Err(AuthError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_is_invalid_only_against_a_fresh_key_set() {
+        let (key, jwk) = ed25519_key(json!({"kid": "k1"}));
+        let server = jwks_server(200, json!({"keys": [jwk]}).to_string()).await;
+        let interval = Duration::from_millis(300);
+        let p = provider(&server.url, interval);
+        let known = signed(&key, json!({"alg": "EdDSA", "kid": "k1"}));
+        let unknown = signed(&key, json!({"alg": "EdDSA", "kid": "k2"}));
+        let absent = Err(AuthError::Invalid("JWT signed by an unknown key"));
+
+        assert_eq!(p.verify(&unknown).await, absent);
+        assert_eq!(p.verify(&unknown).await, absent);
+        assert_eq!(server.hits.load(Ordering::SeqCst), 1, "rate-limited");
+        assert!(p.verify(&known).await.is_ok());
+
+        // The issuer fails: the last good set still verifies its keys, but an unknown kid
+        // can no longer be told apart from a new key: 503.
+        server.status.store(503, Ordering::SeqCst);
+        tokio::time::sleep(interval + Duration::from_millis(50)).await;
+        assert!(matches!(
+            p.verify(&unknown).await,
+            Err(AuthError::Unavailable(_))
+        ));
+        assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+        // Within the interval the failed attempt still stands: no fetch, still 503, not a
+        // 401 from the old set.
+        assert!(matches!(
+            p.verify(&unknown).await,
+            Err(AuthError::Unavailable(_))
+        ));
+        assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+        assert!(p.verify(&known).await.is_ok());
+
+        // Back again: after the interval the set is fetched anew and k2 is plainly absent.
+        server.status.store(200, Ordering::SeqCst);
+        tokio::time::sleep(interval + Duration::from_millis(50)).await;
+        assert_eq!(p.verify(&unknown).await, absent);
+        assert_eq!(server.hits.load(Ordering::SeqCst), 3);
     }
 }
