@@ -14,8 +14,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   # The packages must not start system services (a system nginx or caddy on port 80 may fail
-  # to start and fail the install); the tests start their own on free ports. policy-rc.d answering 101
-  # is Debian's way to say so, removed again afterwards.
+  # to start and fail the install); the tests start their own on free ports. policy-rc.d
+  # answering 101 is Debian's way to say so, removed again afterwards.
   policy=/usr/sbin/policy-rc.d
   made_policy=""
   if [ ! -e "$policy" ]; then

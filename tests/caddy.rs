@@ -34,7 +34,10 @@ async fn upstream_headers(resp: reqwest::Response) -> Value {
     let seen: Value = resp.json().await.unwrap();
     for (name, values) in seen.as_object().unwrap() {
         let text = values.to_string();
-        assert!(!text.contains("{http."), "placeholder text upstream: {name}: {text}");
+        assert!(
+            !text.contains("{http."),
+            "placeholder text upstream: {name}: {text}"
+        );
         if IDENTITY.contains(&name.as_str()) {
             assert!(
                 values.as_array().unwrap().iter().all(|v| v != ""),
@@ -141,7 +144,10 @@ async fn caddy_forward_auth_end_to_end() {
             .await
             .unwrap();
         let seen = upstream_headers(resp).await;
-        assert!(seen.get(&name.to_ascii_lowercase()).is_none(), "{name}: {seen}");
+        assert!(
+            seen.get(name.to_ascii_lowercase()).is_none(),
+            "{name}: {seen}"
+        );
         assert_eq!(
             verify_jwt(&authgate, upstream_jwt(&seen), "api").await["sub"],
             "alice"
@@ -199,7 +205,10 @@ async fn caddy_forward_auth_end_to_end() {
         vec!["Bearer realm=\"authgate\", Basic realm=\"authgate\", charset=\"UTF-8\"".to_owned()]
     );
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"], "unauthorized", "authgate's answer, not the app's");
+    assert_eq!(
+        body["error"], "unauthorized",
+        "authgate's answer, not the app's"
+    );
 
     // A forged Authorization is judged, never passed on.
     let resp = http
@@ -214,7 +223,11 @@ async fn caddy_forward_auth_end_to_end() {
     assert_eq!(resp.status(), 401);
 
     // Wrong scope: 403. Unknown route: 403 (default deny). Not an admin: 403.
-    for (path, credential) in [("/data", &other_scope), ("/elsewhere", &token), ("/admin", &bob)] {
+    for (path, credential) in [
+        ("/data", &other_scope),
+        ("/elsewhere", &token),
+        ("/admin", &bob),
+    ] {
         let resp = http
             .get(url(path))
             .bearer_auth(credential)
@@ -245,10 +258,7 @@ async fn caddy_forward_auth_end_to_end() {
             "GET {path} HTTP/1.1\r\nHost: api.example.org\r\nAuthorization: Bearer {bob}\r\nConnection: close\r\n\r\n"
         );
         let (status, _, body) = raw_request(caddy.addr, request.as_bytes()).await;
-        assert!(
-            status == 403 || status == 400,
-            "{path}: {status} {body}"
-        );
+        assert!(status == 403 || status == 400, "{path}: {status} {body}");
     }
 
     // needs the /forward-auth family change: on /forward-auth authgate reads only the
@@ -292,9 +302,7 @@ async fn caddy_forward_auth_end_to_end() {
 
     // Any other Host: Caddy's catch-all answers 421; neither authgate nor the app is asked.
     for host in ["other.example.org", "127.0.0.1", "api.example.org.evil"] {
-        let request = format!(
-            "GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        );
+        let request = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         let (status, _, body) = raw_request(caddy.addr, request.as_bytes()).await;
         assert_eq!(status, 421, "{host}: {body}");
         assert!(!body.contains(":path"), "{host} reached the app: {body}");
@@ -359,7 +367,12 @@ impl Direct {
 #[tokio::test(flavor = "multi_thread")]
 async fn forward_auth_2xx_carries_all_five_identity_headers() {
     let d = Direct::start();
-    let resp = d.ask("/data", None).bearer_auth(&d.bob).send().await.unwrap();
+    let resp = d
+        .ask("/data", None)
+        .bearer_auth(&d.bob)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     for name in IDENTITY {
         assert!(resp.headers().contains_key(name), "2xx without {name}");
@@ -370,7 +383,10 @@ async fn forward_auth_2xx_carries_all_five_identity_headers() {
     let resp = d.ask("/healthz", None).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     for name in IDENTITY {
-        assert!(resp.headers().contains_key(name), "anonymous 2xx without {name}");
+        assert!(
+            resp.headers().contains_key(name),
+            "anonymous 2xx without {name}"
+        );
         assert_eq!(resp.headers()[name], "", "anonymous {name}");
     }
 }
@@ -385,10 +401,20 @@ async fn forward_auth_refuses_the_nginx_family() {
         ("X-Original-URL", "https://api.example.org/healthz"),
         ("X-Original-Method", "GET"),
     ] {
-        let resp = d.ask("/admin", None).header(name, value).send().await.unwrap();
+        let resp = d
+            .ask("/admin", None)
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 400, "{name}");
         // Also where the family headers agree with it: the mix itself is refused.
-        let resp = d.ask("/healthz", None).header(name, value).send().await.unwrap();
+        let resp = d
+            .ask("/healthz", None)
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 400, "{name} on /healthz");
     }
 }

@@ -30,9 +30,18 @@ fn test_options(dir: &Path) -> String {
 /// `site` with the example's addresses replaced: authgate `127.0.0.1:8080`, the app
 /// `127.0.0.1:3000`, every site on port 80 moved to `port`, and the test's global options
 /// added (into the example's own global options block when it has one).
-pub fn rewrite(site: &str, dir: &Path, authgate: SocketAddr, upstream: SocketAddr, port: u16) -> String {
+pub fn rewrite(
+    site: &str,
+    dir: &Path,
+    authgate: SocketAddr,
+    upstream: SocketAddr,
+    port: u16,
+) -> String {
     for placeholder in ["127.0.0.1:8080", "127.0.0.1:3000", ":80 {"] {
-        assert!(site.contains(placeholder), "the Caddyfile has no {placeholder:?} to replace");
+        assert!(
+            site.contains(placeholder),
+            "the Caddyfile has no {placeholder:?} to replace"
+        );
     }
     let site = site
         .replace("127.0.0.1:8080", &authgate.to_string())
