@@ -6,15 +6,16 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v caddy >/dev/null 2>&1 || [ -x /usr/bin/caddy ] || missing+=(caddy)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${missing[*]}" >&2
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  # The packages must not start system services (a system nginx on port 80 may fail to start
-  # and fail the install); the tests start their own on free ports. policy-rc.d answering 101
-  # is Debian's way to say so, removed again afterwards.
+  # The packages must not start system services (a system nginx or caddy on port 80 may fail
+  # to start and fail the install); the tests start their own on free ports. policy-rc.d
+  # answering 101 is Debian's way to say so, removed again afterwards.
   policy=/usr/sbin/policy-rc.d
   made_policy=""
   if [ ! -e "$policy" ]; then
