@@ -92,7 +92,9 @@ async fn caddy_forward_auth_end_to_end() {
     );
     let token = create_token(
         &config,
-        &["--user", "alice", "--scopes", "read:data", "--name", "ci"],
+        &[
+            "--user", "alice", "--scopes", "read:data", "--roles", "staff", "--name", "ci",
+        ],
     );
     let other_scope = create_token(&config, &["--user", "alice", "--scopes", "write:data"]);
     let bob = create_token(&config, &["--user", "bob", "--scopes", "read:data"]);
@@ -127,7 +129,8 @@ async fn caddy_forward_auth_end_to_end() {
     assert_eq!(claims["username"], "alice");
     assert_eq!(claims["scopes"], serde_json::json!(["read:data"]));
     assert_eq!(header(&seen, "x-auth-request-user"), Some("alice"));
-    assert_eq!(header(&seen, "x-auth-request-roles"), Some("admin,staff"));
+    // A scoped token holds the roles named at its creation, not all of alice's.
+    assert_eq!(header(&seen, "x-auth-request-roles"), Some("staff"));
     assert_eq!(header(&seen, "x-auth-request-scopes"), Some("read:data"));
     assert_eq!(
         header(&seen, "x-auth-request-email"),
