@@ -143,6 +143,20 @@ pub struct PolicyConfig {
     pub default: DefaultAction,
     /// Rules, first match wins.
     pub rules: Vec<RuleConfig>,
+    /// How rule paths compare with request paths.
+    pub path_case: PathCase,
+}
+
+/// `policy.path_case`: whether letter case counts when rule paths are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PathCase {
+    /// Byte for byte: `/admin` does not cover `/ADMIN`.
+    #[default]
+    Sensitive,
+    /// ASCII letters compare case-insensitively (`/admin` covers `/ADMIN/x`), for upstreams
+    /// that route paths that way; otherwise `/ADMIN` would reach them past an `/admin` rule.
+    Insensitive,
 }
 
 /// One policy rule as written in the config.
@@ -151,7 +165,8 @@ pub struct PolicyConfig {
 pub struct RuleConfig {
     /// Name shown in logs, 403 bodies and `policy check`.
     pub name: String,
-    /// `api.example.org` or `*.example.org`; absent matches every host.
+    /// `api.example.org` or `*.example.org` (exactly one label in front); no port; absent
+    /// matches every host.
     pub host: Option<String>,
     /// Path prefix (`/data`) or glob (`/files/*/raw`, `/static/**`); absent matches all.
     pub path: Option<String>,
@@ -520,6 +535,7 @@ mod tests {
         assert_eq!(c.cache.max_ttl, Duration::from_secs(10));
         assert_eq!(c.providers.0.len(), 2);
         assert_eq!(c.policy.default, DefaultAction::Deny);
+        assert_eq!(c.policy.path_case, PathCase::Sensitive);
     }
 
     #[test]
@@ -539,6 +555,10 @@ mod tests {
             "policy: { default: allow_authenticated, rules: [ { name: a, path: /x, allow: anonymous } ] }",
             "policy: { rules: [ { name: a, host: \"*.example.org\", methods: [get, POST], require: { attributes: { dept: [a, b], site: x } } } ] }",
             "log: { format: pretty, level: \"authgate=debug,warn\" }",
+            "policy: { path_case: insensitive, rules: [ { name: a, path: /Admin } ] }",
+            "policy: { path_case: sensitive }",
+            "policy: { rules: [ { name: a, host: \"api.example.org.\" }, { name: b, host: \"*.Example.org.\" } ] }",
+            "policy: { rules: [ { name: a, host: \"10.0.0.1\" } ] }",
             "providers: [ { type: astakos, url: \"https://a.example.org/astakos\", mode: legacy, retries: 0 } ]",
             "providers: [ { type: keystone, auth_url: \"http://k:5000/v3\", username: gw, password: pw } ]",
             "headers: keystone\npolicy: { rules: [ { name: a, headers: default, delay_auth_decision: true } ] }",
@@ -613,6 +633,28 @@ mod tests {
                 "policy: { rules: [ { name: a, host: \"a.*.org\" } ] }",
                 "policy.rules[0].host",
             ),
+            (
+                "policy: { rules: [ { name: a }, { name: b, host: \"api.example.org:8443\" } ] }",
+                "policy.rules[1].host`: ports are not part of host rules",
+            ),
+            (
+                "policy: { rules: [ { name: a, host: \"*.example.org:443\" } ] }",
+                "policy.rules[0].host`: ports are not part of host rules",
+            ),
+            (
+                "policy: { rules: [ { name: a, host: \"[::1]\" } ] }",
+                "policy.rules[0].host`: IPv6 literals are not supported",
+            ),
+            (
+                "policy: { rules: [ { name: a, host: \"a..example.org\" } ] }",
+                "policy.rules[0].host",
+            ),
+            (
+                "policy: { rules: [ { name: a, host: \"*.\" } ] }",
+                "policy.rules[0].host",
+            ),
+            ("policy: { path_case: ignore }", "policy.path_case"),
+            ("policy: { path_cases: sensitive }", "path_cases"),
             (
                 "policy: { rules: [ { name: a, allow: anonymous, require: { roles: [x] } } ] }",
                 "policy.rules[0]",

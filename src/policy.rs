@@ -1,19 +1,27 @@
 //! Route policy: ordered rules matched on host, path and method, each naming what the
-//! identity must hold. [`Policy::evaluate`] is pure: no I/O, no clock.
+//! identity must hold. [`Policy::evaluate`] is pure: no I/O, no clock. Host and path
+//! patterns live in [`host`] and [`path`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::Method;
 
-use crate::config::{AllowConfig, DefaultAction, HeaderMode, PolicyConfig, RuleConfig};
+use crate::config::{AllowConfig, DefaultAction, HeaderMode, PathCase, PolicyConfig, RuleConfig};
 use crate::identity::Identity;
+
+mod host;
+mod path;
+
+use host::HostPattern;
+use path::PathPattern;
 
 /// The parsed policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     rules: Vec<Rule>,
     default: DefaultAction,
+    path_case: PathCase,
 }
 
 /// One rule.
@@ -31,25 +39,6 @@ pub struct Rule {
     pub headers: Option<HeaderMode>,
     /// Whether an invalid credential is passed on as `X-Identity-Status: Invalid`.
     pub delay_auth_decision: bool,
-}
-
-/// Host part of a rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum HostPattern {
-    Any,
-    Exact(String),
-    /// `*.example.org`, stored as `.example.org`: any subdomain, not the apex.
-    Subdomain(String),
-}
-
-/// Path part of a rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum PathPattern {
-    Any,
-    /// Matches the path itself and everything below it, on segment boundaries.
-    Prefix(String),
-    /// Segments; `*` within a segment matches any characters but `/`, `**` any segments.
-    Glob(Vec<String>),
 }
 
 /// What a rule grants.
@@ -74,7 +63,7 @@ struct Requirements {
 pub struct Target<'a> {
     /// Method of the original request.
     pub method: &'a Method,
-    /// Lower-case host without port.
+    /// Lower-case host without port; one trailing dot (`api.example.org.`) is ignored.
     pub host: &'a str,
     /// Normalised path.
     pub path: &'a str,
@@ -134,6 +123,7 @@ impl TryFrom<&PolicyConfig> for Policy {
         Ok(Self {
             rules,
             default: config.default,
+            path_case: config.path_case,
         })
     }
 }
@@ -151,40 +141,8 @@ impl Rule {
         if rc.name.is_empty() {
             return Err(err("name", "every rule needs a name"));
         }
-        let host = match rc.host.as_deref() {
-            None | Some("*") => HostPattern::Any,
-            Some(h) => {
-                let h = h.to_ascii_lowercase();
-                let (wild, rest) = match h.strip_prefix("*.") {
-                    Some(rest) => (true, rest),
-                    None => (false, h.as_str()),
-                };
-                let valid = !rest.is_empty()
-                    && rest
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b':');
-                if !valid {
-                    return Err(err(
-                        "host",
-                        "must be a host name or '*.domain' (a '*' only as the first label)",
-                    ));
-                }
-                if wild {
-                    HostPattern::Subdomain(format!(".{rest}"))
-                } else {
-                    HostPattern::Exact(rest.to_owned())
-                }
-            }
-        };
-        let path = match rc.path.as_deref() {
-            None => PathPattern::Any,
-            Some(p) if !p.starts_with('/') => return Err(err("path", "must start with '/'")),
-            Some(p) if p.contains(['*', '?']) => {
-                PathPattern::Glob(p.split('/').skip(1).map(str::to_owned).collect())
-            }
-            Some("/") => PathPattern::Any,
-            Some(p) => PathPattern::Prefix(p.trim_end_matches('/').to_owned()),
-        };
+        let host = HostPattern::parse(rc.host.as_deref()).map_err(|r| err("host", r))?;
+        let path = PathPattern::parse(rc.path.as_deref()).map_err(|r| err("path", r))?;
         let mut methods = Vec::with_capacity(rc.methods.len());
         for m in &rc.methods {
             let m = Method::from_bytes(m.to_ascii_uppercase().as_bytes())
@@ -232,27 +190,11 @@ impl Rule {
         })
     }
 
-    fn matches(&self, target: &Target<'_>) -> bool {
-        let host_ok = match &self.host {
-            HostPattern::Any => true,
-            HostPattern::Exact(h) => h == target.host,
-            HostPattern::Subdomain(suffix) => {
-                target.host.len() > suffix.len() && target.host.ends_with(suffix.as_str())
-            }
-        };
-        let path_ok = match &self.path {
-            PathPattern::Any => true,
-            PathPattern::Prefix(p) => target
-                .path
-                .strip_prefix(p.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
-            PathPattern::Glob(segments) => {
-                let path_segments: Vec<&str> = target.path.split('/').skip(1).collect();
-                glob_segments(segments, &path_segments)
-            }
-        };
-        let method_ok = self.methods.is_empty() || self.methods.contains(target.method);
-        host_ok && path_ok && method_ok
+    /// Whether the rule covers `target`; the cheap checks first, the path last.
+    fn matches(&self, target: &Target<'_>, path_case: PathCase) -> bool {
+        (self.methods.is_empty() || self.methods.contains(target.method))
+            && self.host.matches(target.host)
+            && self.path.matches(target.path, path_case)
     }
 }
 
@@ -287,7 +229,9 @@ impl Requirements {
 impl Policy {
     /// The first rule matching `target`, if any.
     pub fn matching_rule(&self, target: &Target<'_>) -> Option<&Rule> {
-        self.rules.iter().find(|r| r.matches(target))
+        self.rules
+            .iter()
+            .find(|r| r.matches(target, self.path_case))
     }
 
     /// Whether the matching rule lets the request pass without any credential.
@@ -339,32 +283,6 @@ impl Policy {
                 },
             },
         }
-    }
-}
-
-/// Matches path segments against glob segments (`**` spans any number of segments).
-fn glob_segments(pattern: &[String], path: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((first, rest)) if first == "**" => {
-            (0..=path.len()).any(|skip| glob_segments(rest, &path[skip..]))
-        }
-        Some((first, rest)) => match path.split_first() {
-            Some((seg, path_rest)) => {
-                glob_one(first.as_bytes(), seg.as_bytes()) && glob_segments(rest, path_rest)
-            }
-            None => false,
-        },
-    }
-}
-
-/// Glob within one segment: `*` any run of characters, `?` one character.
-fn glob_one(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|skip| glob_one(rest, &text[skip..])),
-        Some((b'?', rest)) => !text.is_empty() && glob_one(rest, &text[1..]),
-        Some((c, rest)) => text.first() == Some(c) && glob_one(rest, &text[1..]),
     }
 }
 
@@ -620,24 +538,102 @@ policy:
         );
     }
 
+    fn rule_for(p: &Policy, host: &str, path: &str) -> Option<String> {
+        let target = Target {
+            method: &Method::GET,
+            host,
+            path,
+        };
+        p.matching_rule(&target).map(|r| r.name.to_string())
+    }
+
     #[test]
-    fn glob_table() {
+    fn path_case_decides_which_rule_covers_a_path() {
+        let rules = "rules: [ { name: admin, path: /admin, require: { roles: [admin] } }, \
+                     { name: files, path: \"/files/*.txt\" }, \
+                     { name: open, path: /, allow: anonymous } ]";
         let cases = [
-            ("/a/*", "/a/b", true),
-            ("/a/*", "/a/b/c", false),
-            ("/a/**", "/a/b/c", true),
-            ("/a/**", "/a", true),
-            ("/a/*.json", "/a/x.json", true),
-            ("/a/*.json", "/a/x.jsonx", false),
-            ("/v?/x", "/v1/x", true),
-            ("/v?/x", "/v10/x", false),
-            ("/**/secret", "/a/b/secret", true),
-            ("/**/secret", "/a/b/secrets", false),
+            ("", "/ADMIN/x", "open"),
+            ("path_case: sensitive, ", "/ADMIN/x", "open"),
+            ("path_case: sensitive, ", "/admin/x", "admin"),
+            ("path_case: insensitive, ", "/ADMIN/x", "admin"),
+            ("path_case: insensitive, ", "/Admin", "admin"),
+            ("path_case: insensitive, ", "/ADMINS", "open"),
+            ("path_case: insensitive, ", "/FILES/A.TXT", "files"),
+            ("path_case: sensitive, ", "/FILES/A.TXT", "open"),
         ];
-        for (pattern, path, expected) in cases {
-            let segs: Vec<String> = pattern.split('/').skip(1).map(str::to_owned).collect();
-            let p: Vec<&str> = path.split('/').skip(1).collect();
-            assert_eq!(glob_segments(&segs, &p), expected, "{pattern} vs {path}");
+        for (setting, path, expected) in cases {
+            let p = policy(&format!("policy: {{ {setting}{rules} }}"));
+            assert_eq!(
+                rule_for(&p, "h", path).as_deref(),
+                Some(expected),
+                "{setting}{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_match_one_label_and_ignore_a_trailing_dot() {
+        let p = policy(
+            "policy: { rules: [ \
+               { name: api, host: api.example.org, path: /admin }, \
+               { name: fqdn, host: \"fq.example.org.\" }, \
+               { name: tenant, host: \"*.tenants.example.org\" }, \
+               { name: rest, allow: anonymous } ] }",
+        );
+        let cases = [
+            ("api.example.org", "/admin", "api"),
+            ("api.example.org.", "/admin", "api"),
+            ("api.example.org..", "/admin", "rest"),
+            ("fq.example.org", "/", "fqdn"),
+            ("fq.example.org.", "/", "fqdn"),
+            ("a.tenants.example.org", "/", "tenant"),
+            ("a.tenants.example.org.", "/", "tenant"),
+            ("a.b.tenants.example.org", "/", "rest"),
+            ("tenants.example.org", "/", "rest"),
+        ];
+        for (host, path, expected) in cases {
+            assert_eq!(
+                rule_for(&p, host, path).as_deref(),
+                Some(expected),
+                "{host}{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn rule_errors_carry_the_key_path() {
+        let cases = [
+            (
+                "{ name: a }, { name: b }, { name: c, host: \"api.example.org:8443\" }",
+                "policy.rules[2].host",
+                "ports are not part of host rules",
+            ),
+            (
+                "{ name: a, host: \"[::1]\" }",
+                "policy.rules[0].host",
+                "IPv6 literals are not supported",
+            ),
+            (
+                "{ name: a, host: \"a.*.org\" }",
+                "policy.rules[0].host",
+                "must be a host name",
+            ),
+            (
+                "{ name: a }, { name: b, path: x }",
+                "policy.rules[1].path",
+                "must start with '/'",
+            ),
+        ];
+        for (rules, key, reason) in cases {
+            use figment::providers::{Format, Yaml};
+            let config: PolicyConfig =
+                figment::Figment::from(Yaml::string(&format!("rules: [ {rules} ]")))
+                    .extract()
+                    .unwrap();
+            let e = Policy::try_from(&config).unwrap_err();
+            assert_eq!(e.key, key, "{rules}");
+            assert!(e.reason.starts_with(reason), "{rules}: {}", e.reason);
         }
     }
 }
