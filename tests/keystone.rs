@@ -53,7 +53,7 @@ policy:
         authgate.data,
         echo.addr,
     );
-    let http = reqwest::Client::new();
+    let http = nginx.client();
     let spoofed = [
         ("X-Roles", "admin"),
         ("X-Identity-Status", "Spoofed"),
@@ -63,7 +63,10 @@ policy:
         ("X-Is-Admin-Project", "True"),
     ];
     let through_nginx = async |path: &str, token: Option<&str>, extra: &[(&str, &str)]| {
-        let mut req = http.get(nginx.url(path));
+        let mut req = http.get(format!(
+            "http://compute.example.org:{}{path}",
+            nginx.addr.port()
+        ));
         if let Some(t) = token {
             req = req.header("X-Auth-Token", t);
         }

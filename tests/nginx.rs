@@ -54,6 +54,8 @@ async fn nginx_auth_request_end_to_end() {
             "alice",
             "--scopes",
             "read:data",
+            "--roles",
+            "staff",
             "--expires",
             "30d",
             "--name",
@@ -81,7 +83,7 @@ async fn nginx_auth_request_end_to_end() {
         authgate.data,
         echo.addr,
     );
-    let http = reqwest::Client::new();
+    let http = nginx.client();
 
     // A valid token: 200 at the client; the upstream sees a JWT that verifies, with the
     // claims of alice and of the token.
@@ -103,7 +105,8 @@ async fn nginx_auth_request_end_to_end() {
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["username"], "alice");
     assert_eq!(claims["email"], "alice@example.org");
-    assert_eq!(claims["roles"], serde_json::json!(["admin", "staff"]));
+    // A scoped token holds the roles named at its creation, not all of alice's.
+    assert_eq!(claims["roles"], serde_json::json!(["staff"]));
     assert_eq!(claims["scopes"], serde_json::json!(["read:data"]));
     assert_eq!(claims["attributes"], serde_json::json!({"dept": "physics"}));
     assert_eq!(claims["aud"], "api");
@@ -115,10 +118,7 @@ async fn nginx_auth_request_end_to_end() {
     assert!(iat >= before - 1 && iat <= authgate_now() + 1);
     // Client-sent identity headers never reach the upstream as sent.
     assert_eq!(header(&echo_seen, "x-auth-request-user"), Some("alice"));
-    assert_eq!(
-        header(&echo_seen, "x-auth-request-roles"),
-        Some("admin,staff")
-    );
+    assert_eq!(header(&echo_seen, "x-auth-request-roles"), Some("staff"));
     assert_eq!(
         header(&echo_seen, "x-auth-request-scopes"),
         Some("read:data")
@@ -223,24 +223,32 @@ async fn nginx_auth_request_end_to_end() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
-    // A path that climbs out of /data is judged where it lands (sent raw: HTTP clients
-    // would normalise it themselves). bob's token may read /data but bob is no admin.
+    // A path that climbs out of /data is refused (400), never resolved: the upstream gets
+    // the raw target and could route it elsewhere. nginx carries authgate's 400 through.
+    // (Sent raw: HTTP clients would normalise it themselves.)
+    let served = echo.served_count();
     for path in [
         "/data/../admin",
         "/data/%2e%2e/admin",
         "/data//..//admin/x",
         "/%64ata/../admin",
+        "/data/x/../y",
     ] {
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: api.example.org\r\nAuthorization: Bearer {bob}\r\nConnection: close\r\n\r\n"
         );
-        let (status, _, _) = raw_request(nginx.addr, request.as_bytes()).await;
-        assert_eq!(status, 403, "{path}");
+        let (status, _, body) = raw_request(nginx.addr, request.as_bytes()).await;
+        assert_eq!(status, 400, "{path}: {body}");
     }
+    assert_eq!(echo.served_count(), served, "the upstream saw none of them");
     let request = format!(
-        "GET /data/x/../y HTTP/1.1\r\nHost: api.example.org\r\nAuthorization: Bearer {bob}\r\nConnection: close\r\n\r\n"
+        "GET /%64ata/y HTTP/1.1\r\nHost: api.example.org\r\nAuthorization: Bearer {bob}\r\nConnection: close\r\n\r\n"
     );
     assert_eq!(raw_request(nginx.addr, request.as_bytes()).await.0, 200);
+    assert_eq!(
+        echo.last_served(),
+        Some(("GET".to_owned(), "/%64ata/y".to_owned()))
+    );
 
     // Anonymous route: passes, and a client-sent Authorization is removed.
     let resp = http

@@ -431,8 +431,19 @@ impl Nginx {
         );
     }
 
+    /// A URL on the example's site (`api.example.org`), for a client from [`Nginx::client`].
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://api.example.org:{}{path}", self.addr.port())
+    }
+
+    /// A client that reaches `api.example.org` (and the other given names) at this nginx.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .resolve("api.example.org", self.addr)
+            .resolve("compute.example.org", self.addr)
+            .resolve("www.example.org", self.addr)
+            .build()
+            .unwrap()
     }
 }
 
