@@ -45,6 +45,7 @@ async fn decide(authgate: &Authgate, token: &str, header: &str) -> reqwest::Resp
     reqwest::Client::new()
         .get(authgate.url("/auth"))
         .header("X-Original-URI", "/anything")
+        .header("X-Original-Method", "GET")
         .header("X-Forwarded-For", "203.0.113.7")
         .header(
             header,
@@ -256,6 +257,7 @@ async fn legacy_endpoint_and_query_token() {
             "X-Original-URI",
             "/pithos/file?X-Auth-Token=CDEe2k0T%2FHdiJWBMMbHyOA%3D%3D&x=1",
         )
+        .header("X-Original-Method", "GET")
         .send()
         .await
         .unwrap();
