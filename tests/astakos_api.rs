@@ -237,3 +237,94 @@ async fn astakos_endpoints_are_off_by_default() {
         .unwrap();
     assert_eq!(resp.status(), 404);
 }
+
+/// A scoped token is validated by the Astakos endpoints only when it holds
+/// `astakos_api.scope` (default `astakos`): a service asking Astakos treats the token as its
+/// owner in full. Unscoped tokens act for their owner and pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn astakos_endpoints_need_their_scope_on_scoped_tokens() {
+    for (astakos_api, passing_scope, failing_scope) in [
+        ("astakos_api: { enabled: true }", "astakos", "pithos"),
+        (
+            "astakos_api: { enabled: true, scope: pithos }",
+            "pithos",
+            "astakos",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(
+            dir.path(),
+            &format!("{astakos_api}\npolicy: {{ default: allow_authenticated }}\n"),
+        );
+        add_user(&config, &["alice", "--roles", "default"], "alice-password");
+        let read_only = create_token(&config, &["--user", "alice", "--scopes", "read:data"]);
+        let failing = create_token(
+            &config,
+            &[
+                "--user",
+                "alice",
+                "--scopes",
+                &format!("{failing_scope},read:data"),
+            ],
+        );
+        let passing = create_token(
+            &config,
+            &[
+                "--user",
+                "alice",
+                "--scopes",
+                &format!("{passing_scope},read:data"),
+            ],
+        );
+        let unscoped = create_token(&config, &["--user", "alice"]);
+        let authgate = Authgate::start(&config);
+        let http = reqwest::Client::new();
+        let cases = [
+            (&read_only, "read:data", false),
+            (&failing, failing_scope, false),
+            (&passing, passing_scope, true),
+            (&unscoped, "unscoped", true),
+        ];
+        for (token, what, valid) in cases {
+            let what = format!("{astakos_api}: {what}");
+            let resp = http
+                .post(authgate.url("/identity/v2.0/tokens"))
+                .json(&json!({"auth": {"token": {"id": token}}}))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            let doc: Value = resp.json().await.unwrap();
+            if valid {
+                assert_eq!(status, 200, "{what}: {doc}");
+                assert_eq!(doc["access"]["token"]["id"], token.as_str(), "{what}");
+                assert_eq!(doc["access"]["user"]["id"], "alice", "{what}");
+            } else {
+                assert_eq!(status, 401, "{what}: {doc}");
+                assert_eq!(
+                    doc,
+                    json!({"unauthorized": {"code": 401, "message": "Invalid token", "details": ""}}),
+                    "{what}"
+                );
+            }
+
+            let resp = http
+                .get(authgate.url("/im/authenticate"))
+                .header("X-Auth-Token", token.as_str())
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            let text = resp.text().await.unwrap();
+            if valid {
+                assert_eq!(status, 200, "{what}: {text}");
+                let flat: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(flat["uuid"], "alice", "{what}");
+                assert_eq!(flat["auth_token"], token.as_str(), "{what}");
+            } else {
+                assert_eq!(status, 401, "{what}: {text}");
+                assert_eq!(text, "Invalid X-Auth-Token\n\n", "{what}");
+            }
+        }
+    }
+}
