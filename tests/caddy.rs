@@ -93,7 +93,14 @@ async fn caddy_forward_auth_end_to_end() {
     let token = create_token(
         &config,
         &[
-            "--user", "alice", "--scopes", "read:data", "--roles", "staff", "--name", "ci",
+            "--user",
+            "alice",
+            "--scopes",
+            "read:data",
+            "--roles",
+            "staff",
+            "--name",
+            "ci",
         ],
     );
     let other_scope = create_token(&config, &["--user", "alice", "--scopes", "write:data"]);

@@ -40,7 +40,9 @@ async fn malformed_input_gets_a_clear_4xx() {
         format!("GET /auth HTTP/1.1\r\nHost: h\r\nX-Original-URI: /data\r\n{extra}Connection: close\r\n\r\n").into_bytes()
     };
     let raw = |head: &[u8], extra: &[u8]| {
-        let mut v = b"GET /auth HTTP/1.1\r\nHost: h\r\nX-Original-URI: /data\r\nX-Original-Method: GET\r\n".to_vec();
+        let mut v =
+            b"GET /auth HTTP/1.1\r\nHost: h\r\nX-Original-URI: /data\r\nX-Original-Method: GET\r\n"
+                .to_vec();
         v.extend_from_slice(head);
         v.extend_from_slice(extra);
         v.extend_from_slice(b"Connection: close\r\n\r\n");
