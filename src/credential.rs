@@ -7,6 +7,9 @@ use http::HeaderMap;
 
 use crate::secret::{Secret, sha256};
 
+#[cfg(test)]
+mod props;
+
 /// Longest credential accepted, in bytes (a JWT with many claims fits easily).
 pub const MAX_CREDENTIAL_LEN: usize = 8192;
 

@@ -14,6 +14,9 @@ use ipnet::IpNet;
 
 pub mod target;
 
+#[cfg(test)]
+mod props;
+
 /// Header names built once: a lookup by `&str` parses the name on every call.
 pub mod names {
     use http::HeaderName;

@@ -102,8 +102,10 @@ pub fn host_and_port(raw: &str, name: &'static str) -> Result<(String, Option<u1
         Some(_) => return Err(bad()),
     };
     let host = host.strip_suffix('.').unwrap_or(host);
+    // `a..` would otherwise come out as `a.`, which another parse reads as `a`.
     let plausible = !host.is_empty()
         && !host.starts_with('.')
+        && !host.ends_with('.')
         && !host.contains("..")
         && (host.starts_with('[')
             || host
@@ -213,6 +215,9 @@ mod tests {
             "a..b",
             ".",
             "..",
+            "a..",
+            "80..",
+            "api.example.org..:80",
             "a/b",
         ] {
             assert!(host_and_port(raw, "Host").is_err(), "{raw:?} accepted");
