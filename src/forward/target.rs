@@ -6,8 +6,9 @@
 //! Refused in a path: `#`, a `.`/`..` segment or any segment ending in `.` (raw or
 //! `%2e`), an empty segment (`//`) except a single trailing `/`, and, after one
 //! percent-decoding: `/` (`%2f`), `\`, `;`, `?`, `#`, `%` (so `%25` double encoding),
-//! control characters, whitespace at either end of a segment, and bytes that are not
-//! UTF-8 (overlong forms included). Percent-encoded other characters are judged decoded
+//! control characters, whitespace at either end of a segment, bytes that are not UTF-8
+//! (overlong forms included), and Unicode look-alikes of those separators (fullwidth and
+//! small forms, which NFKC folds to ASCII). Percent-encoded other characters are judged decoded
 //! (`/%61dmin` is `/admin`), as the upstream decodes them.
 //!
 //! Hosts: lower-case, without port, without one trailing dot; userinfo (`@`) refused.
@@ -53,6 +54,9 @@ fn judged_segment(raw: &str) -> Result<String, ForwardError> {
             '#' => "it holds an encoded '#'",
             '%' => "it holds '%' once decoded (double encoding)",
             c if c.is_control() => "it holds control characters",
+            c if is_look_alike_separator(c) => {
+                "it holds a look-alike of '/', '.', '\\', ';', '%', '?' or '#' (fullwidth or small forms)"
+            }
             _ => continue,
         };
         return Err(ForwardError::BadPath(why));
@@ -68,6 +72,20 @@ fn judged_segment(raw: &str) -> Result<String, ForwardError> {
         ));
     }
     Ok(decoded.into_owned())
+}
+
+/// Characters that Unicode compatibility normalisation (NFKC, which some upstreams and
+/// file systems apply) turns into a path separator or one of the characters refused above:
+/// the fullwidth and small forms of ASCII punctuation, one-dot leaders and division slashes.
+fn is_look_alike_separator(c: char) -> bool {
+    matches!(c,
+        '\u{FF01}'..='\u{FF0F}'   // fullwidth ! " # $ % & ' ( ) * + , - . /
+        | '\u{FF1A}'..='\u{FF20}' // fullwidth : ; < = > ? @
+        | '\u{FF3B}'..='\u{FF40}' // fullwidth [ \ ] ^ _ `
+        | '\u{FE50}'..='\u{FE6B}' // small form variants
+        | '\u{2024}'..='\u{2026}' // one-dot leader, two-dot leader, ellipsis
+        | '\u{2044}' | '\u{2215}' | '\u{29F5}' | '\u{29F8}' | '\u{29F9}' // slashes
+    )
 }
 
 /// A host as the proxy routed on: `host[:port]` or `[v6][:port]`, without userinfo.
@@ -178,6 +196,11 @@ mod tests {
             "/%ff%fe",
             "/%c0%ae%c0%ae/admin",
             "/%e0%80%ae",
+            "/admin%ef%bc%8e",
+            "/admin%ef%bc%8f..%ef%bc%8fhealthz",
+            "/admin%ef%b9%92",
+            "/%e2%80%a5/admin",
+            "/admin%e2%88%95x",
         ] {
             assert!(judged_path(raw).is_err(), "{raw:?} accepted");
         }
