@@ -242,6 +242,27 @@ async fn client_headers_cannot_choose_what_is_judged() {
     }
 }
 
+/// Issue 10 item 8: a scoped token never passes a rule its grant does not cover, even when
+/// its owner would.
+#[tokio::test(flavor = "multi_thread")]
+async fn scoped_tokens_are_least_privilege_through_nginx() {
+    let s = site().await;
+    let config = s.authgate.config.clone();
+    add_user(&config, &["carol", "--roles", "admin,staff"], "carol-password");
+    let scoped = create_token(&config, &["--user", "carol", "--scopes", "read:data"]);
+    let full = create_token(&config, &["--user", "carol"]);
+    let scoped = format!("Bearer {scoped}");
+    let full = format!("Bearer {full}");
+    s.refused("GET /admin/users HTTP/1.1", &[("Authorization", &scoped)], 403)
+        .await;
+    s.served("GET /data/1 HTTP/1.1", &[("Authorization", &scoped)])
+        .await;
+    let seen = s
+        .served("GET /admin/users HTTP/1.1", &[("Authorization", &full)])
+        .await;
+    assert_eq!(seen["x-auth-request-roles"][0], "admin,staff");
+}
+
 /// Issue 10 items 4-5 and issue 19 item 2: a target the upstream could route differently is
 /// refused; what passes is served exactly as judged.
 #[tokio::test(flavor = "multi_thread")]
