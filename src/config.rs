@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::mint::Algorithm;
-use crate::policy::Policy;
+use crate::policy::{HostPattern, Policy};
 use crate::providers::ProviderConfig;
 
 /// Everything authgate reads from its configuration.
@@ -55,8 +55,15 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
-    /// Sign-in page for browsers; `/forward-auth` redirects there, `/auth` sets `Location`.
+    /// Sign-in page for browsers (an absolute http(s) URL); `/forward-auth` redirects
+    /// there, `/auth` sets `Location`. The original URL goes along as `rd`.
     pub signin_url: Option<String>,
+    /// Hosts the sign-in may return to (`rd`): exact names or `*.domain`. Absent: the hosts
+    /// the policy rules name. A browser on any other host is sent to sign in without `rd`.
+    pub redirect_hosts: Option<Vec<String>>,
+    /// Whether Envoy's `/auth/<path>` form sends a browser to sign in with a 302 (Envoy
+    /// passes a 3xx through to the client) instead of the 401.
+    pub envoy_redirect: bool,
     /// Realm named in `WWW-Authenticate`.
     pub realm: String,
 }
@@ -307,6 +314,8 @@ impl Default for ServerConfig {
             max_header_bytes: 16 * 1024,
             shutdown_timeout: Duration::from_secs(10),
             signin_url: None,
+            redirect_hosts: None,
+            envoy_redirect: false,
             realm: "authgate".to_owned(),
         }
     }
@@ -412,12 +421,13 @@ impl Config {
             ));
         }
         if let Some(url) = &self.server.signin_url
-            && !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with('/'))
+            && let Some(why) = signin_url_problem(url)
         {
-            return Err(ConfigError::invalid(
-                "server.signin_url",
-                "must be an absolute http(s) URL or a path starting with '/'",
-            ));
+            return Err(ConfigError::invalid("server.signin_url", why));
+        }
+        for (i, host) in self.server.redirect_hosts.iter().flatten().enumerate() {
+            HostPattern::parse_listed(host)
+                .map_err(|why| ConfigError::invalid(format!("server.redirect_hosts[{i}]"), why))?;
         }
         if self.server.listen == self.admin.listen && self.server.listen.port() != 0 {
             return Err(ConfigError::invalid(
@@ -500,6 +510,26 @@ impl Config {
     }
 }
 
+/// Why `server.signin_url` cannot be the base of a browser redirect, if it cannot: it must
+/// be an absolute `http(s)` URL with a host, no userinfo and no fragment (`rd` is appended
+/// to its query).
+fn signin_url_problem(url: &str) -> Option<&'static str> {
+    const ABSOLUTE: &str = "must be an absolute http(s) URL (https://host/path)";
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return Some(ABSOLUTE);
+    };
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Some(ABSOLUTE);
+    }
+    match uri.authority() {
+        None => Some(ABSOLUTE),
+        Some(a) if a.host().is_empty() => Some(ABSOLUTE),
+        Some(a) if a.as_str().contains('@') => Some("must not hold userinfo ('@')"),
+        Some(_) if url.contains('#') => Some("must not hold a fragment ('#')"),
+        Some(_) => None,
+    }
+}
+
 /// Turns figment's errors into one message per problem, each naming the key and the source.
 fn describe_figment_error(error: figment::Error) -> ConfigError {
     let lines: Vec<String> = error
@@ -563,6 +593,10 @@ mod tests {
             "providers: [ { type: keystone, auth_url: \"http://k:5000/v3\", username: gw, password: pw } ]",
             "headers: keystone\npolicy: { rules: [ { name: a, headers: default, delay_auth_decision: true } ] }",
             "astakos_api: { enabled: true, service_catalog: [ { name: x, type: compute } ] }",
+            "server: { signin_url: \"https://auth.example.org/oauth2/start\" }",
+            "server: { signin_url: \"http://127.0.0.1:4180/start?x=1\", envoy_redirect: true }",
+            "server: { redirect_hosts: [api.example.org, \"*.Example.net\", \"fq.example.org.\"] }",
+            "server: { redirect_hosts: [] }",
         ];
         for yaml in cases {
             Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
@@ -585,6 +619,48 @@ mod tests {
             (
                 "server: { signin_url: \"javascript:x\" }",
                 "server.signin_url",
+            ),
+            ("server: { signin_url: /oauth2/start }", "server.signin_url"),
+            (
+                "server: { signin_url: \"//auth.example.org/x\" }",
+                "server.signin_url",
+            ),
+            (
+                "server: { signin_url: \"ftp://auth.example.org/x\" }",
+                "server.signin_url",
+            ),
+            ("server: { signin_url: \"https://\" }", "server.signin_url"),
+            (
+                "server: { signin_url: \"https://a b/x\" }",
+                "server.signin_url",
+            ),
+            (
+                "server: { signin_url: \"https://u@auth.example.org/x\" }",
+                "server.signin_url`: must not hold userinfo",
+            ),
+            (
+                "server: { signin_url: \"https://auth.example.org/x#f\" }",
+                "server.signin_url`: must not hold a fragment",
+            ),
+            (
+                "server: { redirect_hosts: [api.example.org, \"*\"] }",
+                "server.redirect_hosts[1]`: '*' would allow every host",
+            ),
+            (
+                "server: { redirect_hosts: [\"api.example.org:8443\"] }",
+                "server.redirect_hosts[0]`: ports are not part",
+            ),
+            (
+                "server: { redirect_hosts: [a.example.org, b.example.org, \"a.*.org\"] }",
+                "server.redirect_hosts[2]`: must be a host name",
+            ),
+            (
+                "server: { redirect_hosts: api.example.org }",
+                "server.redirect_hosts",
+            ),
+            (
+                "server: { envoy_redirect: sometimes }",
+                "server.envoy_redirect",
             ),
             ("store: { type: redis, url: x }", "store"),
             ("store: { type: embedded, path: x, extra: 1 }", "extra"),

@@ -13,7 +13,7 @@ use crate::identity::Identity;
 mod host;
 mod path;
 
-use host::HostPattern;
+pub use host::HostPattern;
 use path::PathPattern;
 
 /// The parsed policy.
@@ -227,6 +227,18 @@ impl Requirements {
 }
 
 impl Policy {
+    /// The host patterns the rules name (exact names and `*.domain`), in rule order without
+    /// repeats; rules without `host` add nothing. The default of `server.redirect_hosts`.
+    pub fn named_hosts(&self) -> Vec<HostPattern> {
+        let mut hosts: Vec<HostPattern> = Vec::new();
+        for rule in &self.rules {
+            if rule.host != HostPattern::Any && !hosts.contains(&rule.host) {
+                hosts.push(rule.host.clone());
+            }
+        }
+        hosts
+    }
+
     /// The first rule matching `target`, if any.
     pub fn matching_rule(&self, target: &Target<'_>) -> Option<&Rule> {
         self.rules
@@ -599,6 +611,28 @@ policy:
                 "{host}{path}"
             );
         }
+    }
+
+    #[test]
+    fn named_hosts_are_the_rules_host_patterns_once_each() {
+        let p = policy(
+            "policy: { rules: [ \
+               { name: a, host: API.example.org, path: /a }, \
+               { name: b, host: \"*.tenants.example.org\" }, \
+               { name: c, host: \"api.example.org.\", path: /c }, \
+               { name: d, host: \"*\" }, \
+               { name: e, path: /e } ] }",
+        );
+        let named = p.named_hosts();
+        assert_eq!(named.len(), 2, "{named:?}");
+        assert!(named[0].matches("api.example.org"));
+        assert!(named[1].matches("x.tenants.example.org"));
+        assert!(!named.iter().any(|h| h.matches("www.example.org")));
+        assert!(
+            policy("policy: { rules: [ { name: a } ] }")
+                .named_hosts()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -180,7 +180,7 @@ async fn malformed_input_gets_a_clear_4xx() {
 async fn proxy_forms_and_browser_sign_in() {
     let dir = tempfile::tempdir().unwrap();
     let sections = format!(
-        "{POLICY}\nserver: {{ listen: \"127.0.0.1:0\", signin_url: \"https://auth.example.org/oauth2/start\" }}\n"
+        "{POLICY}\nserver: {{ listen: \"127.0.0.1:0\", signin_url: \"https://auth.example.org/oauth2/start\", redirect_hosts: [api.example.org] }}\n"
     );
     let config = write_config(dir.path(), &sections);
     let token = create_token(&config, &["--user", "alice", "--scopes", "read:data"]);
@@ -330,6 +330,7 @@ async fn proxy_forms_and_browser_sign_in() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 302);
+    assert!(resp.headers().get("www-authenticate").is_none());
     assert_eq!(
         resp.headers()["location"],
         "https://auth.example.org/oauth2/start?rd=https%3A%2F%2Fapi%2Eexample%2Eorg%2Fdata%3Fq%3D1"
@@ -390,6 +391,252 @@ async fn proxy_forms_and_browser_sign_in() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 405);
+}
+
+const HOST_RULES: &str = r#"
+policy:
+  default: deny
+  rules:
+    - { name: data-read, host: api.example.org, path: /data, methods: [GET], require: { scopes: ["read:data"] } }
+    - { name: tenants, host: "*.tenants.example.org", require: { roles: [member] } }
+"#;
+
+const SIGNIN: &str = "https://auth.example.org/oauth2/start";
+
+/// The decoded `rd` of a sign-in URL; the test fails if it holds more than one.
+fn rd_of(location: &str) -> Option<String> {
+    let query = location.split_once('?')?.1;
+    let rds: Vec<&str> = query
+        .split('&')
+        .filter_map(|p| p.strip_prefix("rd="))
+        .collect();
+    assert!(rds.len() <= 1, "{location}");
+    rds.first().map(|rd| {
+        assert!(
+            rd.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'%'),
+            "rd not fully escaped: {location}"
+        );
+        percent_encoding::percent_decode_str(rd)
+            .decode_utf8()
+            .unwrap()
+            .into_owned()
+    })
+}
+
+/// The sign-in return URL: only from the endpoint's own header family, http(s) only, a host
+/// of `server.redirect_hosts` (default: the hosts the rules name) or no `rd` at all, the
+/// port kept, the whole original query inside one escaped `rd`.
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_returns_only_to_listed_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("{HOST_RULES}\nserver: {{ listen: \"127.0.0.1:0\", signin_url: \"{SIGNIN}\" }}\n"),
+    );
+    let authgate = Authgate::start(&config);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let html = "text/html,application/xhtml+xml";
+    let location = |resp: &reqwest::Response| {
+        resp.headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    // /forward-auth: (X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Uri) -> rd.
+    let cases: [(&str, &str, &str, Option<&str>); 6] = [
+        (
+            "https",
+            "api.example.org:8443",
+            "/data?x=1&y=2",
+            Some("https://api.example.org:8443/data?x=1&y=2"),
+        ),
+        (
+            "http",
+            "API.Example.org.",
+            "/data?a=%26b&c=d+e",
+            Some("http://api.example.org/data?a=%26b&c=d+e"),
+        ),
+        (
+            "https",
+            "a.tenants.example.org",
+            "/x",
+            Some("https://a.tenants.example.org/x"),
+        ),
+        // Hosts no rule names: the sign-in start without rd.
+        ("https", "www.example.org", "/data", None),
+        ("https", "a.b.tenants.example.org", "/", None),
+        ("https", "tenants.example.org:8443", "/", None),
+    ];
+    for (proto, host, uri, rd) in cases {
+        let resp = http
+            .get(authgate.url("/forward-auth"))
+            .header("X-Forwarded-Method", "GET")
+            .header("X-Forwarded-Proto", proto)
+            .header("X-Forwarded-Host", host)
+            .header("X-Forwarded-Uri", uri)
+            .header("Accept", html)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 302, "{host}{uri}");
+        let location = location(&resp).unwrap();
+        assert!(location.starts_with(SIGNIN), "{location}");
+        assert_eq!(rd_of(&location).as_deref(), rd, "{host}{uri}");
+        if rd.is_none() {
+            assert_eq!(location, SIGNIN);
+        }
+    }
+    // A scheme other than http(s) is refused, whichever family carries it.
+    let resp = http
+        .get(authgate.url("/forward-auth"))
+        .header("X-Forwarded-Method", "GET")
+        .header("X-Forwarded-Proto", "javascript")
+        .header("X-Forwarded-Host", "api.example.org")
+        .header("X-Forwarded-Uri", "/data")
+        .header("Accept", html)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(location(&resp).is_none());
+    let ingress = |url: &str| {
+        http.get(authgate.url("/ingress-auth"))
+            .header("X-Original-URL", url)
+            .header("X-Original-Method", "GET")
+            .header("Accept", html)
+            .send()
+    };
+    let resp = ingress("javascript://api.example.org/data").await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(location(&resp).is_none());
+    // ingress-nginx and nginx keep the 401 and say where to go.
+    let resp = ingress("https://api.example.org:8443/data?x=1&y=2")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        rd_of(&location(&resp).unwrap()).as_deref(),
+        Some("https://api.example.org:8443/data?x=1&y=2")
+    );
+    let resp = ingress("https://www.example.org/data").await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(location(&resp).as_deref(), Some(SIGNIN));
+    let resp = http
+        .get(authgate.url("/auth"))
+        .header("Host", "api.example.org:8080")
+        .header("X-Original-URI", "/data?x=1&y=2")
+        .header("X-Original-Method", "GET")
+        .header("Accept", html)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().contains_key("www-authenticate"));
+    assert_eq!(
+        rd_of(&location(&resp).unwrap()).as_deref(),
+        Some("http://api.example.org:8080/data?x=1&y=2")
+    );
+    // Envoy's path form without server.envoy_redirect: the 401, with the Location.
+    let resp = http
+        .get(authgate.url("/auth/data?x=1&y=2"))
+        .header("Host", "api.example.org:8443")
+        .header("Accept", html)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().contains_key("www-authenticate"));
+    assert_eq!(
+        rd_of(&location(&resp).unwrap()).as_deref(),
+        Some("http://api.example.org:8443/data?x=1&y=2")
+    );
+}
+
+/// `server.envoy_redirect: true`: Envoy's `/auth/<path>` answers a browser navigation
+/// without a credential with the same 302 as `/forward-auth`; API clients and POSTs keep the
+/// 401, and `/auth` (nginx) never redirects.
+#[tokio::test(flavor = "multi_thread")]
+async fn envoy_path_form_redirects_browsers_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{HOST_RULES}\nserver: {{ listen: \"127.0.0.1:0\", signin_url: \"{SIGNIN}?client=gw\", redirect_hosts: [api.example.org], envoy_redirect: true }}\n"
+        ),
+    );
+    let authgate = Authgate::start(&config);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let html = "text/html,application/xhtml+xml";
+    let envoy = |method: reqwest::Method, path: &str, host: &str| {
+        http.request(method, authgate.url(&format!("/auth{path}")))
+            .header("Host", host)
+            .header("X-Forwarded-Proto", "https")
+    };
+    let resp = envoy(
+        reqwest::Method::GET,
+        "/data?x=1&y=2",
+        "api.example.org:8443",
+    )
+    .header("Accept", html)
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 302);
+    let location = resp.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with(&format!("{SIGNIN}?client=gw&rd=")),
+        "{location}"
+    );
+    assert_eq!(
+        rd_of(location).as_deref(),
+        Some("https://api.example.org:8443/data?x=1&y=2")
+    );
+    // Listed explicitly: the rules' other host is no longer a return target.
+    let resp = envoy(reqwest::Method::GET, "/x", "a.tenants.example.org")
+        .header("Accept", html)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    assert_eq!(resp.headers()["location"], format!("{SIGNIN}?client=gw"));
+    // An API client, and a browser's POST: the 401 with its challenge, no Location.
+    for (method, accept) in [
+        (reqwest::Method::GET, "application/json"),
+        (reqwest::Method::POST, html),
+    ] {
+        let resp = envoy(method.clone(), "/data", "api.example.org")
+            .header("Accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{method} {accept}");
+        assert!(resp.headers().contains_key("www-authenticate"));
+        assert!(
+            resp.headers().get("location").is_none(),
+            "{method} {accept}"
+        );
+    }
+    // nginx's /auth: never a redirect, whatever envoy_redirect says.
+    let resp = http
+        .get(authgate.url("/auth"))
+        .header("Host", "api.example.org")
+        .header("X-Original-URI", "/data")
+        .header("X-Original-Method", "GET")
+        .header("Accept", html)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        rd_of(resp.headers()["location"].to_str().unwrap()).as_deref(),
+        Some("http://api.example.org/data")
+    );
 }
 
 /// Basic auth: argon2 once, then cached; failures are limited per user and address (429).
@@ -676,6 +923,15 @@ fn start_up_errors_are_clear() {
     let (code, err) = run("cache: { max_entries: lots }", &["serve"]);
     assert_eq!(code, Some(64));
     assert!(err.contains("cache.max_entries"), "{err}");
+    let (code, err) = run(
+        "server: { redirect_hosts: [api.example.org, \"*\"] }",
+        &["serve"],
+    );
+    assert_eq!(code, Some(64));
+    assert!(err.contains("server.redirect_hosts[1]"), "{err}");
+    let (code, err) = run("server: { signin_url: /oauth2/start }", &["check-config"]);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("server.signin_url"), "{err}");
     // An unreadable key file is named.
     let (code, err) = run(
         "mint: { key_files: [/nonexistent/signing.pem] }\nserver: { listen: \"127.0.0.1:0\" }\nadmin: { listen: \"127.0.0.1:0\" }\nstore: { type: embedded, path: /tmp/authgate-keyfile-test.db }",

@@ -336,3 +336,175 @@ fn authgate_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+const SIGNIN: &str = "https://auth.example.org/oauth2/start";
+
+/// The decoded `rd` of a sign-in URL; the test fails if it holds more than one.
+fn rd_of(location: &str) -> Option<String> {
+    let query = location.split_once('?')?.1;
+    let rds: Vec<&str> = query
+        .split('&')
+        .filter_map(|p| p.strip_prefix("rd="))
+        .collect();
+    assert!(rds.len() <= 1, "{location}");
+    rds.first().map(|rd| {
+        percent_encoding::percent_decode_str(rd)
+            .decode_utf8()
+            .unwrap()
+            .into_owned()
+    })
+}
+
+/// authgate, an echo upstream and nginx with `deploy/nginx/authgate-browser.conf`, and a
+/// client for it that does not follow redirects.
+async fn browser_site(
+    dir: &std::path::Path,
+    server: &str,
+) -> (Authgate, Echo, Nginx, reqwest::Client) {
+    let sections = format!(
+        "{SECTIONS}    - {{ name: api, host: api.example.org, path: /api }}\n\
+         server: {{ listen: \"127.0.0.1:0\", trusted_proxies: [\"127.0.0.1/32\"], signin_url: \"{SIGNIN}\"{server} }}\n"
+    );
+    let config = write_config(dir, &sections);
+    let authgate = Authgate::start(&config);
+    let echo = Echo::start().await;
+    let nginx = Nginx::start(
+        dir,
+        "deploy/nginx/authgate-browser.conf",
+        authgate.data,
+        echo.addr,
+    );
+    let http = reqwest::Client::builder()
+        .resolve("api.example.org", nginx.addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    (authgate, echo, nginx, http)
+}
+
+/// Browser sign-in through real nginx with the example's @signin block: a browser
+/// navigation without a credential gets a 302 to the sign-in page whose rd is the whole
+/// original URL (port and query included); API clients and POSTs get the 401 with
+/// authgate's challenge; the app is never reached.
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_browser_sign_in() {
+    let dir = tempfile::tempdir().unwrap();
+    // The rules name api.example.org: the default redirect_hosts allow it.
+    let (_authgate, echo, nginx, http) = browser_site(dir.path(), "").await;
+    let html = "text/html,application/xhtml+xml";
+    let original = nginx.url("/data?x=1&y=2");
+    assert!(
+        original.starts_with("http://api.example.org:"),
+        "{original}"
+    );
+
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let resp = http
+            .request(method.clone(), &original)
+            .header("Accept", html)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 302, "{method}");
+        let location = resp.headers()["location"].to_str().unwrap();
+        assert!(location.starts_with(&format!("{SIGNIN}?rd=")), "{location}");
+        assert_eq!(
+            rd_of(location).as_deref(),
+            Some(original.as_str()),
+            "{method}"
+        );
+        // One rd parameter and nothing after it: `&y=2` stayed inside.
+        assert!(!location.contains('&'), "{location}");
+    }
+    // An API client, and a browser's POST: 401 with authgate's challenge, no Location.
+    for (method, accept) in [
+        (reqwest::Method::GET, "application/json"),
+        (reqwest::Method::GET, "*/*"),
+        (reqwest::Method::POST, html),
+    ] {
+        let resp = http
+            .request(method.clone(), &original)
+            .header("Accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{method} {accept}");
+        let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.contains("realm=\"authgate\""), "{challenge}");
+        assert!(
+            resp.headers().get("location").is_none(),
+            "{method} {accept}"
+        );
+    }
+    // A browser with a credential that is not valid is sent to sign in as well.
+    let resp = http
+        .get(nginx.url("/api/x"))
+        .header("Accept", html)
+        .bearer_auth("agt_not-a-real-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    assert_eq!(
+        rd_of(resp.headers()["location"].to_str().unwrap()).as_deref(),
+        Some(nginx.url("/api/x").as_str())
+    );
+    // Anonymous routes are unaffected.
+    let resp = http
+        .get(nginx.url("/healthz"))
+        .header("Accept", html)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(echo.served_count(), 1, "only /healthz reached the app");
+}
+
+/// A host that is not in `server.redirect_hosts` never appears in a Location: the browser
+/// is sent to the sign-in start without rd.
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_sign_in_never_returns_to_an_unlisted_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_authgate, echo, nginx, http) =
+        browser_site(dir.path(), ", redirect_hosts: [www.example.org]").await;
+    let resp = http
+        .get(nginx.url("/data?x=1&y=2"))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    assert_eq!(resp.headers()["location"], SIGNIN);
+    assert_eq!(echo.served_count(), 0);
+}
+
+/// `authgate-browser.conf` is `authgate.conf` with the commented sign-in lines enabled:
+/// line for line the same, except comments and those lines.
+#[test]
+fn browser_conf_is_authgate_conf_with_sign_in_enabled() {
+    let read = |name: &str| {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("deploy/nginx")
+                .join(name),
+        )
+        .unwrap()
+    };
+    let plain = read("authgate.conf");
+    let browser = read("authgate-browser.conf");
+    let is_comment = |l: &str| l.trim_start().starts_with('#');
+    let plain: Vec<&str> = plain.lines().collect();
+    let browser: Vec<&str> = browser.lines().collect();
+    assert_eq!(plain.len(), browser.len());
+    let mut enabled = 0;
+    for (p, b) in plain.iter().zip(&browser) {
+        if p == b || (is_comment(p) && is_comment(b)) {
+            continue;
+        }
+        let indent = p.len() - p.trim_start().len();
+        let uncommented = format!("{}{}", &p[..indent], &p[indent..].trim_start_matches("# "));
+        assert_eq!(*b, uncommented, "authgate.conf: {p}");
+        enabled += 1;
+    }
+    assert_eq!(enabled, 8, "the two sign-in lines and the @signin location");
+}

@@ -2,9 +2,9 @@
 //! Request hosts reach the policy lower-case and without port, possibly with the trailing
 //! dot of a fully qualified name, which names the same host.
 
-/// Host part of a rule.
+/// Host part of a rule, or one entry of `server.redirect_hosts`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum HostPattern {
+pub enum HostPattern {
     /// Every host.
     Any,
     /// One host name, lower-case, without trailing dot.
@@ -16,7 +16,7 @@ pub(super) enum HostPattern {
 
 impl HostPattern {
     /// Parses the `host:` of a rule; the error is the reason, without the key.
-    pub(super) fn parse(host: Option<&str>) -> Result<Self, &'static str> {
+    pub fn parse(host: Option<&str>) -> Result<Self, &'static str> {
         let host = match host {
             None | Some("*") => return Ok(Self::Any),
             Some(h) => h.to_ascii_lowercase(),
@@ -57,8 +57,17 @@ impl HostPattern {
         })
     }
 
+    /// Parses one entry of `server.redirect_hosts`: the grammar of a rule's `host`, but a
+    /// named host or domain only (`*` would let a sign-in return anywhere).
+    pub fn parse_listed(host: &str) -> Result<Self, &'static str> {
+        match Self::parse(Some(host))? {
+            Self::Any => Err("'*' would allow every host; name the hosts (or '*.domain')"),
+            named => Ok(named),
+        }
+    }
+
     /// Whether the request `host` (without port) is covered.
-    pub(super) fn matches(&self, host: &str) -> bool {
+    pub fn matches(&self, host: &str) -> bool {
         let host = host.strip_suffix('.').unwrap_or(host).as_bytes();
         match self {
             Self::Any => true,
@@ -113,6 +122,33 @@ mod tests {
             assert_eq!(pattern.matches(host), expected, "{rule} vs {host}");
         }
         assert!(HostPattern::parse(None).unwrap().matches(""));
+    }
+
+    #[test]
+    fn listed_hosts_name_a_host_or_domain() {
+        for (entry, host) in [
+            ("api.example.org", "api.example.org"),
+            ("API.Example.org.", "api.example.org"),
+            ("*.example.org", "a.example.org"),
+        ] {
+            assert!(
+                HostPattern::parse_listed(entry).unwrap().matches(host),
+                "{entry}"
+            );
+        }
+        for entry in [
+            "*",
+            "",
+            "api.example.org:8443",
+            "a.*.org",
+            "[::1]",
+            "*.example.org/x",
+        ] {
+            assert!(
+                HostPattern::parse_listed(entry).is_err(),
+                "{entry} accepted"
+            );
+        }
     }
 
     #[test]

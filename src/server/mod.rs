@@ -21,9 +21,11 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 mod respond;
+mod signin;
 
 use respond::document;
 pub use respond::json_response;
+use signin::SignIn;
 
 use crate::cache::{Authenticated, DecisionCache, Verdict};
 use crate::config::{Config, HeaderMode};
@@ -85,7 +87,10 @@ pub struct App {
     /// All challenges in one field: nginx's auth_request passes only the first
     /// `WWW-Authenticate` header of a sub-request on to the client.
     challenge: Option<HeaderValue>,
-    signin_url: Option<String>,
+    /// The browser sign-in redirect, when `server.signin_url` is set.
+    signin: Option<SignIn>,
+    /// Whether Envoy's path form redirects browsers too (`server.envoy_redirect`).
+    envoy_redirect: bool,
     max_header_bytes: usize,
     jwt_header: HeaderName,
     request_ids: RequestIds,
@@ -98,8 +103,10 @@ pub struct App {
 /// Which decision endpoint was called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
-    /// `/auth`, `/auth/*`: never a redirect (nginx turns one into a 500).
+    /// `/auth`, `/ingress-auth`: never a redirect (nginx turns one into a 500).
     Auth,
+    /// `/auth/<path>` (Envoy): a redirect only with `server.envoy_redirect`.
+    Envoy,
     /// `/forward-auth`: a browser without a credential is redirected to sign in.
     ForwardAuth,
 }
@@ -204,6 +211,7 @@ impl App {
             // Validated when the config was loaded; kept as an error, not a panic.
             StartError::Store(StoreError::Corrupt(e.to_string()))
         })?;
+        let signin = SignIn::new(&config.server, &policy).map_err(StartError::Config)?;
         Ok(Arc::new(Self {
             store,
             minter,
@@ -213,7 +221,8 @@ impl App {
             policy,
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
             challenge,
-            signin_url: config.server.signin_url.clone(),
+            signin,
+            envoy_redirect: config.server.envoy_redirect,
             max_header_bytes: config.server.max_header_bytes,
             // Both validated by Config::validate.
             jwt_header: HeaderName::from_bytes(config.mint.header.as_bytes())
@@ -250,7 +259,7 @@ impl App {
             .and_then(|pq| pq.as_str().strip_prefix("/auth/"))
         {
             let suffix = suffix.to_owned();
-            self.decide(req, peer, Endpoint::Auth, Family::Envoy, Some(&suffix))
+            self.decide(req, peer, Endpoint::Envoy, Family::Envoy, Some(&suffix))
                 .await
         } else if self.astakos_api.enabled
             && (path == "/identity/v2.0/tokens" || path == "/im/authenticate")

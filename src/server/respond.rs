@@ -1,6 +1,7 @@
 //! The one place where outcomes become HTTP answers: 200 with the JWT and identity headers
-//! (default or keystonemiddleware's set), 401 with `WWW-Authenticate` (and a sign-in
-//! redirect for browsers on `/forward-auth`), 403, 400, 429, 431, 503.
+//! (default or keystonemiddleware's set), 401 with `WWW-Authenticate` (and, for a browser,
+//! a `Location` to sign in, or a 302 there on `/forward-auth` and, with
+//! `server.envoy_redirect`, on Envoy's `/auth/<path>`), 403, 400, 429, 431, 503.
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -137,25 +138,19 @@ impl App {
         original: Option<&OriginalRequest>,
     ) -> Response<Body> {
         let signin = self
-            .signin_url
-            .as_deref()
+            .signin
+            .as_ref()
             .zip(original)
             .filter(|(_, o)| is_browser_navigation(parts, o))
-            .map(|(url, o)| {
-                let sep = if url.contains('?') { '&' } else { '?' };
-                let original_url = o.url();
-                let rd = percent_encoding::utf8_percent_encode(
-                    &original_url,
-                    percent_encoding::NON_ALPHANUMERIC,
-                );
-                format!("{url}{sep}rd={rd}")
-            });
-        if endpoint == Endpoint::ForwardAuth
-            && let Some(location) = &signin
-            && let Ok(v) = HeaderValue::from_str(location)
-        {
+            .and_then(|(signin, o)| signin.location(o));
+        let redirects = match endpoint {
+            Endpoint::ForwardAuth => true,
+            Endpoint::Envoy => self.envoy_redirect,
+            Endpoint::Auth => false,
+        };
+        if redirects && let Some(location) = &signin {
             let mut r = empty(StatusCode::FOUND);
-            r.headers_mut().insert(header::LOCATION, v);
+            r.headers_mut().insert(header::LOCATION, location.clone());
             return r;
         }
         let mut r = json_response(
@@ -165,8 +160,8 @@ impl App {
         if let Some(c) = &self.challenge {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, c.clone());
         }
-        if let Some(v) = signin.and_then(|l| HeaderValue::from_str(&l).ok()) {
-            r.headers_mut().insert(header::LOCATION, v);
+        if let Some(location) = signin {
+            r.headers_mut().insert(header::LOCATION, location);
         }
         r
     }
