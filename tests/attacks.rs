@@ -248,13 +248,21 @@ async fn client_headers_cannot_choose_what_is_judged() {
 async fn scoped_tokens_are_least_privilege_through_nginx() {
     let s = site().await;
     let config = s.authgate.config.clone();
-    add_user(&config, &["carol", "--roles", "admin,staff"], "carol-password");
+    add_user(
+        &config,
+        &["carol", "--roles", "admin,staff"],
+        "carol-password",
+    );
     let scoped = create_token(&config, &["--user", "carol", "--scopes", "read:data"]);
     let full = create_token(&config, &["--user", "carol"]);
     let scoped = format!("Bearer {scoped}");
     let full = format!("Bearer {full}");
-    s.refused("GET /admin/users HTTP/1.1", &[("Authorization", &scoped)], 403)
-        .await;
+    s.refused(
+        "GET /admin/users HTTP/1.1",
+        &[("Authorization", &scoped)],
+        403,
+    )
+    .await;
     s.served("GET /data/1 HTTP/1.1", &[("Authorization", &scoped)])
         .await;
     let seen = s

@@ -140,6 +140,10 @@ async fn caddy_forward_auth_end_to_end() {
     assert_eq!(header(&seen, "x-auth-request-roles"), Some("staff"));
     assert_eq!(header(&seen, "x-auth-request-scopes"), Some("read:data"));
     assert_eq!(
+        header(&seen, "x-auth-request-status"),
+        Some("authenticated")
+    );
+    assert_eq!(
         header(&seen, "x-auth-request-email"),
         Some("alice@example.org")
     );
@@ -271,7 +275,7 @@ async fn caddy_forward_auth_end_to_end() {
         assert!(status == 403 || status == 400, "{path}: {status} {body}");
     }
 
-    // needs the /forward-auth family change: on /forward-auth authgate reads only the
+    // on /forward-auth authgate reads only the
     // X-Forwarded-* family; the Caddyfile removes the client's nginx-family headers before
     // forward_auth, and authgate would answer 400 if they reached it. Either way: never 200.
     for (name, value) in [
@@ -293,14 +297,15 @@ async fn caddy_forward_auth_end_to_end() {
     let (status, _, body) = raw_request(caddy.addr, request.as_bytes()).await;
     assert!(status == 400 || status == 401, "{status} {body}");
 
-    // needs the /forward-auth family change: an anonymous route passes, and nothing the
-    // client sent as identity or credential reaches the upstream (authgate answers the five
-    // identity headers empty, which the Caddyfile removes).
+    // An anonymous route passes, and nothing the client sent as identity or credential
+    // reaches the upstream (authgate answers the identity headers empty, which the
+    // Caddyfile removes), but authgate's explicit anonymous marker does.
     let resp = http
         .get(url("/healthz"))
         .header("Authorization", "Bearer forged")
         .header("X-Auth-Request-User", "mallory")
         .header("X-Auth-Request-Roles", "admin")
+        .header("X-Auth-Request-Status", "authenticated")
         .header("X-Auth-Token", "forged")
         .send()
         .await
@@ -309,6 +314,7 @@ async fn caddy_forward_auth_end_to_end() {
     for name in IDENTITY.iter().chain(&["x-auth-token"]) {
         assert!(seen.get(*name).is_none(), "{name}: {seen}");
     }
+    assert_eq!(header(&seen, "x-auth-request-status"), Some("anonymous"));
 
     // Any other Host: Caddy's catch-all answers 421; neither authgate nor the app is asked.
     for host in ["other.example.org", "127.0.0.1", "api.example.org.evil"] {
@@ -371,7 +377,7 @@ impl Direct {
     }
 }
 
-// needs the /forward-auth family change: Caddy overwrites only the headers the answer
+// Caddy overwrites only the headers the answer
 // carries (2.6-2.8 set placeholder text for the others, 2.9.0-2.11.1 keep the client's), so
 // every 2xx carries all five, empty where there is no value, on an anonymous route too.
 #[tokio::test(flavor = "multi_thread")]
@@ -399,9 +405,10 @@ async fn forward_auth_2xx_carries_all_five_identity_headers() {
         );
         assert_eq!(resp.headers()[name], "", "anonymous {name}");
     }
+    assert_eq!(resp.headers()["x-auth-request-status"], "anonymous");
 }
 
-// needs the /forward-auth family change: a header of the nginx family on /forward-auth is
+// a header of the nginx family on /forward-auth is
 // 400, never a way to have another path or method judged.
 #[tokio::test(flavor = "multi_thread")]
 async fn forward_auth_refuses_the_nginx_family() {
@@ -429,7 +436,7 @@ async fn forward_auth_refuses_the_nginx_family() {
     }
 }
 
-// needs the /forward-auth family change: each of the four family headers is required; a
+// each of the four family headers is required; a
 // missing one is 400, never a fallback to the sub-request's own method or Host.
 #[tokio::test(flavor = "multi_thread")]
 async fn forward_auth_requires_every_family_header() {

@@ -217,6 +217,7 @@ async fn proxy_forms_and_browser_sign_in() {
     assert_eq!(resp.headers()["x-auth-request-email"], "");
     assert_eq!(resp.headers()["x-auth-request-roles"], "");
     assert_eq!(resp.headers()["x-auth-request-scopes"], "read:data");
+    assert_eq!(resp.headers()["x-auth-request-status"], "authenticated");
     assert_eq!(
         resp.headers()["x-envoy-auth-headers-to-remove"],
         "x-auth-token, x-storage-token, x-service-token"
@@ -318,6 +319,7 @@ async fn proxy_forms_and_browser_sign_in() {
     ] {
         assert_eq!(resp.headers()[name], "", "{name}");
     }
+    assert_eq!(resp.headers()["x-auth-request-status"], "anonymous");
     assert_eq!(
         resp.headers()["x-envoy-auth-headers-to-remove"],
         "authorization, x-auth-token, x-storage-token, x-service-token"

@@ -120,6 +120,10 @@ async fn nginx_auth_request_end_to_end() {
     assert_eq!(header(&echo_seen, "x-auth-request-user"), Some("alice"));
     assert_eq!(header(&echo_seen, "x-auth-request-roles"), Some("staff"));
     assert_eq!(
+        header(&echo_seen, "x-auth-request-status"),
+        Some("authenticated")
+    );
+    assert_eq!(
         header(&echo_seen, "x-auth-request-scopes"),
         Some("read:data")
     );
@@ -255,12 +259,14 @@ async fn nginx_auth_request_end_to_end() {
         .get(nginx.url("/healthz"))
         .header("Authorization", "Bearer forged")
         .header("X-Auth-Request-User", "mallory")
+        .header("X-Auth-Request-Status", "authenticated")
         .send()
         .await
         .unwrap();
     let seen = upstream_headers(resp).await;
     assert!(seen.get("authorization").is_none(), "{seen}");
     assert!(seen.get("x-auth-request-user").is_none(), "{seen}");
+    assert_eq!(header(&seen, "x-auth-request-status"), Some("anonymous"));
 
     // Expired token: 401 once its expiry passes.
     assert_eq!(

@@ -115,6 +115,8 @@ fn assert_identity_headers_empty(resp: &Response) {
         assert_eq!(values.len(), 1, "{name} must be present once: {resp:?}");
         assert_eq!(values[0], "", "{name} must be empty: {resp:?}");
     }
+    // The explicit marker: no identity because the route is anonymous.
+    assert_eq!(resp.headers()["x-auth-request-status"], "anonymous");
 }
 
 /// forward.go copies the client's headers into the auth request (`utils.CopyHeaders`
@@ -258,6 +260,7 @@ async fn envoy_200_names_the_raw_credentials_to_remove() {
     let claims = verify_jwt(&s.authgate, &jwt, "api").await;
     assert_eq!(claims["username"], "bob");
     assert_eq!(resp.headers()["x-auth-request-user"], "bob");
+    assert_eq!(resp.headers()["x-auth-request-status"], "authenticated");
     for name in IDENTITY {
         assert!(resp.headers().contains_key(name), "{name} missing");
     }

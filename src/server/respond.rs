@@ -32,9 +32,9 @@ impl App {
                 minted,
                 repeated,
             } => return self.allow(authenticated, minted, *repeated, mode),
-            Outcome::AllowAnonymous => return self.without_identity(),
+            Outcome::AllowAnonymous => return self.without_identity("anonymous"),
             Outcome::IdentityInvalid => {
-                let mut r = self.without_identity();
+                let mut r = self.without_identity("invalid");
                 r.headers_mut()
                     .insert("x-identity-status", HeaderValue::from_static("Invalid"));
                 return r;
@@ -98,6 +98,10 @@ impl App {
             HeaderValue::from_static(RAW_CREDENTIAL_HEADERS),
         );
         headers.insert(self.jwt_header.clone(), minted.header.clone());
+        headers.insert(
+            HeaderName::from_static(STATUS_HEADER),
+            HeaderValue::from_static("authenticated"),
+        );
         for (name, value) in authenticated
             .identity
             .response_headers(repeated, identity_headers)
@@ -113,12 +117,17 @@ impl App {
         response
     }
 
-    /// A 200 without an identity (anonymous route, or `delay_auth_decision`): every identity
-    /// header is present and empty, because Envoy, Caddy and Traefik overwrite only the
-    /// headers an answer carries and would otherwise pass the client's own on.
-    fn without_identity(&self) -> Response<Body> {
+    /// A 200 without an identity (`status`: `anonymous` route, or `invalid` credential under
+    /// `delay_auth_decision`): every identity header is present and empty, because Envoy,
+    /// Caddy and Traefik overwrite only the headers an answer carries and would otherwise
+    /// pass the client's own on; `X-Auth-Request-Status` says why there is no identity.
+    fn without_identity(&self, status: &'static str) -> Response<Body> {
         let mut r = empty(StatusCode::OK);
         let headers = r.headers_mut();
+        headers.insert(
+            HeaderName::from_static(STATUS_HEADER),
+            HeaderValue::from_static(status),
+        );
         headers.insert(
             HeaderName::from_static(ENVOY_HEADERS_TO_REMOVE),
             HeaderValue::from_static(ANONYMOUS_HEADERS_TO_REMOVE),
@@ -185,6 +194,11 @@ const RAW_CREDENTIAL_HEADERS: &str = "x-auth-token, x-storage-token, x-service-t
 /// On a 200 without identity, the client's `Authorization` must not pass either.
 const ANONYMOUS_HEADERS_TO_REMOVE: &str =
     "authorization, x-auth-token, x-storage-token, x-service-token";
+
+/// On every 200: `authenticated`, `anonymous` (a rule that needs no credential) or `invalid`
+/// (`delay_auth_decision`), so the upstream can tell an anonymous request from a proxy that
+/// failed to copy the identity.
+const STATUS_HEADER: &str = "x-auth-request-status";
 
 /// The plain identity headers, in the order of every 200.
 const IDENTITY_HEADERS: [&str; 4] = [
