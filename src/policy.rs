@@ -304,6 +304,7 @@ mod tests {
         }
         Identity {
             subject: "alice".into(),
+            native_id: None,
             provider: "api_token",
             username: "alice".into(),
             email: None,

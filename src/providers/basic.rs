@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::{AuthContext, AuthError, Provider};
 use crate::config::ConfigError;
 use crate::credential::Credential;
-use crate::identity::Identity;
+use crate::identity::{Identity, local_user_name};
 use crate::secret::{Secret, random_bytes};
 use crate::store::Store;
 
@@ -130,6 +130,10 @@ impl Provider for BasicProvider {
         let Credential::Basic { username, password } = credential else {
             return Err(AuthError::Invalid("not a Basic credential"));
         };
+        // The stored names are NFKC (`user add`), so the login name is looked up in that form
+        // too: `ｒｏｏｔ` is `root`, and shares its failure count. A name that could not be
+        // stored is looked up as it is, and found only when stored before names were checked.
+        let username = local_user_name(username).unwrap_or_else(|_| username.clone());
         let keys = [
             FailureKey::User(username.clone()),
             FailureKey::Ip(ctx.client_ip),
@@ -138,7 +142,7 @@ impl Provider for BasicProvider {
         let attempt = self.limiter.reserve(&keys)?;
         let user = self
             .store
-            .get_user(username)
+            .get_user(&username)
             .await
             .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         let phc = user
@@ -162,6 +166,7 @@ impl Provider for BasicProvider {
                 attempt.succeeded();
                 Ok(Identity {
                     subject: u.username.clone(),
+                    native_id: None,
                     provider: Self::KIND,
                     username: u.username,
                     email: u.email,

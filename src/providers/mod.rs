@@ -25,11 +25,11 @@ pub use introspect::{IntrospectConfig, IntrospectProvider};
 pub use jwt::{JwtConfig, JwtProvider};
 pub use keystone::{KeystoneConfig, KeystoneProvider};
 pub use offline::{OfflineConfig, OfflineProvider};
-pub use oidc::{ClaimMapping, ClientAuthMethod};
+pub use oidc::{ClaimMapping, ClientAuthMethod, EmailVerified};
 
 use crate::config::ConfigError;
 use crate::credential::Credential;
-use crate::identity::Identity;
+use crate::identity::{Identity, mapped_user_name, qualified_subject};
 use crate::store::Store;
 
 /// One entry of `providers:`.
@@ -184,6 +184,25 @@ pub struct Answer {
     pub identity: Identity,
     /// See [`Provider::cache_ttl`].
     pub cache_ttl: Option<Duration>,
+}
+
+/// A foreign provider's identity as authgate hands it on: its subject qualified by `family`
+/// and `namespace` (the provider's own id kept in [`Identity::native_id`]), its user name in
+/// NFKC form; a user name that cannot be shown safely (control or invisible characters) is
+/// refused.
+fn foreign_identity(
+    mut identity: Identity,
+    family: &str,
+    namespace: &str,
+) -> Result<Identity, AuthError> {
+    identity.username = mapped_user_name(&identity.username).map_err(|e| {
+        tracing::debug!(provider = identity.provider, error = %e, "refused the user name");
+        AuthError::Invalid("the user name is not acceptable")
+    })?;
+    let native = std::mem::take(&mut identity.subject);
+    identity.subject = qualified_subject(family, namespace, &native);
+    identity.native_id = Some(native);
+    Ok(identity)
 }
 
 /// The configured providers, in order.

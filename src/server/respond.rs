@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::json;
 
 use super::{App, Body, Endpoint, Outcome, Rejection};
@@ -240,7 +241,7 @@ fn keystone_headers(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
     let roles = join(identity.roles.iter());
     let project_id = attr("project_id").or(attr("default_project"));
     put("x-identity-status", Some("Confirmed"));
-    put("x-user-id", Some(&identity.subject));
+    put("x-user-id", Some(keystone_user_id(identity)));
     put("x-user-name", Some(&identity.username));
     put("x-user-domain-id", attr("user_domain_id"));
     put("x-user-domain-name", attr("user_domain_name"));
@@ -262,7 +263,7 @@ fn keystone_headers(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
     put("x-role", Some(&roles));
     if attr("service_user_id").is_some() {
         let service_roles = match identity.attributes.get("service_roles") {
-            Some(AttributeValue::Many(rs)) => rs.join(","),
+            Some(AttributeValue::Many(rs)) => join(rs.iter().map(String::as_str)),
             _ => String::new(),
         };
         put("x-service-identity-status", Some("Confirmed"));
@@ -288,13 +289,42 @@ fn keystone_headers(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
     out
 }
 
+/// `X-User-Id` is by contract a Keystone user id: Keystone's own for an identity from the
+/// `keystone` provider (keystonemiddleware services look users up by it, so it is not
+/// qualified as the minted `sub` is); for any other identity authgate's subject, the one
+/// id that is unique across providers.
+fn keystone_user_id(identity: &Identity) -> &str {
+    match (&identity.native_id, identity.provider) {
+        (Some(id), crate::providers::KeystoneProvider::KIND) => id,
+        _ => &identity.subject,
+    }
+}
+
+/// What a list header item has percent-encoded: `,` (the list separator: a group named
+/// `viewer,admin` must not read as `viewer` and `admin`), `%` (so that decoding gives the
+/// name back) and control characters; non-ASCII bytes are always encoded (UTF-8), which
+/// also keeps such a name from emptying the whole header.
+const LIST_ITEM: &AsciiSet = &CONTROLS.add(b'%').add(b',');
+
+/// The comma-separated form of a list header (roles, scopes): each item percent-encoded
+/// ([`LIST_ITEM`]), and a space at either end of an item too, because readers trim items
+/// (keystonemiddleware, most `split(',')` code) and `" admin"` would become `admin`. The
+/// minted JWT keeps the names as they are, in arrays.
 fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
     let mut out = String::new();
     for (i, item) in items.enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(item);
+        let start = out.len();
+        out.extend(utf8_percent_encode(item, LIST_ITEM));
+        if out[start..].starts_with(' ') {
+            out.replace_range(start..start + 1, "%20");
+        }
+        if out.len() > start && out.ends_with(' ') {
+            out.pop();
+            out.push_str("%20");
+        }
     }
     out
 }
