@@ -526,4 +526,29 @@ mod tests {
             Err(AuthError::RateLimited { retry_after }) if retry_after > Duration::from_secs(50)
         ));
     }
+
+    #[tokio::test]
+    async fn login_names_are_nfkc() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_alice(&dir).await;
+        let config = BasicConfig {
+            max_failures: 2,
+            failure_window: Duration::from_secs(60),
+        };
+        let p = BasicProvider::new(&config, store);
+        // Fullwidth `ａｌｉｃｅ` is `alice`: her account, her subject, her password.
+        let id = p
+            .authenticate(&cred("ａｌｉｃｅ", "pw"), &ctx("192.0.2.1"))
+            .await
+            .unwrap();
+        assert_eq!((id.subject.as_str(), id.username.as_str()), ("alice", "alice"));
+        // ...and her failure count: two wrong guesses under look-alike names lock `alice`.
+        for name in ["ａｌｉｃｅ", "ａlice"] {
+            let _ = p.authenticate(&cred(name, "no"), &ctx("192.0.2.2")).await;
+        }
+        assert!(matches!(
+            p.authenticate(&cred("alice", "pw"), &ctx("192.0.2.3")).await,
+            Err(AuthError::RateLimited { .. })
+        ));
+    }
 }

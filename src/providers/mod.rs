@@ -359,7 +359,34 @@ impl Chain {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::{ASTAKOS, KEYSTONE};
     use crate::secret::Secret;
+
+    #[test]
+    fn foreign_identities_are_qualified_and_nfkc() {
+        let raw = |subject: &str, username: &str| Identity {
+            subject: subject.into(),
+            native_id: None,
+            provider: KeystoneProvider::KIND,
+            username: username.into(),
+            email: None,
+            roles: Default::default(),
+            attributes: Default::default(),
+            scopes: None,
+            expires_at: None,
+            credential_id: None,
+        };
+        let id = foreign_identity(raw("root", "ｒｏｏｔ"), KEYSTONE, "http://ks:5000/v3").unwrap();
+        assert_eq!(id.subject, "keystone:http%3A//ks%3A5000/v3:root");
+        assert_eq!(id.native_id.as_deref(), Some("root"));
+        assert_eq!(id.username, "root");
+        let id = foreign_identity(raw("c18", "u"), ASTAKOS, "https://a.example.org/astakos");
+        assert_eq!(id.unwrap().subject, "astakos:https%3A//a.example.org/astakos:c18");
+        assert_eq!(
+            foreign_identity(raw("root", "root\u{202E}"), KEYSTONE, "x").unwrap_err(),
+            AuthError::Invalid("the user name is not acceptable")
+        );
+    }
 
     #[test]
     fn tokens_recognised_by_form_go_first() {

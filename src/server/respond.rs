@@ -373,3 +373,80 @@ pub(super) fn document(
     );
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{AttributeValue, Names};
+
+    fn identity(provider: &'static str, roles: &[&str], scopes: Option<&[&str]>) -> Identity {
+        Identity {
+            subject: "keystone:http%3A//ks%3A5000/v3:e08".into(),
+            native_id: Some("e08".into()),
+            provider,
+            username: "alice".into(),
+            email: None,
+            roles: roles.iter().copied().collect(),
+            attributes: Default::default(),
+            scopes: scopes.map(|s| s.iter().copied().collect::<Names>()),
+            expires_at: None,
+            credential_id: None,
+        }
+    }
+
+    fn get<'a>(headers: &'a [(HeaderName, HeaderValue)], name: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.to_str().unwrap())
+    }
+
+    #[test]
+    fn list_items_with_separators_stay_one_item() {
+        // (roles, the header)
+        let cases: [(&[&str], &str); 7] = [
+            (&["reader", "writer"], "reader,writer"),
+            (&["viewer,admin"], "viewer%2Cadmin"),
+            (&["reader", "viewer,admin"], "reader,viewer%2Cadmin"),
+            (&["100%"], "100%25"),
+            (&["a%2Cb"], "a%252Cb"),
+            (&[" admin", "ops "], "%20admin,ops%20"),
+            (&["Domain Admins", "r\u{e9}le", "x\ty"], "Domain Admins,r%C3%A9le,x%09y"),
+        ];
+        for (roles, want) in cases {
+            let headers = identity_headers(&identity("jwt", roles, Some(roles)));
+            assert_eq!(get(&headers, "x-auth-request-roles"), Some(want), "{roles:?}");
+            assert_eq!(get(&headers, "x-auth-request-scopes"), Some(want), "{roles:?}");
+            // No item of the header is `admin`, however a reader splits and trims it.
+            if !roles.contains(&"admin") {
+                assert!(want.split(',').all(|r| r.trim() != "admin"), "{want}");
+            }
+        }
+    }
+
+    #[test]
+    fn keystone_headers_keep_keystones_user_id_and_encode_lists() {
+        let mut id = identity("keystone", &["member", "viewer,admin"], None);
+        id.attributes.insert(
+            "service_user_id".into(),
+            AttributeValue::One("svc".into()),
+        );
+        id.attributes.insert(
+            "service_roles".into(),
+            AttributeValue::Many(vec!["service".into(), "a,admin".into()]),
+        );
+        let headers = keystone_headers(&id);
+        assert_eq!(get(&headers, "x-user-id"), Some("e08"));
+        assert_eq!(get(&headers, "x-roles"), Some("member,viewer%2Cadmin"));
+        assert_eq!(get(&headers, "x-role"), Some("member,viewer%2Cadmin"));
+        assert_eq!(get(&headers, "x-service-roles"), Some("service,a%2Cadmin"));
+        // Another provider's user in keystone mode: the unique subject, never the raw id.
+        let mut other = identity("jwt", &[], None);
+        other.subject = "oidc:https%3A//idp.example.org:e08".into();
+        let headers = keystone_headers(&other);
+        assert_eq!(
+            get(&headers, "x-user-id"),
+            Some("oidc:https%3A//idp.example.org:e08")
+        );
+    }
+}
