@@ -82,7 +82,10 @@ async fn tokens_endpoint_mapping_failures_and_retries() {
     assert_eq!(resp.status(), 200);
     let jwt = bearer_jwt(&resp);
     let claims = verify_jwt(&authgate, &jwt, "api").await;
-    assert_eq!(claims["sub"], qualified(&astakos, "c18088be-16b1-4263-8180-043c54e22903"));
+    assert_eq!(
+        claims["sub"],
+        qualified(&astakos, "c18088be-16b1-4263-8180-043c54e22903")
+    );
     assert_eq!(claims["username"], "Firstname Lastname");
     assert_eq!(claims["provider"], "astakos");
     assert_eq!(claims["roles"], serde_json::json!(["academic", "default"]));
@@ -232,7 +235,10 @@ async fn legacy_endpoint_and_query_token() {
     assert_eq!(resp.status(), 200);
     let jwt = bearer_jwt(&resp);
     let claims = verify_jwt(&authgate, &jwt, "api").await;
-    assert_eq!(claims["sub"], qualified(&astakos, "a9dc21d2-bcb2-4104-9a9e-402b7c70d6d8"));
+    assert_eq!(
+        claims["sub"],
+        qualified(&astakos, "a9dc21d2-bcb2-4104-9a9e-402b7c70d6d8")
+    );
     assert_eq!(claims["username"], "user@example.com");
     assert_eq!(claims["email"], "user@example.com");
     assert_eq!(claims["roles"], serde_json::json!(["academic", "default"]));

@@ -127,7 +127,11 @@ policy:
         claims["sub"],
         format!(
             "keystone:{}:{}",
-            keystone.url.trim_end_matches('/').replace('%', "%25").replace(':', "%3A"),
+            keystone
+                .url
+                .trim_end_matches('/')
+                .replace('%', "%25")
+                .replace(':', "%3A"),
             truth["user"]["id"].as_str().unwrap()
         )
     );

@@ -81,7 +81,11 @@ fn token_list(config: &Path) -> Vec<Value> {
 fn user_names_are_nfkc_and_restricted() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), POLICY);
-    let out = cli(&config, &["user", "add", "ｒｏｏｔ"], Some("root-password\n"));
+    let out = cli(
+        &config,
+        &["user", "add", "ｒｏｏｔ"],
+        Some("root-password\n"),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("NFKC form 'root'"), "{stderr}");
@@ -120,7 +124,10 @@ fn user_names_are_nfkc_and_restricted() {
 
     // A service subject is normalised the same way.
     create_token(&config, &["--user", "ｓｖｃ"]);
-    let owners: Vec<Value> = token_list(&config).iter().map(|t| t["owner"].clone()).collect();
+    let owners: Vec<Value> = token_list(&config)
+        .iter()
+        .map(|t| t["owner"].clone())
+        .collect();
     assert_eq!(owners, [json!("svc")]);
 }
 

@@ -147,11 +147,7 @@ mod tests {
             ("viewer,admin", Err(UserNameError::Reserved(','))),
         ];
         for (given, want) in cases {
-            assert_eq!(
-                local_user_name(given),
-                want.map(str::to_owned),
-                "{given:?}"
-            );
+            assert_eq!(local_user_name(given), want.map(str::to_owned), "{given:?}");
         }
     }
 

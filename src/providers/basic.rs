@@ -541,13 +541,17 @@ mod tests {
             .authenticate(&cred("ａｌｉｃｅ", "pw"), &ctx("192.0.2.1"))
             .await
             .unwrap();
-        assert_eq!((id.subject.as_str(), id.username.as_str()), ("alice", "alice"));
+        assert_eq!(
+            (id.subject.as_str(), id.username.as_str()),
+            ("alice", "alice")
+        );
         // ...and her failure count: two wrong guesses under look-alike names lock `alice`.
         for name in ["ａｌｉｃｅ", "ａlice"] {
             let _ = p.authenticate(&cred(name, "no"), &ctx("192.0.2.2")).await;
         }
         assert!(matches!(
-            p.authenticate(&cred("alice", "pw"), &ctx("192.0.2.3")).await,
+            p.authenticate(&cred("alice", "pw"), &ctx("192.0.2.3"))
+                .await,
             Err(AuthError::RateLimited { .. })
         ));
     }

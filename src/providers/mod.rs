@@ -381,7 +381,10 @@ mod tests {
         assert_eq!(id.native_id.as_deref(), Some("root"));
         assert_eq!(id.username, "root");
         let id = foreign_identity(raw("c18", "u"), ASTAKOS, "https://a.example.org/astakos");
-        assert_eq!(id.unwrap().subject, "astakos:https%3A//a.example.org/astakos:c18");
+        assert_eq!(
+            id.unwrap().subject,
+            "astakos:https%3A//a.example.org/astakos:c18"
+        );
         assert_eq!(
             foreign_identity(raw("root", "root\u{202E}"), KEYSTONE, "x").unwrap_err(),
             AuthError::Invalid("the user name is not acceptable")

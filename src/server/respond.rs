@@ -411,12 +411,23 @@ mod tests {
             (&["100%"], "100%25"),
             (&["a%2Cb"], "a%252Cb"),
             (&[" admin", "ops "], "%20admin,ops%20"),
-            (&["Domain Admins", "r\u{e9}le", "x\ty"], "Domain Admins,r%C3%A9le,x%09y"),
+            (
+                &["Domain Admins", "r\u{e9}le", "x\ty"],
+                "Domain Admins,r%C3%A9le,x%09y",
+            ),
         ];
         for (roles, want) in cases {
             let headers = identity_headers(&identity("jwt", roles, Some(roles)));
-            assert_eq!(get(&headers, "x-auth-request-roles"), Some(want), "{roles:?}");
-            assert_eq!(get(&headers, "x-auth-request-scopes"), Some(want), "{roles:?}");
+            assert_eq!(
+                get(&headers, "x-auth-request-roles"),
+                Some(want),
+                "{roles:?}"
+            );
+            assert_eq!(
+                get(&headers, "x-auth-request-scopes"),
+                Some(want),
+                "{roles:?}"
+            );
             // No item of the header is `admin`, however a reader splits and trims it.
             if !roles.contains(&"admin") {
                 assert!(want.split(',').all(|r| r.trim() != "admin"), "{want}");
@@ -427,10 +438,8 @@ mod tests {
     #[test]
     fn keystone_headers_keep_keystones_user_id_and_encode_lists() {
         let mut id = identity("keystone", &["member", "viewer,admin"], None);
-        id.attributes.insert(
-            "service_user_id".into(),
-            AttributeValue::One("svc".into()),
-        );
+        id.attributes
+            .insert("service_user_id".into(), AttributeValue::One("svc".into()));
         id.attributes.insert(
             "service_roles".into(),
             AttributeValue::Many(vec!["service".into(), "a,admin".into()]),
