@@ -688,6 +688,7 @@ mod tests {
     fn identity(expires_at: Option<i64>) -> Identity {
         Identity {
             subject: "s".into(),
+            native_id: None,
             provider: "api_token",
             username: "s".into(),
             email: None,

@@ -10,7 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, LogConfig};
-use crate::identity::{Identity, Names, attributes_from_pairs};
+use crate::identity::{Identity, Names, attributes_from_pairs, local_user_name};
 use crate::mint::{MintError, Minter, generate_key_record, publish_until};
 use crate::policy::{Decision, Policy, Target};
 use crate::providers::hash_password;
@@ -64,7 +64,8 @@ enum Command {
 enum TokenCommand {
     /// Create a token; its secret is printed once, on stdout.
     Create {
-        /// Subject the token acts for: a local user, or the name of a service.
+        /// Subject the token acts for: a local user, or the name of a service (stored in
+        /// NFKC form; no ':', ',', control characters or whitespace at the ends).
         #[arg(long)]
         user: String,
         /// Label.
@@ -110,7 +111,8 @@ enum TokenCommand {
 enum UserCommand {
     /// Add a user; the password is read from stdin.
     Add {
-        /// Login name.
+        /// Login name, stored in NFKC form (`ｒｏｏｔ` becomes `root`); no ':', ',', control or
+        /// invisible characters, or whitespace at the ends.
         username: String,
         /// E-mail address.
         #[arg(long)]
@@ -124,12 +126,12 @@ enum UserCommand {
     },
     /// Set a user's password (read from stdin).
     Passwd {
-        /// Login name.
+        /// Login name, exactly as stored (`user list`).
         username: String,
     },
     /// Remove a user and revoke their tokens.
     Remove {
-        /// Login name.
+        /// Login name, exactly as stored (`user list`).
         username: String,
     },
     /// List users.
@@ -286,6 +288,22 @@ fn input_err(message: impl Into<String>) -> Failure {
     Failure::new(EXIT_INPUT, message)
 }
 
+/// `name` (of a new user, or a token's owner) in the NFKC form it is stored in, or exit 65
+/// naming the problem (see [`local_user_name`]). Storing the NFKC form rather than refusing
+/// a name that is not in it makes `ｒｏｏｔ` the same account as `root`, as a Basic login
+/// by that name is; the operator is told when the name changed.
+fn user_name_arg(what: &str, name: &str) -> Result<String, Failure> {
+    let normal = local_user_name(name)
+        .map_err(|e| input_err(format!("{what} '{}': {e}", name.escape_debug())))?;
+    if normal != name {
+        eprintln!(
+            "note: {what} '{}' is stored in its NFKC form '{normal}'",
+            name.escape_debug()
+        );
+    }
+    Ok(normal)
+}
+
 async fn token(command: TokenCommand, config: &Config) -> Result<u8, Failure> {
     let store = open_store(config)?;
     let now = crate::unix_now();
@@ -298,9 +316,7 @@ async fn token(command: TokenCommand, config: &Config) -> Result<u8, Failure> {
             attributes,
             expires,
         } => {
-            if user.is_empty() {
-                return Err(input_err("--user must not be empty"));
-            }
+            let user = user_name_arg("--user", &user)?;
             let attributes = attributes_from_pairs(&attributes).map_err(input_err)?;
             // A token never holds more than its owner: refuse roles a local user lacks.
             if let Some(owner) = store.get_user(&user).await?
@@ -408,14 +424,7 @@ async fn user(command: UserCommand, config: &Config) -> Result<u8, Failure> {
             roles,
             attributes,
         } => {
-            if username.is_empty()
-                || username.contains(':')
-                || username.chars().any(char::is_control)
-            {
-                return Err(input_err(
-                    "a user name must be non-empty, without ':' or control characters",
-                ));
-            }
+            let username = user_name_arg("the user name", &username)?;
             let attributes = attributes_from_pairs(&attributes).map_err(input_err)?;
             let password_hash = new_password_hash()?;
             store
@@ -540,6 +549,7 @@ async fn policy_check(
             let found = store.get_user(&name).await?;
             let mut identity = Identity {
                 subject: name.clone(),
+                native_id: None,
                 provider: "cli",
                 username: name.clone(),
                 email: None,

@@ -1,8 +1,15 @@
 //! The identity a provider answers with: who the caller is and what they may do.
 
+mod subject;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use subject::{
+    ASTAKOS, KEYSTONE, OIDC, SEPARATOR, UserNameError, local_user_name, mapped_user_name,
+    qualified_subject,
+};
 
 /// A sorted set of names (roles, scopes), stored compactly: a decision-cache entry holds
 /// two of these, and a one-element `BTreeSet<String>` allocates a whole 11-slot node
@@ -98,8 +105,14 @@ pub type Attributes = BTreeMap<String, AttributeValue>;
 /// Who a credential belongs to, as one provider established it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identity {
-    /// Stable subject identifier (`sub` of the minted JWT).
+    /// Stable subject identifier, unique across providers (`sub` of the minted JWT): a
+    /// local user's name (also for their API tokens), or for a foreign provider's user
+    /// `<family>:<namespace>:<id>` (see [`qualified_subject`]).
     pub subject: String,
+    /// The id the foreign provider itself knows the user by (the IdP's `sub`, Keystone's
+    /// user id, Astakos's uuid), which `subject` qualifies; `None` for local users and API
+    /// tokens, whose subject is their own name.
+    pub native_id: Option<String>,
     /// Which provider answered (`provider` claim, metric label).
     pub provider: &'static str,
     /// Human-readable login name.
@@ -196,6 +209,7 @@ mod tests {
     fn unscoped_identity_holds_every_scope() {
         let mut id = Identity {
             subject: "alice".into(),
+            native_id: None,
             provider: "basic",
             username: "alice".into(),
             email: None,

@@ -316,6 +316,7 @@ mod tests {
         }
         Identity {
             subject: "alice".into(),
+            native_id: None,
             provider: "api_token",
             username: "alice".into(),
             email: None,

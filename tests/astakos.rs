@@ -41,6 +41,13 @@ fn config_for(dir: &std::path::Path, astakos: &FakeAstakos, extra: &str) -> std:
     )
 }
 
+/// The minted `sub` of the Astakos user `uuid`: qualified by Astakos's base URL (`%` and `:`
+/// percent-encoded), whichever endpoint generation answered.
+fn qualified(astakos: &FakeAstakos, uuid: &str) -> String {
+    let base = astakos.base_url().replace('%', "%25").replace(':', "%3A");
+    format!("astakos:{base}:{uuid}")
+}
+
 async fn decide(authgate: &Authgate, token: &str, header: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(authgate.url("/auth"))
@@ -75,7 +82,10 @@ async fn tokens_endpoint_mapping_failures_and_retries() {
     assert_eq!(resp.status(), 200);
     let jwt = bearer_jwt(&resp);
     let claims = verify_jwt(&authgate, &jwt, "api").await;
-    assert_eq!(claims["sub"], "c18088be-16b1-4263-8180-043c54e22903");
+    assert_eq!(
+        claims["sub"],
+        qualified(&astakos, "c18088be-16b1-4263-8180-043c54e22903")
+    );
     assert_eq!(claims["username"], "Firstname Lastname");
     assert_eq!(claims["provider"], "astakos");
     assert_eq!(claims["roles"], serde_json::json!(["academic", "default"]));
@@ -225,7 +235,10 @@ async fn legacy_endpoint_and_query_token() {
     assert_eq!(resp.status(), 200);
     let jwt = bearer_jwt(&resp);
     let claims = verify_jwt(&authgate, &jwt, "api").await;
-    assert_eq!(claims["sub"], "a9dc21d2-bcb2-4104-9a9e-402b7c70d6d8");
+    assert_eq!(
+        claims["sub"],
+        qualified(&astakos, "a9dc21d2-bcb2-4104-9a9e-402b7c70d6d8")
+    );
     assert_eq!(claims["username"], "user@example.com");
     assert_eq!(claims["email"], "user@example.com");
     assert_eq!(claims["roles"], serde_json::json!(["academic", "default"]));

@@ -209,7 +209,14 @@ policy: { default: allow_authenticated }
     assert_eq!(resp.status(), 200);
     let jwt = bearer_jwt(&resp);
     let claims = verify_jwt(&edge, &jwt, "api").await;
-    assert_eq!(claims["sub"], "alice");
+    // The edge's Astakos user `alice` is not a local `alice` there: the sub names the URL.
+    assert_eq!(
+        claims["sub"],
+        format!(
+            "astakos:http%3A//{}:alice",
+            authgate.data.to_string().replace(':', "%3A")
+        )
+    );
     assert_eq!(claims["provider"], "astakos");
     assert_eq!(claims["roles"], json!(["academic", "default"]));
     assert_eq!(claims["attributes"]["default_project"], "alice");

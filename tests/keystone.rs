@@ -122,7 +122,19 @@ policy:
         .unwrap();
     let claims = verify_jwt(&authgate, jwt, "api").await;
     assert_eq!(claims["provider"], "keystone");
-    assert_eq!(claims["sub"], truth["user"]["id"]);
+    // The minted `sub` names the Keystone it came from; X-User-Id (above) stays Keystone's.
+    assert_eq!(
+        claims["sub"],
+        format!(
+            "keystone:{}:{}",
+            keystone
+                .url
+                .trim_end_matches('/')
+                .replace('%', "%25")
+                .replace(':', "%3A"),
+            truth["user"]["id"].as_str().unwrap()
+        )
+    );
 
     // Unscoped: a user, no project.
     let unscoped = keystone.token("alice", "alice-password", Value::Null).await;

@@ -25,6 +25,15 @@ fn segments(jwt: &str) -> (Value, Value) {
     (header, payload)
 }
 
+/// The minted `sub` of the IdP user `sub` of `issuer`: qualified by the issuer (`%` and `:`
+/// percent-encoded), so that it cannot pass for a local user or another IdP's.
+fn qualified(issuer: &str, sub: &str) -> String {
+    format!(
+        "oidc:{}:{sub}",
+        issuer.replace('%', "%25").replace(':', "%3A")
+    )
+}
+
 async fn counts(oidc: &Oidc) -> Value {
     reqwest::get(format!("{}/_count", oidc.issuer))
         .await
@@ -78,7 +87,7 @@ policy:
     let resp = decide("/data", &token).await;
     assert_eq!(resp.status(), 200);
     let claims = verify_jwt(&authgate, &bearer_jwt(&resp), "api").await;
-    assert_eq!(claims["sub"], "machine");
+    assert_eq!(claims["sub"], qualified(&oidc.issuer, "machine"));
     assert_eq!(claims["username"], "machine");
     assert_eq!(claims["provider"], "jwt");
     assert_eq!(claims["roles"], json!(["/ops", "machine", "reader"]));
@@ -278,7 +287,7 @@ async fn opaque_tokens_by_introspection() {
         let resp = decide(authgate, &token).await;
         assert_eq!(resp.status(), 200);
         let claims = verify_jwt(authgate, &bearer_jwt(&resp), "api").await;
-        assert_eq!(claims["sub"], "machine");
+        assert_eq!(claims["sub"], qualified(issuer, "machine"));
         assert_eq!(claims["provider"], "introspect");
         assert_eq!(claims["scopes"], json!(["read:data"]));
         assert_eq!(claims["roles"], json!(["/ops", "machine", "reader"]));
@@ -358,7 +367,7 @@ async fn offline_refresh_tokens() {
     let resp = decide(&authgate, &refresh).await;
     assert_eq!(resp.status(), 200);
     let claims = verify_jwt(&authgate, &bearer_jwt(&resp), "api").await;
-    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["sub"], qualified(&issuer, "alice"));
     assert_eq!(claims["username"], "alice");
     assert_eq!(claims["provider"], "offline");
     assert_eq!(claims["scopes"], json!(["read:data"]));

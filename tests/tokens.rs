@@ -1,5 +1,6 @@
 //! API tokens end to end: least-privilege roles of scoped tokens, the `token_id` claim of
-//! minted JWTs, and foreign JWTs past their own expiry but within the clock-skew leeway.
+//! minted JWTs, foreign JWTs past their own expiry but within the clock-skew leeway, and
+//! the user names the CLI stores (NFKC, restricted).
 
 mod common;
 
@@ -70,6 +71,64 @@ fn token_list(config: &Path) -> Vec<Value> {
     );
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     listed.as_array().unwrap().clone()
+}
+
+/// `user add` and `token create --user` store a name in its NFKC form (`ｒｏｏｔ` is `root`,
+/// which then exists) and refuse, with exit 65 naming the problem, a name that could pass
+/// for a provider-qualified subject (`:`), split into two list items (`,`), or look like
+/// another (control or invisible characters, whitespace at the ends).
+#[test]
+fn user_names_are_nfkc_and_restricted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), POLICY);
+    let out = cli(
+        &config,
+        &["user", "add", "ｒｏｏｔ"],
+        Some("root-password\n"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("NFKC form 'root'"), "{stderr}");
+    let out = cli(&config, &["user", "list"], None);
+    let listed = String::from_utf8(out.stdout).unwrap();
+    assert!(listed.lines().any(|l| l.starts_with("root ")), "{listed}");
+    assert!(!listed.contains('ｒ'), "{listed}");
+    // `root` is taken now, under either spelling.
+    let out = cli(&config, &["user", "add", "root"], Some("root-password\n"));
+    assert_eq!(out.status.code(), Some(65));
+
+    // (name, what the refusal says)
+    let refused = [
+        ("oidc:https://idp.example.org:root", "must not contain ':'"),
+        ("a\u{FF1A}b", "must not contain ':'"),
+        ("viewer,admin", "must not contain ','"),
+        ("ro\u{200B}ot", "control or invisible characters (U+200B)"),
+        ("root\u{202E}", "control or invisible characters (U+202E)"),
+        (" root", "must not begin or end with whitespace"),
+        ("", "must not be empty"),
+    ];
+    for (name, says) in refused {
+        let out = cli(&config, &["user", "add", name], Some("root-password\n"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(65), "{name:?}: {stderr}");
+        assert!(stderr.contains(says), "{name:?}: {stderr}");
+        let out = cli(&config, &["token", "create", "--user", name], None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(65), "{name:?}: {stderr}");
+        assert!(stderr.contains(says), "{name:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "no secret printed");
+    }
+    assert!(token_list(&config).is_empty(), "no token created");
+    let out = cli(&config, &["user", "list"], None);
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 2);
+
+    // A service subject is normalised the same way.
+    create_token(&config, &["--user", "ｓｖｃ"]);
+    let owners: Vec<Value> = token_list(&config)
+        .iter()
+        .map(|t| t["owner"].clone())
+        .collect();
+    assert_eq!(owners, [json!("svc")]);
 }
 
 /// The id (`tok_...`) of the token named `name`.
@@ -343,7 +402,8 @@ policy: {{ default: allow_authenticated }}
     let resp = decide(&authgate, "/x", &sign(foreign_exp)).await;
     assert_eq!(resp.status(), 200);
     let claims = verify_jwt(&authgate, &bearer_jwt(&resp), "api").await;
-    assert_eq!(claims["sub"], "carol");
+    // The IdP's `carol` is not the local user `carol`: her subject names the issuer.
+    assert_eq!(claims["sub"], "oidc:https%3A//idp.test:carol");
     assert_eq!(claims["provider"], "jwt");
     let (iat, exp) = (
         claims["iat"].as_i64().unwrap(),

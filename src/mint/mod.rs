@@ -400,6 +400,7 @@ mod tests {
     fn identity(expires_at: Option<i64>) -> Arc<Identity> {
         Arc::new(Identity {
             subject: "alice".into(),
+            native_id: None,
             provider: "api_token",
             username: "alice".into(),
             email: Some("a@example.org".into()),

@@ -93,6 +93,7 @@ impl Provider for ApiTokenProvider {
         attributes.extend(token.attributes);
         Ok(Identity {
             subject: token.owner.clone(),
+            native_id: None,
             provider: Self::KIND,
             username: token.owner,
             email,

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::{AuthContext, AuthError, Provider};
 use crate::config::ConfigError;
 use crate::credential::Credential;
-use crate::identity::{AttributeValue, Attributes, Identity};
+use crate::identity::{ASTAKOS, AttributeValue, Attributes, Identity};
 
 /// `type: astakos` options.
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +88,8 @@ impl AstakosConfig {
 pub struct AstakosProvider {
     client: reqwest::Client,
     endpoint: String,
+    /// The base URL, which qualifies the subjects (the same for both modes).
+    base: String,
     config: AstakosConfig,
 }
 
@@ -112,6 +114,7 @@ impl AstakosProvider {
         Self {
             client,
             endpoint,
+            base: base.to_owned(),
             config: config.clone(),
         }
     }
@@ -140,10 +143,13 @@ impl AstakosProvider {
             Err(e) => return Attempt::Retry(format!("Astakos answer cut short: {e}")),
         };
         match status {
-            200 => Attempt::Done(match self.config.mode {
-                AstakosMode::Tokens => identity_from_access(&body),
-                AstakosMode::Legacy => identity_from_legacy(&body),
-            }),
+            200 => Attempt::Done(
+                match self.config.mode {
+                    AstakosMode::Tokens => identity_from_access(&body),
+                    AstakosMode::Legacy => identity_from_legacy(&body),
+                }
+                .and_then(|i| super::foreign_identity(i, ASTAKOS, &self.base)),
+            ),
             401 => Attempt::Done(Err(AuthError::Invalid(unauthorized_reason(&body)))),
             400 => Attempt::Done(Err(AuthError::Invalid(
                 "Astakos rejected the token request",
@@ -250,6 +256,7 @@ fn identity_from_access(body: &[u8]) -> Result<Identity, AuthError> {
     }
     expiry_checked(Identity {
         subject: subject.to_owned(),
+        native_id: None,
         provider: AstakosProvider::KIND,
         username: user["name"].as_str().unwrap_or(subject).to_owned(),
         email: None,
@@ -284,6 +291,7 @@ fn identity_from_legacy(body: &[u8]) -> Result<Identity, AuthError> {
         .map(str::to_owned);
     expiry_checked(Identity {
         subject: subject.to_owned(),
+        native_id: None,
         provider: AstakosProvider::KIND,
         username: v["username"].as_str().unwrap_or(subject).to_owned(),
         email,

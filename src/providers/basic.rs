@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::{AuthContext, AuthError, Provider};
 use crate::config::ConfigError;
 use crate::credential::Credential;
-use crate::identity::Identity;
+use crate::identity::{Identity, local_user_name};
 use crate::secret::{Secret, random_bytes};
 use crate::store::Store;
 
@@ -130,6 +130,10 @@ impl Provider for BasicProvider {
         let Credential::Basic { username, password } = credential else {
             return Err(AuthError::Invalid("not a Basic credential"));
         };
+        // The stored names are NFKC (`user add`), so the login name is looked up in that form
+        // too: `ｒｏｏｔ` is `root`, and shares its failure count. A name that could not be
+        // stored is looked up as it is, and found only when stored before names were checked.
+        let username = local_user_name(username).unwrap_or_else(|_| username.clone());
         let keys = [
             FailureKey::User(username.clone()),
             FailureKey::Ip(ctx.client_ip),
@@ -138,7 +142,7 @@ impl Provider for BasicProvider {
         let attempt = self.limiter.reserve(&keys)?;
         let user = self
             .store
-            .get_user(username)
+            .get_user(&username)
             .await
             .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         let phc = user
@@ -162,6 +166,7 @@ impl Provider for BasicProvider {
                 attempt.succeeded();
                 Ok(Identity {
                     subject: u.username.clone(),
+                    native_id: None,
                     provider: Self::KIND,
                     username: u.username,
                     email: u.email,
@@ -519,6 +524,35 @@ mod tests {
         assert!(matches!(
             limiter.reserve(&[user("alice"), ip("192.0.2.7")]),
             Err(AuthError::RateLimited { retry_after }) if retry_after > Duration::from_secs(50)
+        ));
+    }
+
+    #[tokio::test]
+    async fn login_names_are_nfkc() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_alice(&dir).await;
+        let config = BasicConfig {
+            max_failures: 2,
+            failure_window: Duration::from_secs(60),
+        };
+        let p = BasicProvider::new(&config, store);
+        // Fullwidth `ａｌｉｃｅ` is `alice`: her account, her subject, her password.
+        let id = p
+            .authenticate(&cred("ａｌｉｃｅ", "pw"), &ctx("192.0.2.1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (id.subject.as_str(), id.username.as_str()),
+            ("alice", "alice")
+        );
+        // ...and her failure count: two wrong guesses under look-alike names lock `alice`.
+        for name in ["ａｌｉｃｅ", "ａlice"] {
+            let _ = p.authenticate(&cred(name, "no"), &ctx("192.0.2.2")).await;
+        }
+        assert!(matches!(
+            p.authenticate(&cred("alice", "pw"), &ctx("192.0.2.3"))
+                .await,
+            Err(AuthError::RateLimited { .. })
         ));
     }
 }

@@ -22,8 +22,9 @@ use crate::secret::Secret;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntrospectConfig {
-    /// The IdP's issuer URL: discovery gives `introspection_endpoint`, and an answer's
-    /// `iss`, when present, must equal it.
+    /// The IdP's issuer URL: discovery gives `introspection_endpoint`, an answer's `iss`,
+    /// when present, must equal it, and it qualifies the minted `sub` (as `jwt` does; the
+    /// endpoint does when no issuer is given).
     #[serde(default)]
     pub issuer: Option<String>,
     /// The endpoint itself (instead of discovery).
@@ -59,6 +60,15 @@ fn default_timeout() -> Duration {
 }
 
 impl IntrospectConfig {
+    /// What qualifies the subjects of this IdP: the issuer, so that they agree with a `jwt`
+    /// provider's for the same issuer; without one, the introspection endpoint.
+    fn subject_namespace(&self) -> &str {
+        self.issuer
+            .as_deref()
+            .or(self.introspection_endpoint.as_deref())
+            .unwrap_or_default()
+    }
+
     fn client(&self) -> ClientConfig {
         ClientConfig {
             client_id: self.client_id.clone(),
@@ -180,9 +190,12 @@ impl IntrospectProvider {
         {
             return Err(AuthError::Invalid("token expired"));
         }
-        self.config
-            .claims
-            .identity(answer, Self::KIND, answer["client_id"].as_str())
+        self.config.claims.identity(
+            answer,
+            Self::KIND,
+            self.config.subject_namespace(),
+            answer["client_id"].as_str(),
+        )
     }
 }
 
@@ -287,12 +300,16 @@ mod tests {
         };
         // (status, answer, expected)
         let cases: Vec<(u16, Value, Result<&str, AuthError>)> = vec![
-            (200, ok(json!({})), Ok("u")),
-            (200, ok(json!({"aud": ["x", "api"]})), Ok("u")),
+            (200, ok(json!({})), Ok("oidc:https%3A//idp.example.org:u")),
+            (
+                200,
+                ok(json!({"aud": ["x", "api"]})),
+                Ok("oidc:https%3A//idp.example.org:u"),
+            ),
             (
                 200,
                 ok(json!({"sub": null, "client_id": "machine"})),
-                Ok("machine"),
+                Ok("oidc:https%3A//idp.example.org:machine"),
             ),
             (
                 200,

@@ -345,13 +345,16 @@ impl JwtProvider {
         Ok(data.claims)
     }
 
-    /// The identity of verified `claims`, as `provider` says it.
+    /// The identity of verified `claims`, as `provider` says it (its subject qualified by
+    /// this issuer).
     pub(super) fn identity(
         &self,
         claims: &Value,
         provider: &'static str,
     ) -> Result<Identity, AuthError> {
-        self.config.claims.identity(claims, provider, None)
+        self.config
+            .claims
+            .identity(claims, provider, &self.config.issuer, None)
     }
 }
 

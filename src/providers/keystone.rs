@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use super::{AuthContext, AuthError, Provider, parse_iso8601};
 use crate::config::ConfigError;
 use crate::credential::Credential;
-use crate::identity::{AttributeValue, Attributes, Identity};
+use crate::identity::{AttributeValue, Attributes, Identity, KEYSTONE};
 use crate::secret::Secret;
 
 /// `type: keystone` options.
@@ -284,8 +284,9 @@ impl Provider for KeystoneProvider {
         let Some(doc) = self.validate(token).await? else {
             return Err(AuthError::Invalid("invalid token"));
         };
-        let mut identity = identity_from_token(&doc["token"], "")
+        let identity = identity_from_token(&doc["token"], "")
             .ok_or_else(|| AuthError::Unavailable("Keystone token document incomplete".into()))?;
+        let mut identity = super::foreign_identity(identity, KEYSTONE, &self.base)?;
         if identity.expires_at.is_some_and(|e| e <= crate::unix_now()) {
             return Err(AuthError::Invalid("token expired"));
         }
@@ -359,6 +360,7 @@ fn identity_from_token(token: &Value, prefix: &str) -> Option<Identity> {
     }
     Some(Identity {
         subject: user["id"].as_str()?.to_owned(),
+        native_id: None,
         provider: KeystoneProvider::KIND,
         username: user["name"].as_str()?.to_owned(),
         email: None,

@@ -25,11 +25,11 @@ pub use introspect::{IntrospectConfig, IntrospectProvider};
 pub use jwt::{JwtConfig, JwtProvider};
 pub use keystone::{KeystoneConfig, KeystoneProvider};
 pub use offline::{OfflineConfig, OfflineProvider};
-pub use oidc::{ClaimMapping, ClientAuthMethod};
+pub use oidc::{ClaimMapping, ClientAuthMethod, EmailVerified};
 
 use crate::config::ConfigError;
 use crate::credential::Credential;
-use crate::identity::Identity;
+use crate::identity::{Identity, mapped_user_name, qualified_subject};
 use crate::store::Store;
 
 /// One entry of `providers:`.
@@ -186,6 +186,25 @@ pub struct Answer {
     pub cache_ttl: Option<Duration>,
 }
 
+/// A foreign provider's identity as authgate hands it on: its subject qualified by `family`
+/// and `namespace` (the provider's own id kept in [`Identity::native_id`]), its user name in
+/// NFKC form; a user name that cannot be shown safely (control or invisible characters) is
+/// refused.
+fn foreign_identity(
+    mut identity: Identity,
+    family: &str,
+    namespace: &str,
+) -> Result<Identity, AuthError> {
+    identity.username = mapped_user_name(&identity.username).map_err(|e| {
+        tracing::debug!(provider = identity.provider, error = %e, "refused the user name");
+        AuthError::Invalid("the user name is not acceptable")
+    })?;
+    let native = std::mem::take(&mut identity.subject);
+    identity.subject = qualified_subject(family, namespace, &native);
+    identity.native_id = Some(native);
+    Ok(identity)
+}
+
 /// The configured providers, in order.
 pub struct Chain {
     providers: Vec<Arc<dyn Provider>>,
@@ -340,7 +359,37 @@ impl Chain {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::{ASTAKOS, KEYSTONE};
     use crate::secret::Secret;
+
+    #[test]
+    fn foreign_identities_are_qualified_and_nfkc() {
+        let raw = |subject: &str, username: &str| Identity {
+            subject: subject.into(),
+            native_id: None,
+            provider: KeystoneProvider::KIND,
+            username: username.into(),
+            email: None,
+            roles: Default::default(),
+            attributes: Default::default(),
+            scopes: None,
+            expires_at: None,
+            credential_id: None,
+        };
+        let id = foreign_identity(raw("root", "ｒｏｏｔ"), KEYSTONE, "http://ks:5000/v3").unwrap();
+        assert_eq!(id.subject, "keystone:http%3A//ks%3A5000/v3:root");
+        assert_eq!(id.native_id.as_deref(), Some("root"));
+        assert_eq!(id.username, "root");
+        let id = foreign_identity(raw("c18", "u"), ASTAKOS, "https://a.example.org/astakos");
+        assert_eq!(
+            id.unwrap().subject,
+            "astakos:https%3A//a.example.org/astakos:c18"
+        );
+        assert_eq!(
+            foreign_identity(raw("root", "root\u{202E}"), KEYSTONE, "x").unwrap_err(),
+            AuthError::Invalid("the user name is not acceptable")
+        );
+    }
 
     #[test]
     fn tokens_recognised_by_form_go_first() {

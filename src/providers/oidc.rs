@@ -12,7 +12,9 @@ use tokio::sync::OnceCell;
 
 use super::AuthError;
 use crate::config::ConfigError;
-use crate::identity::{AttributeValue, Attributes, Identity};
+use crate::identity::{
+    AttributeValue, Attributes, Identity, OIDC, mapped_user_name, qualified_subject,
+};
 use crate::secret::Secret;
 
 /// Rejects anything but an absolute http(s) URL.
@@ -247,6 +249,11 @@ pub struct ClaimMapping {
     pub username: Vec<String>,
     /// Email claim.
     pub email: String,
+    /// Whether the email is taken only when the claims say `email_verified: true` (the
+    /// default): an IdP that lets users type any address would otherwise let them claim
+    /// someone else's (nOAuth, CVE-2023-3128). `ignore` is for an IdP that only ever
+    /// issues verified addresses.
+    pub email_verified: EmailVerified,
     /// Claims (dotted paths) holding role lists: `realm_access.roles`,
     /// `resource_access.<client>.roles`, `groups`, `roles`.
     pub roles: Vec<String>,
@@ -264,12 +271,24 @@ impl Default for ClaimMapping {
         Self {
             username: vec!["preferred_username".into()],
             email: "email".into(),
+            email_verified: EmailVerified::Require,
             roles: vec!["realm_access.roles".into(), "groups".into(), "roles".into()],
             scopes: vec!["scope".into(), "scp".into()],
             attributes: Vec::new(),
             add: Vec::new(),
         }
     }
+}
+
+/// `claims.email_verified`: how far an IdP's email claim is trusted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailVerified {
+    /// The email is taken only with `email_verified: true` (a JSON boolean) beside it.
+    #[default]
+    Require,
+    /// The IdP issues only verified addresses: the email is taken as it is.
+    Ignore,
 }
 
 /// `when` the claim `claim` equals `value` (or, for a list, contains it), add `roles` and
@@ -313,15 +332,18 @@ pub(super) fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 impl ClaimMapping {
-    /// The identity `claims` describe. The subject is `sub`, or `fallback_subject` (an
-    /// introspection answer for a client_credentials token names only `client_id`).
+    /// The identity `claims` describe, for the IdP `issuer`. The IdP's subject is `sub`, or
+    /// `fallback_subject` (an introspection answer for a client_credentials token names only
+    /// `client_id`); the identity's subject is it qualified by the issuer
+    /// ([`qualified_subject`]), so that it cannot pass for a local user or another IdP's.
     pub(super) fn identity(
         &self,
         claims: &Value,
         provider: &'static str,
+        issuer: &str,
         fallback_subject: Option<&str>,
     ) -> Result<Identity, AuthError> {
-        let subject = claims["sub"]
+        let native = claims["sub"]
             .as_str()
             .or(fallback_subject)
             .filter(|s| !s.is_empty())
@@ -330,7 +352,11 @@ impl ClaimMapping {
             .username
             .iter()
             .find_map(|path| lookup(claims, path).and_then(Value::as_str))
-            .unwrap_or(subject);
+            .unwrap_or(native);
+        let username = mapped_user_name(username).map_err(|e| {
+            tracing::debug!(provider, error = %e, "refused the token's user name");
+            AuthError::Invalid("the token's user name is not acceptable")
+        })?;
         let mut roles = Vec::new();
         for path in &self.roles {
             if let Some(list) = lookup(claims, path).and_then(Value::as_array) {
@@ -373,18 +399,30 @@ impl ClaimMapping {
             attributes.extend(rule.attributes.clone());
         }
         Ok(Identity {
-            subject: subject.to_owned(),
+            subject: qualified_subject(OIDC, issuer, native),
+            native_id: Some(native.to_owned()),
             provider,
-            username: username.to_owned(),
-            email: lookup(claims, &self.email)
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            username,
+            email: self.email(claims),
             roles: roles.into_iter().collect(),
             attributes,
             scopes,
             expires_at: claims["exp"].as_i64(),
             credential_id: None,
         })
+    }
+
+    /// The email claim, when it may be believed (see [`ClaimMapping::email_verified`]).
+    fn email(&self, claims: &Value) -> Option<String> {
+        let email = lookup(claims, &self.email).and_then(Value::as_str)?;
+        let verified = claims["email_verified"] == Value::Bool(true);
+        match self.email_verified {
+            EmailVerified::Require if !verified => {
+                tracing::debug!("email left out: the IdP does not say it is verified");
+                None
+            }
+            _ => Some(email.to_owned()),
+        }
     }
 }
 
@@ -407,13 +445,16 @@ mod tests {
         .unwrap();
         let claims = json!({
             "sub": "u1", "preferred_username": "alice", "email": "a@example.org",
-            "realm_access": {"roles": ["reader"]},
+            "email_verified": true, "realm_access": {"roles": ["reader"]},
             "resource_access": {"gw": {"roles": ["writer"]}, "other": {"roles": ["x"]}},
             "groups": ["/ops"], "tenant": "acme", "projects": ["p1", "p2"],
             "scope": "read:data  write:data", "exp": 2000000000
         });
-        let id = mapping.identity(&claims, "jwt", None).unwrap();
-        assert_eq!(id.subject, "u1");
+        let id = mapping
+            .identity(&claims, "jwt", "https://idp.example.org", None)
+            .unwrap();
+        assert_eq!(id.subject, "oidc:https%3A//idp.example.org:u1");
+        assert_eq!(id.native_id.as_deref(), Some("u1"));
         assert_eq!(id.username, "alice");
         assert_eq!(id.email.as_deref(), Some("a@example.org"));
         assert_eq!(
@@ -453,11 +494,12 @@ mod tests {
             (json!({"scope": "x"}), None, None, "", vec![]),
         ];
         for (claims, fallback, subject, username, scopes) in cases {
-            let got = mapping.identity(&claims, "introspect", fallback);
+            let got = mapping.identity(&claims, "introspect", "https://i", fallback);
             match subject {
                 Some(s) => {
                     let id = got.unwrap();
-                    assert_eq!(id.subject, s);
+                    assert_eq!(id.subject, format!("oidc:https%3A//i:{s}"));
+                    assert_eq!(id.native_id.as_deref(), Some(s));
                     assert_eq!(id.username, username);
                     assert_eq!(id.scopes.unwrap().iter().collect::<Vec<_>>(), scopes);
                 }
@@ -466,6 +508,90 @@ mod tests {
                     AuthError::Invalid("the token names no subject")
                 ),
             }
+        }
+    }
+
+    #[test]
+    fn subjects_are_qualified_by_the_issuer() {
+        let mapping = ClaimMapping::default();
+        let claims = json!({"sub": "root", "preferred_username": "root"});
+        let a = mapping
+            .identity(&claims, "jwt", "https://idp.example.org", None)
+            .unwrap();
+        // An IdP's `root` is not the local user `root`, nor another IdP's `root`.
+        assert_eq!(a.subject, "oidc:https%3A//idp.example.org:root");
+        assert_eq!(a.native_id.as_deref(), Some("root"));
+        assert_eq!(a.username, "root");
+        let b = mapping
+            .identity(&claims, "offline", "https://other.example.org", None)
+            .unwrap();
+        assert_eq!(b.subject, "oidc:https%3A//other.example.org:root");
+        // The same issuer's user is the same subject whichever provider kind maps it.
+        let c = mapping
+            .identity(&claims, "introspect", "https://idp.example.org", None)
+            .unwrap();
+        assert_eq!(c.subject, a.subject);
+    }
+
+    #[test]
+    fn email_is_taken_only_when_verified() {
+        // (claims.email_verified, the token's email_verified, email taken)
+        let cases = [
+            ("require", Some(json!(true)), true),
+            ("require", Some(json!(false)), false),
+            ("require", None, false),
+            ("require", Some(json!("true")), false),
+            ("require", Some(json!(1)), false),
+            ("ignore", Some(json!(false)), true),
+            ("ignore", None, true),
+        ];
+        for (setting, verified, taken) in cases {
+            let mapping: ClaimMapping =
+                serde_json::from_value(json!({ "email_verified": setting })).unwrap();
+            let mut claims = json!({"sub": "u", "email": "victim@example.org"});
+            if let Some(v) = &verified {
+                claims["email_verified"] = v.clone();
+            }
+            let id = mapping.identity(&claims, "jwt", "https://i", None).unwrap();
+            assert_eq!(
+                id.email.as_deref(),
+                taken.then_some("victim@example.org"),
+                "{setting} {verified:?}"
+            );
+        }
+        // The default requires verification.
+        let id = ClaimMapping::default()
+            .identity(
+                &json!({"sub": "u", "email": "victim@example.org"}),
+                "jwt",
+                "https://i",
+                None,
+            )
+            .unwrap();
+        assert_eq!(id.email, None);
+        assert!(serde_json::from_value::<ClaimMapping>(json!({"email_verified": "no"})).is_err());
+    }
+
+    #[test]
+    fn mapped_user_names_are_nfkc() {
+        let mapping = ClaimMapping::default();
+        let id = |name: &str| {
+            mapping.identity(
+                &json!({"sub": "u", "preferred_username": name}),
+                "jwt",
+                "https://i",
+                None,
+            )
+        };
+        assert_eq!(id("ｒｏｏｔ").unwrap().username, "root");
+        assert_eq!(id("ﬁnn").unwrap().username, "finn");
+        assert_eq!(id("alice").unwrap().username, "alice");
+        for bad in ["ro\u{202E}ot", "root\n", " root", ""] {
+            assert_eq!(
+                id(bad).unwrap_err(),
+                AuthError::Invalid("the token's user name is not acceptable"),
+                "{bad:?}"
+            );
         }
     }
 

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::json;
 
 use super::{App, Body, Endpoint, Outcome, Rejection};
@@ -249,7 +250,7 @@ fn keystone_headers(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
     let roles = join(identity.roles.iter());
     let project_id = attr("project_id").or(attr("default_project"));
     put("x-identity-status", Some("Confirmed"));
-    put("x-user-id", Some(&identity.subject));
+    put("x-user-id", Some(keystone_user_id(identity)));
     put("x-user-name", Some(&identity.username));
     put("x-user-domain-id", attr("user_domain_id"));
     put("x-user-domain-name", attr("user_domain_name"));
@@ -271,7 +272,7 @@ fn keystone_headers(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
     put("x-role", Some(&roles));
     if attr("service_user_id").is_some() {
         let service_roles = match identity.attributes.get("service_roles") {
-            Some(AttributeValue::Many(rs)) => rs.join(","),
+            Some(AttributeValue::Many(rs)) => join(rs.iter().map(String::as_str)),
             _ => String::new(),
         };
         put("x-service-identity-status", Some("Confirmed"));
@@ -297,13 +298,42 @@ fn keystone_headers(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
     out
 }
 
+/// `X-User-Id` is by contract a Keystone user id: Keystone's own for an identity from the
+/// `keystone` provider (keystonemiddleware services look users up by it, so it is not
+/// qualified as the minted `sub` is); for any other identity authgate's subject, the one
+/// id that is unique across providers.
+fn keystone_user_id(identity: &Identity) -> &str {
+    match (&identity.native_id, identity.provider) {
+        (Some(id), crate::providers::KeystoneProvider::KIND) => id,
+        _ => &identity.subject,
+    }
+}
+
+/// What a list header item has percent-encoded: `,` (the list separator: a group named
+/// `viewer,admin` must not read as `viewer` and `admin`), `%` (so that decoding gives the
+/// name back) and control characters; non-ASCII bytes are always encoded (UTF-8), which
+/// also keeps such a name from emptying the whole header.
+const LIST_ITEM: &AsciiSet = &CONTROLS.add(b'%').add(b',');
+
+/// The comma-separated form of a list header (roles, scopes): each item percent-encoded
+/// ([`LIST_ITEM`]), and a space at either end of an item too, because readers trim items
+/// (keystonemiddleware, most `split(',')` code) and `" admin"` would become `admin`. The
+/// minted JWT keeps the names as they are, in arrays.
 fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
     let mut out = String::new();
     for (i, item) in items.enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(item);
+        let start = out.len();
+        out.extend(utf8_percent_encode(item, LIST_ITEM));
+        if out[start..].starts_with(' ') {
+            out.replace_range(start..start + 1, "%20");
+        }
+        if out.len() > start && out.ends_with(' ') {
+            out.pop();
+            out.push_str("%20");
+        }
     }
     out
 }
@@ -351,4 +381,90 @@ pub(super) fn document(
         HeaderValue::from_static(cache_control),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{AttributeValue, Names};
+
+    fn identity(provider: &'static str, roles: &[&str], scopes: Option<&[&str]>) -> Identity {
+        Identity {
+            subject: "keystone:http%3A//ks%3A5000/v3:e08".into(),
+            native_id: Some("e08".into()),
+            provider,
+            username: "alice".into(),
+            email: None,
+            roles: roles.iter().copied().collect(),
+            attributes: Default::default(),
+            scopes: scopes.map(|s| s.iter().copied().collect::<Names>()),
+            expires_at: None,
+            credential_id: None,
+        }
+    }
+
+    fn get<'a>(headers: &'a [(HeaderName, HeaderValue)], name: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.to_str().unwrap())
+    }
+
+    #[test]
+    fn list_items_with_separators_stay_one_item() {
+        // (roles, the header)
+        let cases: [(&[&str], &str); 7] = [
+            (&["reader", "writer"], "reader,writer"),
+            (&["viewer,admin"], "viewer%2Cadmin"),
+            (&["reader", "viewer,admin"], "reader,viewer%2Cadmin"),
+            (&["100%"], "100%25"),
+            (&["a%2Cb"], "a%252Cb"),
+            (&[" admin", "ops "], "%20admin,ops%20"),
+            (
+                &["Domain Admins", "r\u{e9}le", "x\ty"],
+                "Domain Admins,r%C3%A9le,x%09y",
+            ),
+        ];
+        for (roles, want) in cases {
+            let headers = identity_headers(&identity("jwt", roles, Some(roles)));
+            assert_eq!(
+                get(&headers, "x-auth-request-roles"),
+                Some(want),
+                "{roles:?}"
+            );
+            assert_eq!(
+                get(&headers, "x-auth-request-scopes"),
+                Some(want),
+                "{roles:?}"
+            );
+            // No item of the header is `admin`, however a reader splits and trims it.
+            if !roles.contains(&"admin") {
+                assert!(want.split(',').all(|r| r.trim() != "admin"), "{want}");
+            }
+        }
+    }
+
+    #[test]
+    fn keystone_headers_keep_keystones_user_id_and_encode_lists() {
+        let mut id = identity("keystone", &["member", "viewer,admin"], None);
+        id.attributes
+            .insert("service_user_id".into(), AttributeValue::One("svc".into()));
+        id.attributes.insert(
+            "service_roles".into(),
+            AttributeValue::Many(vec!["service".into(), "a,admin".into()]),
+        );
+        let headers = keystone_headers(&id);
+        assert_eq!(get(&headers, "x-user-id"), Some("e08"));
+        assert_eq!(get(&headers, "x-roles"), Some("member,viewer%2Cadmin"));
+        assert_eq!(get(&headers, "x-role"), Some("member,viewer%2Cadmin"));
+        assert_eq!(get(&headers, "x-service-roles"), Some("service,a%2Cadmin"));
+        // Another provider's user in keystone mode: the unique subject, never the raw id.
+        let mut other = identity("jwt", &[], None);
+        other.subject = "oidc:https%3A//idp.example.org:e08".into();
+        let headers = keystone_headers(&other);
+        assert_eq!(
+            get(&headers, "x-user-id"),
+            Some("oidc:https%3A//idp.example.org:e08")
+        );
+    }
 }
