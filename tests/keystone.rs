@@ -252,7 +252,17 @@ policy:
     // Keystone revokes authgate's own service token (disabling a user revokes its tokens):
     // the next validation gets 401, authgate re-authenticates once, and the request passes.
     keystone.set_enabled("gateway", false).await;
+    let disabled_in = unix_second();
     keystone.set_enabled("gateway", true).await;
+    // Fernet tokens carry their issue time in whole seconds, and Keystone revokes every
+    // token issued up to the revocation event's second: a service token authgate obtained
+    // within that same second would be revoked too (seen as a flaky 503 here). Wait for the
+    // next second, as any client of Keystone has to.
+    let next_second = eventually(Duration::from_secs(3), async || {
+        unix_second() > disabled_in
+    })
+    .await;
+    assert!(next_second);
     let fresh = keystone
         .token("alice", "alice-password", Keystone::project("demo"))
         .await;
@@ -301,4 +311,11 @@ policy:
     ] {
         assert!(!logs.contains(secret), "a secret reached the logs");
     }
+}
+
+fn unix_second() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
