@@ -3,7 +3,9 @@
 //! `deploy/ingress-nginx/ingress.yaml`, in front of an upstream that records what it served.
 //! The auth sub-request is the controller's (`/ingress-auth`, `X-Original-URL` built from the
 //! client's raw Host, the client's other headers passed through), and so is the handling of
-//! authgate's answers: 2xx passes, 401 and 403 reach the client, everything else is a 500.
+//! authgate's answers: 2xx passes, 401 and 403 reach the client, everything else is a 500 —
+//! except on `api-statuses.example.org`, the opt-in variant whose snippets carry authgate's
+//! 400/429/431/503 through.
 
 mod common;
 
@@ -351,6 +353,197 @@ async fn other_statuses_become_500() {
         503,
     )
     .await;
+}
+
+/// The opt-in variant (Ingress `api-statuses`, host api-statuses.example.org: `api` plus a
+/// configuration-snippet and a server-snippet, rendered where the v1.15.1 template puts
+/// them): authgate's 400, 429 (with Retry-After), 431 and 503 reach the client as such, 401
+/// and 403 as before, a valid token still passes with authgate's identity, and the app's
+/// own 500 is the app's, not rewritten.
+#[tokio::test(flavor = "multi_thread")]
+async fn snippets_carry_authgates_statuses_through() {
+    let s = site().await;
+    let host = ("Host", "api-statuses.example.org");
+    let json = |head: &str| {
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{head}"
+        );
+    };
+
+    // A valid token: 200, with authgate's JWT and identity headers upstream.
+    let bearer = format!("Bearer {}", s.token);
+    let (status, head, body) = s
+        .raw(
+            "GET /profile HTTP/1.1",
+            &[
+                host,
+                ("Authorization", &bearer),
+                ("X-Auth-Request-User", "admin"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{head}\n{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    let jwt = seen["authorization"][0]
+        .as_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .expect("a Bearer JWT upstream");
+    assert_eq!(verify_jwt(&s.authgate, jwt, "api").await["username"], "bob");
+    assert_eq!(seen["x-auth-request-user"], serde_json::json!(["bob"]));
+    assert_eq!(seen["x-auth-request-roles"], serde_json::json!(["staff"]));
+    assert_eq!(
+        seen["x-auth-request-status"],
+        serde_json::json!(["authenticated"])
+    );
+
+    // 401 (with WWW-Authenticate) and 403 are untouched.
+    let head = s.refused("GET /profile HTTP/1.1", &[host], 401, 401).await;
+    assert!(
+        head.to_ascii_lowercase().contains("www-authenticate: "),
+        "{head}"
+    );
+    s.refused(
+        "GET /admin/users HTTP/1.1",
+        &[host, ("Authorization", &bearer)],
+        403,
+        403,
+    )
+    .await;
+
+    // 400: a dot-segment target, and userinfo in Host (routed to the same server block).
+    json(
+        &s.refused("GET /healthz/../admin HTTP/1.1", &[host], 400, 400)
+            .await,
+    );
+    s.refused(
+        "GET /healthz/%2e%2e/admin HTTP/1.1",
+        &[host, ("Authorization", &bearer)],
+        400,
+        400,
+    )
+    .await;
+    let userinfo = ("Host", "api-statuses.example.org:1@www.example.org");
+    json(
+        &s.refused("GET /healthz HTTP/1.1", &[userinfo], 400, 400)
+            .await,
+    );
+
+    // 431: headers over authgate's max_header_bytes (4096), well under nginx's own limits.
+    let filler = "f".repeat(1000);
+    let big: Vec<(String, String)> = (0..5)
+        .map(|i| (format!("X-Filler-{i}"), filler.clone()))
+        .collect();
+    let mut headers: Vec<(&str, &str)> =
+        big.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    headers.push(host);
+    json(&s.refused("GET /profile HTTP/1.1", &headers, 431, 431).await);
+
+    // 503: the IdP's key set (a closed port) cannot be fetched.
+    let jwt = format!(
+        "Bearer {}.{}.c2ln",
+        base64url(br#"{"alg":"ES256","kid":"k1","typ":"JWT"}"#),
+        base64url(br#"{"iss":"https://idp.test","sub":"x","aud":"api","exp":4102444800}"#)
+    );
+    json(
+        &s.refused(
+            "GET /profile HTTP/1.1",
+            &[host, ("Authorization", &jwt)],
+            503,
+            503,
+        )
+        .await,
+    );
+
+    // 429 with authgate's Retry-After: distinct wrong passwords beyond max_failures (3).
+    let wrong = |i: usize| {
+        let pair = format!("bob:guess-{i}");
+        format!(
+            "Basic {}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pair)
+        )
+    };
+    for i in 0..3 {
+        s.refused(
+            "GET /profile HTTP/1.1",
+            &[host, ("Authorization", &wrong(i))],
+            401,
+            401,
+        )
+        .await;
+    }
+    for i in 3..5 {
+        let head = s
+            .refused(
+                "GET /profile HTTP/1.1",
+                &[host, ("Authorization", &wrong(i))],
+                429,
+                429,
+            )
+            .await;
+        json(&head);
+        let retry = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("retry-after").then(|| v.trim())
+            })
+            .unwrap_or_else(|| panic!("429 without Retry-After\n{head}"));
+        assert!(
+            retry.parse::<u64>().is_ok_and(|secs| secs > 0),
+            "Retry-After {retry:?}"
+        );
+    }
+
+    // The stock server block of the same nginx still turns them into 500.
+    s.refused("GET /healthz/../admin HTTP/1.1", &[], 500, 400)
+        .await;
+
+    // The app's own 500 passes as the app sent it (no proxy_intercept_errors): the same
+    // configuration in front of an app that always fails.
+    let app = failing_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(dir.path(), CONF, s.authgate.data, app);
+    let request = format!(
+        "GET /profile HTTP/1.1\r\nHost: api-statuses.example.org\r\n\
+         Authorization: {bearer}\r\nConnection: close\r\n\r\n"
+    );
+    let (status, head, body) = raw_request(nginx.addr, request.as_bytes()).await;
+    assert_eq!(status, 500, "{head}\n{body}");
+    assert_eq!(body, APP_FAILURE, "{head}");
+    assert!(head.contains("X-App: failing"), "{head}");
+}
+
+const APP_FAILURE: &str = "the app's own failure\n";
+
+/// An upstream that answers every request with its own 500.
+async fn failing_app() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n\
+                     X-App: failing\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{APP_FAILURE}",
+                    APP_FAILURE.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    addr
 }
 
 fn base64url(bytes: &[u8]) -> String {
