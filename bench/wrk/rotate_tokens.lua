@@ -22,6 +22,7 @@ function request()
   return wrk.format("GET", "/auth", {
     ["Authorization"] = auth,
     ["X-Original-URI"] = "/data",
+    ["X-Original-Method"] = "GET",
     ["Host"] = "api.example.org",
   })
 end
