@@ -1,14 +1,32 @@
 //! The admin listener: `/metrics` (Prometheus text), `/livez`, `/readyz` (the store answers,
 //! a signing key is loaded, and every provider's service answers, its discovery done).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::server::{App, Body, json_response};
+
+/// `admin`: the admin listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener (`/metrics`, `/livez`, `/readyz`).
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
 
 /// How long `/readyz` waits for the store and for each provider.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);

@@ -20,11 +20,65 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
 
-use crate::config::CacheConfig;
 use crate::identity::Identity;
 use crate::providers::{Answer, AuthError};
+use crate::setting::ConfigError;
 use crate::store::Store;
+
+/// `cache`: the in-process decision cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Longest time a valid answer is reused (revocations take effect within it).
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// How long an invalid credential's answer is reused.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Most entries kept.
+    pub max_entries: u64,
+    /// MiB for what cached identities keep for reuse (minted JWTs, response headers); past
+    /// it those are rebuilt per request (a signature each).
+    pub reuse_memory_mib: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_ttl: Duration::from_secs(10),
+            negative_ttl: Duration::from_secs(2),
+            max_entries: 100_000,
+            reuse_memory_mib: 16,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Rejects values that parse but make no sense, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_entries == 0 {
+            return Err(ConfigError::invalid(
+                "cache.max_entries",
+                "must be at least 1",
+            ));
+        }
+        if self.max_ttl.is_zero() || self.max_ttl > Duration::from_secs(3600) {
+            return Err(ConfigError::invalid(
+                "cache.max_ttl",
+                "must be between 1s and 1h (revocations take effect within it)",
+            ));
+        }
+        if self.negative_ttl > self.max_ttl {
+            return Err(ConfigError::invalid(
+                "cache.negative_ttl",
+                "must not exceed cache.max_ttl",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// A cached answer.
 #[derive(Clone)]

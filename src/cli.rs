@@ -9,15 +9,16 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, LogConfig};
+use crate::config::Config;
 use crate::identity::{Identity, Names, attributes_from_pairs, local_user_name};
 use crate::mint::{MintError, Minter, generate_key_record, publish_until};
-use crate::policy::{Decision, Policy, Target};
+use crate::policy::{Decision, Target};
 use crate::providers::hash_password;
 use crate::secret::{Secret, generate_api_token, random_id, sha256};
 use crate::server::StartError;
 use crate::store::{self, Store, TokenRecord, TokenRef, UserRecord};
 use crate::telemetry::AccessLog;
+use crate::telemetry::LogConfig;
 
 /// Exit code for a bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -528,8 +529,7 @@ async fn policy_check(
     method: &str,
     url: &str,
 ) -> Result<u8, Failure> {
-    let policy =
-        Policy::try_from(&config.policy).map_err(|e| Failure::new(EXIT_CONFIG, e.to_string()))?;
+    let policy = &config.policy;
     let uri: http::Uri = url
         .parse()
         .map_err(|_| input_err(format!("'{url}' is not a URL")))?;

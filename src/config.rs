@@ -1,19 +1,25 @@
-//! Configuration: the typed shape, its defaults (in one place: the `Default` impls), loading
-//! (built-in defaults < YAML file < `AUTHGATE_` environment, `__` between levels) and
-//! validation that names the offending key.
+//! Configuration: the aggregate of every module's own config type, loading (built-in
+//! defaults < YAML file < `AUTHGATE_` environment, `__` between levels) and the checks that
+//! span modules. Each section's shape, defaults and checks live with the module that uses
+//! it (`server::ServerConfig`, `store::StoreConfig`, `mint::MintConfig`, ...); the policy
+//! arrives parsed ([`Policy`]), so a bad rule is a config error naming its key.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Yaml};
-use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::mint::Algorithm;
-use crate::policy::{HostPattern, Policy};
-use crate::providers::ProviderConfig;
+use crate::admin::AdminConfig;
+use crate::astakos_api::AstakosApiConfig;
+use crate::cache::CacheConfig;
+use crate::mint::MintConfig;
+use crate::policy::{HeaderMode, Policy};
+use crate::providers::ProvidersConfig;
+use crate::server::ServerConfig;
+pub use crate::setting::ConfigError;
+use crate::store::StoreConfig;
+use crate::telemetry::LogConfig;
 
 /// Everything authgate reads from its configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -31,353 +37,15 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Providers, tried in this order.
     pub providers: ProvidersConfig,
-    /// Route policy.
-    pub policy: PolicyConfig,
+    /// Route policy, parsed once here.
+    pub policy: Policy,
     /// Astakos-compatible validation of authgate's own tokens.
-    pub astakos_api: crate::astakos_api::AstakosApiConfig,
+    pub astakos_api: AstakosApiConfig,
     /// Identity headers of a 200: `default` (`X-Auth-Request-*`) or `keystone` (the
     /// keystonemiddleware set as well); a rule may choose its own.
     pub headers: HeaderMode,
     /// Logging.
     pub log: LogConfig,
-}
-
-/// `server`: the data-plane listener.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerConfig {
-    /// Address of the data-plane listener.
-    pub listen: SocketAddr,
-    /// Peers whose `X-Forwarded-For` / `X-Real-IP` are believed.
-    pub trusted_proxies: Vec<IpNet>,
-    /// Largest total size of the request headers; larger requests get 431.
-    pub max_header_bytes: usize,
-    /// How long in-flight requests may take to finish after SIGTERM.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_timeout: Duration,
-    /// Sign-in page for browsers (an absolute http(s) URL); `/forward-auth` redirects
-    /// there, `/auth` sets `Location`. The original URL goes along as `rd`.
-    pub signin_url: Option<String>,
-    /// Hosts the sign-in may return to (`rd`): exact names or `*.domain`. Absent: the hosts
-    /// the policy rules name. A browser on any other host is sent to sign in without `rd`.
-    pub redirect_hosts: Option<Vec<String>>,
-    /// Whether Envoy's `/auth/<path>` form sends a browser to sign in with a 302 (Envoy
-    /// passes a 3xx through to the client) instead of the 401.
-    pub envoy_redirect: bool,
-    /// Realm named in `WWW-Authenticate`.
-    pub realm: String,
-}
-
-/// `admin`: the admin listener.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Address of the admin listener (`/metrics`, `/livez`, `/readyz`).
-    pub listen: SocketAddr,
-}
-
-/// `store`: where state lives.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum StoreConfig {
-    /// One SQLite file (WAL mode); nothing to install.
-    Embedded {
-        /// Path of the database file; its directory is created when missing.
-        #[serde(default = "default_store_path")]
-        path: PathBuf,
-    },
-}
-
-/// `mint`: the JWT handed to the upstream.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MintConfig {
-    /// `iss` claim; also the base of `jwks_uri` in the discovery document.
-    pub issuer: String,
-    /// Default `aud` claim (rules may override it).
-    pub audience: String,
-    /// Signing algorithm.
-    pub algorithm: Algorithm,
-    /// Lifetime of a minted JWT (never past the credential's own expiry).
-    #[serde(with = "humantime_serde")]
-    pub ttl: Duration,
-    /// PEM private keys to sign with instead of generated ones; the first one signs.
-    pub key_files: Vec<PathBuf>,
-    /// Response header that carries the JWT.
-    pub header: String,
-    /// Text put before the JWT in that header.
-    pub header_prefix: String,
-}
-
-/// `cache`: the in-process decision cache.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CacheConfig {
-    /// Longest time a valid answer is reused (revocations take effect within it).
-    #[serde(with = "humantime_serde")]
-    pub max_ttl: Duration,
-    /// How long an invalid credential's answer is reused.
-    #[serde(with = "humantime_serde")]
-    pub negative_ttl: Duration,
-    /// Most entries kept.
-    pub max_entries: u64,
-    /// MiB for what cached identities keep for reuse (minted JWTs, response headers); past
-    /// it those are rebuilt per request (a signature each).
-    pub reuse_memory_mib: u64,
-}
-
-/// `providers`: the list, in order.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(transparent)]
-pub struct ProvidersConfig(pub Vec<ProviderConfig>);
-
-/// What an unmatched request gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum DefaultAction {
-    /// 403 for every identity (401 without one).
-    #[default]
-    Deny,
-    /// Any valid identity passes.
-    AllowAuthenticated,
-}
-
-/// `policy`: ordered rules and the default.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PolicyConfig {
-    /// What unmatched requests get.
-    pub default: DefaultAction,
-    /// Rules, first match wins.
-    pub rules: Vec<RuleConfig>,
-    /// How rule paths compare with request paths.
-    pub path_case: PathCase,
-}
-
-/// `policy.path_case`: whether letter case counts when rule paths are compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum PathCase {
-    /// Byte for byte: `/admin` does not cover `/ADMIN`.
-    #[default]
-    Sensitive,
-    /// ASCII letters compare case-insensitively (`/admin` covers `/ADMIN/x`), for upstreams
-    /// that route paths that way; otherwise `/ADMIN` would reach them past an `/admin` rule.
-    Insensitive,
-}
-
-/// One policy rule as written in the config.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RuleConfig {
-    /// Name shown in logs, 403 bodies and `policy check`.
-    pub name: String,
-    /// `api.example.org` or `*.example.org` (exactly one label in front); no port; absent
-    /// matches every host.
-    pub host: Option<String>,
-    /// Path prefix (`/data`) or glob (`/files/*/raw`, `/static/**`); absent matches all.
-    pub path: Option<String>,
-    /// Methods; empty matches all.
-    pub methods: Vec<String>,
-    /// What the identity must hold.
-    pub require: RequireConfig,
-    /// `anonymous`: pass without a credential.
-    pub allow: Option<AllowConfig>,
-    /// `aud` of the JWT minted for this rule.
-    pub audience: Option<String>,
-    /// Identity headers for this rule (default: the top-level `headers`).
-    pub headers: Option<HeaderMode>,
-    /// Answer 200 with `X-Identity-Status: Invalid` instead of 401, for services that decide
-    /// themselves (keystonemiddleware's `delay_auth_decision`).
-    pub delay_auth_decision: bool,
-}
-
-/// `allow:` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AllowConfig {
-    /// No credential needed.
-    Anonymous,
-}
-
-/// `require:` of a rule.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RequireConfig {
-    /// Every one of these roles.
-    pub roles: Vec<String>,
-    /// At least one of these roles.
-    pub any_roles: Vec<String>,
-    /// Every one of these scopes.
-    pub scopes: Vec<String>,
-    /// At least one of these scopes.
-    pub any_scopes: Vec<String>,
-    /// Attribute name -> accepted values (one must match).
-    pub attributes: std::collections::BTreeMap<String, OneOrMany>,
-}
-
-/// A string or a list of strings in the config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    /// `key: value`
-    One(String),
-    /// `key: [a, b]`
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    /// The values as a list.
-    pub fn to_vec(&self) -> Vec<String> {
-        match self {
-            Self::One(v) => vec![v.clone()],
-            Self::Many(vs) => vs.clone(),
-        }
-    }
-}
-
-/// Which identity headers a 200 carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum HeaderMode {
-    /// The JWT and `X-Auth-Request-User/-Email/-Roles/-Scopes`.
-    #[default]
-    Default,
-    /// Also the keystonemiddleware set (`X-Identity-Status`, `X-User-Id`, `X-Roles`, ...).
-    Keystone,
-}
-
-/// `log`: logging.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// `json` (one object per line) or `pretty`.
-    pub format: LogFormat,
-    /// A tracing filter (`info`, `authgate=debug`); `RUST_LOG` overrides it.
-    pub level: String,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    /// One JSON object per line.
-    #[default]
-    Json,
-    /// Human-readable lines.
-    Pretty,
-}
-
-/// A configuration that could not be loaded; the message names the key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file given with `--config` does not exist or cannot be read.
-    #[error("cannot read config file '{path}': {reason}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// A key has the wrong type, an unknown name, or cannot be parsed.
-    #[error("{0}")]
-    Parse(String),
-    /// A key parsed but its value is not acceptable.
-    #[error("config key `{key}`: {reason}")]
-    Invalid {
-        /// Dotted path of the key.
-        key: String,
-        /// Why the value is rejected.
-        reason: String,
-    },
-}
-
-impl ConfigError {
-    /// Shorthand for [`ConfigError::Invalid`].
-    pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::Invalid {
-            key: key.into(),
-            reason: reason.into(),
-        }
-    }
-}
-
-fn default_store_path() -> PathBuf {
-    PathBuf::from("authgate.db")
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            trusted_proxies: Vec::new(),
-            max_header_bytes: 16 * 1024,
-            shutdown_timeout: Duration::from_secs(10),
-            signin_url: None,
-            redirect_hosts: None,
-            envoy_redirect: false,
-            realm: "authgate".to_owned(),
-        }
-    }
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
-        }
-    }
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self::Embedded {
-            path: default_store_path(),
-        }
-    }
-}
-
-impl Default for MintConfig {
-    fn default() -> Self {
-        Self {
-            issuer: "http://localhost:8080".to_owned(),
-            audience: "api".to_owned(),
-            algorithm: Algorithm::ES256,
-            ttl: Duration::from_secs(300),
-            key_files: Vec::new(),
-            header: "Authorization".to_owned(),
-            header_prefix: "Bearer ".to_owned(),
-        }
-    }
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        Self {
-            max_ttl: Duration::from_secs(10),
-            negative_ttl: Duration::from_secs(2),
-            max_entries: 100_000,
-            reuse_memory_mib: 16,
-        }
-    }
-}
-
-impl Default for ProvidersConfig {
-    fn default() -> Self {
-        Self(vec![
-            ProviderConfig::ApiToken(Default::default()),
-            ProviderConfig::Basic(Default::default()),
-        ])
-    }
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Json,
-            level: "info".to_owned(),
-        }
-    }
 }
 
 impl Config {
@@ -406,127 +74,22 @@ impl Config {
         Ok(config)
     }
 
-    /// Rejects values that parse but make no sense, naming the key.
+    /// Rejects values that parse but make no sense, naming the key: each section's own
+    /// checks, then those that span sections.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.server.max_header_bytes < 1024 || self.server.max_header_bytes > 1024 * 1024 {
-            return Err(ConfigError::invalid(
-                "server.max_header_bytes",
-                "must be between 1024 and 1048576",
-            ));
-        }
-        if self.server.realm.is_empty() || self.server.realm.contains(['"', '\\']) {
-            return Err(ConfigError::invalid(
-                "server.realm",
-                "must be non-empty and contain no quote or backslash",
-            ));
-        }
-        if let Some(url) = &self.server.signin_url
-            && let Some(why) = signin_url_problem(url)
-        {
-            return Err(ConfigError::invalid("server.signin_url", why));
-        }
-        for (i, host) in self.server.redirect_hosts.iter().flatten().enumerate() {
-            HostPattern::parse_listed(host)
-                .map_err(|why| ConfigError::invalid(format!("server.redirect_hosts[{i}]"), why))?;
-        }
+        self.server.validate()?;
         if self.server.listen == self.admin.listen && self.server.listen.port() != 0 {
             return Err(ConfigError::invalid(
                 "admin.listen",
                 "must differ from server.listen",
             ));
         }
-        let StoreConfig::Embedded { path } = &self.store;
-        if path.as_os_str().is_empty() {
-            return Err(ConfigError::invalid("store.path", "must not be empty"));
-        }
-        self.validate_mint()?;
-        if self.cache.max_entries == 0 {
-            return Err(ConfigError::invalid(
-                "cache.max_entries",
-                "must be at least 1",
-            ));
-        }
-        if self.cache.max_ttl.is_zero() || self.cache.max_ttl > Duration::from_secs(3600) {
-            return Err(ConfigError::invalid(
-                "cache.max_ttl",
-                "must be between 1s and 1h (revocations take effect within it)",
-            ));
-        }
-        if self.cache.negative_ttl > self.cache.max_ttl {
-            return Err(ConfigError::invalid(
-                "cache.negative_ttl",
-                "must not exceed cache.max_ttl",
-            ));
-        }
-        crate::providers::validate(&self.providers.0)?;
-        Policy::try_from(&self.policy).map_err(|e| ConfigError::invalid(e.key, e.reason))?;
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(ConfigError::invalid(
-                "log.level",
-                "is not a valid filter (e.g. info, warn, authgate=debug)",
-            ));
-        }
+        self.store.validate()?;
+        self.mint.validate()?;
+        self.cache.validate()?;
+        self.providers.validate()?;
+        self.log.validate()?;
         Ok(())
-    }
-
-    fn validate_mint(&self) -> Result<(), ConfigError> {
-        let mint = &self.mint;
-        if !(mint.issuer.starts_with("https://") || mint.issuer.starts_with("http://"))
-            || mint.issuer.ends_with('/')
-        {
-            return Err(ConfigError::invalid(
-                "mint.issuer",
-                "must be an http(s) URL without a trailing slash",
-            ));
-        }
-        if mint.audience.is_empty() {
-            return Err(ConfigError::invalid("mint.audience", "must not be empty"));
-        }
-        if mint.ttl < Duration::from_secs(10) || mint.ttl > Duration::from_secs(86_400) {
-            return Err(ConfigError::invalid(
-                "mint.ttl",
-                "must be between 10s and 24h",
-            ));
-        }
-        if mint.algorithm == Algorithm::RS256 && mint.key_files.is_empty() {
-            return Err(ConfigError::invalid(
-                "mint.key_files",
-                "RS256 keys are not generated by authgate; give a PEM RSA key (e.g. `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048`)",
-            ));
-        }
-        if http::HeaderName::from_bytes(mint.header.as_bytes()).is_err() {
-            return Err(ConfigError::invalid(
-                "mint.header",
-                "is not a valid HTTP header name",
-            ));
-        }
-        if http::HeaderValue::from_str(&mint.header_prefix).is_err() {
-            return Err(ConfigError::invalid(
-                "mint.header_prefix",
-                "is not a valid HTTP header value",
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Why `server.signin_url` cannot be the base of a browser redirect, if it cannot: it must
-/// be an absolute `http(s)` URL with a host, no userinfo and no fragment (`rd` is appended
-/// to its query).
-fn signin_url_problem(url: &str) -> Option<&'static str> {
-    const ABSOLUTE: &str = "must be an absolute http(s) URL (https://host/path)";
-    let Ok(uri) = url.parse::<http::Uri>() else {
-        return Some(ABSOLUTE);
-    };
-    if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return Some(ABSOLUTE);
-    }
-    match uri.authority() {
-        None => Some(ABSOLUTE),
-        Some(a) if a.host().is_empty() => Some(ABSOLUTE),
-        Some(a) if a.as_str().contains('@') => Some("must not hold userinfo ('@')"),
-        Some(_) if url.contains('#') => Some("must not hold a fragment ('#')"),
-        Some(_) => None,
     }
 }
 
@@ -541,6 +104,14 @@ fn describe_figment_error(error: figment::Error) -> ConfigError {
                 .as_ref()
                 .and_then(|m| m.source.as_ref().map(|s| format!(" (from {s})")))
                 .unwrap_or_default();
+            // A section parsed whole (the policy) names its own, more precise key.
+            if let figment::error::Kind::Message(message) = &e.kind
+                && let Some((inner, reason)) = message.split_once(": ")
+                && !key.is_empty()
+                && inner.starts_with(&key)
+            {
+                return format!("config key `{inner}`: {reason}{source}");
+            }
             if key.is_empty() {
                 format!("config: {}{source}", e.kind)
             } else {
@@ -553,7 +124,10 @@ fn describe_figment_error(error: figment::Error) -> ConfigError {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::mint::Algorithm;
 
     #[test]
     fn empty_config_takes_the_defaults() {
@@ -564,8 +138,12 @@ mod tests {
         assert_eq!(c.mint.algorithm, Algorithm::ES256);
         assert_eq!(c.cache.max_ttl, Duration::from_secs(10));
         assert_eq!(c.providers.0.len(), 2);
-        assert_eq!(c.policy.default, DefaultAction::Deny);
-        assert_eq!(c.policy.path_case, PathCase::Sensitive);
+        // Default policy: deny, case-sensitive paths, no rules.
+        assert_eq!(c.policy, Policy::default());
+        assert_eq!(
+            format!("{:?}", c.policy),
+            "Policy { rules: [], default: Deny, path_case: Sensitive }"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod policy;
 pub mod providers;
 pub mod secret;
 pub mod server;
+pub mod setting;
 pub mod store;
 pub mod telemetry;
 

@@ -7,17 +7,23 @@ use std::sync::Arc;
 
 use http::Method;
 
-use crate::config::{AllowConfig, DefaultAction, HeaderMode, PathCase, PolicyConfig, RuleConfig};
 use crate::identity::Identity;
 
+mod config;
 mod host;
 mod path;
 
+pub use config::{
+    AllowConfig, DefaultAction, HeaderMode, OneOrMany, PathCase, PolicyConfig, RequireConfig,
+    RuleConfig,
+};
 pub use host::HostPattern;
 use path::PathPattern;
 
-/// The parsed policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The parsed policy. The configuration holds it ready: it is deserialized from a
+/// [`PolicyConfig`] and parsed once, so a bad rule fails loading with its key path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "PolicyConfig")]
 pub struct Policy {
     rules: Vec<Rule>,
     default: DefaultAction,
@@ -103,6 +109,14 @@ pub struct PolicyError {
     pub key: String,
     /// Why.
     pub reason: String,
+}
+
+impl TryFrom<PolicyConfig> for Policy {
+    type Error = PolicyError;
+
+    fn try_from(config: PolicyConfig) -> Result<Self, PolicyError> {
+        Self::try_from(&config)
+    }
 }
 
 impl TryFrom<&PolicyConfig> for Policy {
@@ -306,7 +320,7 @@ mod tests {
 
     fn policy(yaml: &str) -> Policy {
         let config = Config::from_yaml(yaml).unwrap();
-        Policy::try_from(&config.policy).unwrap()
+        config.policy.clone()
     }
 
     fn user(roles: &[&str], scopes: Option<&[&str]>, dept: Option<&str>) -> Identity {

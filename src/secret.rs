@@ -41,33 +41,6 @@ impl<'de> serde::Deserialize<'de> for Secret {
     }
 }
 
-/// A secret given inline (`<name>`) or as a file (`<name>_file`, trailing newline removed).
-/// `key` is the config path of the entry; the error names the key at fault.
-pub fn from_value_or_file(
-    key: &str,
-    name: &str,
-    value: Option<&Secret>,
-    file: Option<&std::path::Path>,
-) -> Result<Option<Secret>, crate::config::ConfigError> {
-    use crate::config::ConfigError;
-    match (value, file) {
-        (None, None) => Ok(None),
-        (Some(v), None) => Ok(Some(v.clone())),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map(|s| Some(Secret::new(s.trim_end_matches(['\r', '\n']))))
-            .map_err(|e| {
-                ConfigError::invalid(
-                    format!("{key}.{name}_file"),
-                    format!("cannot read '{}': {e}", path.display()),
-                )
-            }),
-        (Some(_), Some(_)) => Err(ConfigError::invalid(
-            format!("{key}.{name}"),
-            format!("give {name} or {name}_file, not both"),
-        )),
-    }
-}
-
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     let digest = ring::digest::digest(&ring::digest::SHA256, data);

@@ -10,11 +10,54 @@
 use std::io::Write;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogConfig, LogFormat};
+use crate::setting::ConfigError;
+
+/// `log`: logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `json` (one object per line) or `pretty`.
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `authgate=debug`); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl LogConfig {
+    /// Rejects a filter tracing cannot parse, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if EnvFilter::try_new(&self.level).is_err() {
+            return Err(ConfigError::invalid(
+                "log.level",
+                "is not a valid filter (e.g. info, warn, authgate=debug)",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Lines queued for the writer thread before requests wait for it.
 const QUEUED_LINES: usize = 16 * 1024;

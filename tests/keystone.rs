@@ -258,10 +258,8 @@ policy:
     // token issued up to the revocation event's second: a service token authgate obtained
     // within that same second would be revoked too (seen as a flaky 503 here). Wait for the
     // next second, as any client of Keystone has to.
-    let next_second = eventually(Duration::from_secs(3), async || {
-        unix_second() > disabled_in
-    })
-    .await;
+    let next_second =
+        eventually(Duration::from_secs(3), async || unix_second() > disabled_in).await;
     assert!(next_second);
     let fresh = keystone
         .token("alice", "alice-password", Keystone::project("demo"))

@@ -7,6 +7,7 @@
 //! a credential seen once (a crawler's random tokens, a batch of one-shot clients) leaves
 //! no JWT behind in memory.
 
+mod config;
 mod keys;
 
 use std::path::PathBuf;
@@ -21,9 +22,9 @@ use http::HeaderValue;
 use serde::Serialize;
 use serde_json::json;
 
+pub use config::MintConfig;
 pub use keys::{Algorithm, KeyError, SigningKey};
 
-use crate::config::MintConfig;
 use crate::identity::{Attributes, Identity};
 use crate::secret::random_bytes;
 use crate::store::{KeyRecord, Store, StoreError};

@@ -3,7 +3,7 @@
 //! programming over segments and `*` within a segment by the iterative wildcard algorithm,
 //! so no pattern can make a request path cost exponential work.
 
-use crate::config::PathCase;
+use super::PathCase;
 
 /// Path part of a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]

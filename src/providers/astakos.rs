@@ -11,9 +11,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{AuthContext, AuthError, Provider};
-use crate::config::ConfigError;
 use crate::credential::Credential;
 use crate::identity::{ASTAKOS, AttributeValue, Attributes, Identity};
+use crate::setting::ConfigError;
 
 /// `type: astakos` options.
 #[derive(Debug, Clone, Deserialize)]

@@ -12,10 +12,10 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{AuthContext, AuthError, Provider};
-use crate::config::ConfigError;
 use crate::credential::Credential;
 use crate::identity::{Identity, local_user_name};
 use crate::secret::{Secret, random_bytes};
+use crate::setting::ConfigError;
 use crate::store::Store;
 
 /// `type: basic` options.

@@ -13,10 +13,10 @@ use serde_json::Value;
 
 use super::oidc::{ClaimMapping, ClientAuth, ClientAuthMethod, ClientConfig, Discovery, check_url};
 use super::{AuthContext, AuthError, Provider};
-use crate::config::ConfigError;
 use crate::credential::Credential;
 use crate::identity::Identity;
 use crate::secret::Secret;
+use crate::setting::ConfigError;
 
 /// `type: introspect` options.
 #[derive(Debug, Clone, Deserialize)]

@@ -26,9 +26,9 @@ use tokio::sync::Mutex;
 
 use super::oidc::{ClaimMapping, Discovery, check_url, get_json, probe};
 use super::{AuthContext, AuthError, Provider};
-use crate::config::ConfigError;
 use crate::credential::Credential;
 use crate::identity::Identity;
+use crate::setting::ConfigError;
 
 /// `type: jwt` options: one issuer per entry.
 #[derive(Debug, Clone, Deserialize)]

@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use super::{AuthContext, AuthError, Provider, parse_iso8601};
-use crate::config::ConfigError;
 use crate::credential::Credential;
 use crate::identity::{AttributeValue, Attributes, Identity, KEYSTONE};
 use crate::secret::Secret;
+use crate::setting::ConfigError;
 
 /// `type: keystone` options.
 #[derive(Debug, Clone, Deserialize)]
@@ -93,7 +93,7 @@ impl KeystoneConfig {
 
     /// The service user's password, from `password` or `password_file` (exactly one).
     pub(super) fn password(&self, key: &str) -> Result<Secret, ConfigError> {
-        crate::secret::from_value_or_file(
+        crate::setting::from_value_or_file(
             key,
             "password",
             self.password.as_ref(),

@@ -27,9 +27,9 @@ pub use keystone::{KeystoneConfig, KeystoneProvider};
 pub use offline::{OfflineConfig, OfflineProvider};
 pub use oidc::{ClaimMapping, ClientAuthMethod, EmailVerified};
 
-use crate::config::ConfigError;
 use crate::credential::Credential;
 use crate::identity::{Identity, mapped_user_name, qualified_subject};
+use crate::setting::ConfigError;
 use crate::store::Store;
 
 /// One entry of `providers:`.
@@ -68,6 +68,27 @@ impl ProviderConfig {
             Self::Introspect(_) => IntrospectProvider::KIND,
             Self::Offline(_) => OfflineProvider::KIND,
         }
+    }
+}
+
+/// `providers`: the list, in order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct ProvidersConfig(pub Vec<ProviderConfig>);
+
+impl Default for ProvidersConfig {
+    fn default() -> Self {
+        Self(vec![
+            ProviderConfig::ApiToken(Default::default()),
+            ProviderConfig::Basic(Default::default()),
+        ])
+    }
+}
+
+impl ProvidersConfig {
+    /// Rejects an empty list, duplicates and bad provider options, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate(&self.0)
     }
 }
 
@@ -394,7 +415,7 @@ mod tests {
     #[test]
     fn tokens_recognised_by_form_go_first() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open(&crate::config::StoreConfig::Embedded {
+        let store = crate::store::open(&crate::store::StoreConfig::Embedded {
             path: dir.path().join("t.db"),
         })
         .unwrap();

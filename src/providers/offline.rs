@@ -20,10 +20,10 @@ use serde_json::Value;
 use super::jwt::JwtProvider;
 use super::oidc::{ClientAuth, ClientAuthMethod, ClientConfig, Discovery, check_url};
 use super::{AuthContext, AuthError, Provider};
-use crate::config::ConfigError;
 use crate::credential::Credential;
 use crate::identity::Identity;
 use crate::secret::Secret;
+use crate::setting::ConfigError;
 
 /// `type: offline` options.
 #[derive(Debug, Clone, Deserialize)]

@@ -11,11 +11,11 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use super::AuthError;
-use crate::config::ConfigError;
 use crate::identity::{
     AttributeValue, Attributes, Identity, OIDC, mapped_user_name, qualified_subject,
 };
 use crate::secret::Secret;
+use crate::setting::ConfigError;
 
 /// Rejects anything but an absolute http(s) URL.
 pub(super) fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
@@ -161,7 +161,7 @@ impl ClientConfig {
                 "must not be empty",
             ));
         }
-        let secret = crate::secret::from_value_or_file(
+        let secret = crate::setting::from_value_or_file(
             key,
             "client_secret",
             self.client_secret.as_ref(),

@@ -20,19 +20,22 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+mod config;
 mod respond;
 mod signin;
 
+pub use config::ServerConfig;
 use respond::document;
 pub use respond::json_response;
 use signin::SignIn;
 
 use crate::cache::{Authenticated, DecisionCache, Verdict};
-use crate::config::{Config, HeaderMode};
+use crate::config::Config;
 use crate::credential::{self, CredentialError};
 use crate::forward::{Family, ForwardError, OriginalRequest, TrustedProxies};
 use crate::metrics::Metrics;
 use crate::mint::{KEY_RELOAD_INTERVAL, MintError, Minted, Minter};
+use crate::policy::HeaderMode;
 use crate::policy::{Decision, Policy, Target};
 use crate::providers::{AuthContext, AuthError, Chain};
 use crate::store::{self, Store, StoreError};
@@ -207,10 +210,7 @@ impl App {
             .map_err(|e| StartError::Config(e.to_string()))?;
         let challenge =
             HeaderValue::from_str(&chain.challenges(&config.server.realm).join(", ")).ok();
-        let policy = Policy::try_from(&config.policy).map_err(|e| {
-            // Validated when the config was loaded; kept as an error, not a panic.
-            StartError::Store(StoreError::Corrupt(e.to_string()))
-        })?;
+        let policy = config.policy.clone();
         let signin = SignIn::new(&config.server, &policy).map_err(StartError::Config)?;
         Ok(Arc::new(Self {
             store,

@@ -12,10 +12,10 @@ use serde_json::json;
 
 use super::{App, Body, Endpoint, Outcome, Rejection};
 use crate::cache::Authenticated;
-use crate::config::HeaderMode;
 use crate::forward::OriginalRequest;
 use crate::identity::Identity;
 use crate::mint::Minted;
+use crate::policy::HeaderMode;
 
 impl App {
     /// The one place where outcomes become responses.

@@ -4,14 +4,51 @@
 
 mod sqlite;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use serde::Deserialize;
 
 pub use sqlite::SqliteStore;
 
-use crate::config::StoreConfig;
 use crate::identity::{Attributes, Names};
+use crate::setting::ConfigError;
+
+/// `store`: where state lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// One SQLite file (WAL mode); nothing to install.
+    Embedded {
+        /// Path of the database file; its directory is created when missing.
+        #[serde(default = "default_store_path")]
+        path: PathBuf,
+    },
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("authgate.db")
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self::Embedded {
+            path: default_store_path(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Rejects values that parse but make no sense, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let Self::Embedded { path } = self;
+        if path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("store.path", "must not be empty"));
+        }
+        Ok(())
+    }
+}
 
 /// An API token as stored: never the secret, only its SHA-256.
 #[derive(Clone, PartialEq, Eq)]

@@ -1,0 +1,99 @@
+//! `server`: the data-plane listener and what the decision endpoints answer with.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::policy::HostPattern;
+use crate::setting::ConfigError;
+
+/// `server`: the data-plane listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the data-plane listener.
+    pub listen: SocketAddr,
+    /// Peers whose `X-Forwarded-For` / `X-Real-IP` are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest total size of the request headers; larger requests get 431.
+    pub max_header_bytes: usize,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Sign-in page for browsers (an absolute http(s) URL); `/forward-auth` redirects
+    /// there, `/auth` sets `Location`. The original URL goes along as `rd`.
+    pub signin_url: Option<String>,
+    /// Hosts the sign-in may return to (`rd`): exact names or `*.domain`. Absent: the hosts
+    /// the policy rules name. A browser on any other host is sent to sign in without `rd`.
+    pub redirect_hosts: Option<Vec<String>>,
+    /// Whether Envoy's `/auth/<path>` form sends a browser to sign in with a 302 (Envoy
+    /// passes a 3xx through to the client) instead of the 401.
+    pub envoy_redirect: bool,
+    /// Realm named in `WWW-Authenticate`.
+    pub realm: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            trusted_proxies: Vec::new(),
+            max_header_bytes: 16 * 1024,
+            shutdown_timeout: Duration::from_secs(10),
+            signin_url: None,
+            redirect_hosts: None,
+            envoy_redirect: false,
+            realm: "authgate".to_owned(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Rejects values that parse but make no sense, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_header_bytes < 1024 || self.max_header_bytes > 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "server.max_header_bytes",
+                "must be between 1024 and 1048576",
+            ));
+        }
+        if self.realm.is_empty() || self.realm.contains(['"', '\\']) {
+            return Err(ConfigError::invalid(
+                "server.realm",
+                "must be non-empty and contain no quote or backslash",
+            ));
+        }
+        if let Some(url) = &self.signin_url
+            && let Some(why) = signin_url_problem(url)
+        {
+            return Err(ConfigError::invalid("server.signin_url", why));
+        }
+        for (i, host) in self.redirect_hosts.iter().flatten().enumerate() {
+            HostPattern::parse_listed(host)
+                .map_err(|why| ConfigError::invalid(format!("server.redirect_hosts[{i}]"), why))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why `server.signin_url` cannot be the base of a browser redirect, if it cannot: it must
+/// be an absolute `http(s)` URL with a host, no userinfo and no fragment (`rd` is appended
+/// to its query).
+fn signin_url_problem(url: &str) -> Option<&'static str> {
+    const ABSOLUTE: &str = "must be an absolute http(s) URL (https://host/path)";
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return Some(ABSOLUTE);
+    };
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Some(ABSOLUTE);
+    }
+    match uri.authority() {
+        None => Some(ABSOLUTE),
+        Some(a) if a.host().is_empty() => Some(ABSOLUTE),
+        Some(a) if a.as_str().contains('@') => Some("must not hold userinfo ('@')"),
+        Some(_) if url.contains('#') => Some("must not hold a fragment ('#')"),
+        Some(_) => None,
+    }
+}
