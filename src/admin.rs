@@ -10,7 +10,12 @@ use http_body_util::Full;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::server::{App, Body, json_response};
+use crate::cache::DecisionCache;
+use crate::metrics::Metrics;
+use crate::mint::Minter;
+use crate::providers::Chain;
+use crate::reply::{Body, json_response};
+use crate::store::Store;
 
 /// `admin`: the admin listener.
 #[derive(Debug, Clone, Deserialize)]
@@ -31,8 +36,22 @@ impl Default for AdminConfig {
 /// How long `/readyz` waits for the store and for each provider.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What the admin listener reports on: the parts of the running app it reads.
+pub struct AdminView<'a> {
+    /// Counters and histograms.
+    pub metrics: &'a Metrics,
+    /// The decision cache (its size).
+    pub cache: &'a DecisionCache,
+    /// The store (reachable?).
+    pub store: &'a dyn Store,
+    /// The providers (their services reachable?).
+    pub chain: &'a Chain,
+    /// The signing keys (loaded?).
+    pub minter: &'a Minter,
+}
+
 /// Answers one admin request.
-pub async fn handle<B>(app: &App, req: &Request<B>) -> Response<Body> {
+pub async fn handle<B>(app: &AdminView<'_>, req: &Request<B>) -> Response<Body> {
     match req.uri().path() {
         "/metrics" => {
             app.metrics
@@ -50,7 +69,7 @@ pub async fn handle<B>(app: &App, req: &Request<B>) -> Response<Body> {
         "/readyz" => {
             let (store, providers) = tokio::join!(
                 tokio::time::timeout(READY_TIMEOUT, app.store.ping()),
-                app.chain().check(READY_TIMEOUT)
+                app.chain.check(READY_TIMEOUT)
             );
             let store_ok = matches!(store, Ok(Ok(())));
             if !store_ok {

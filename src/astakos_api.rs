@@ -9,15 +9,14 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::credential::Credential;
 use crate::identity::{AttributeValue, Identity};
 use crate::providers::{AuthContext, AuthError, Provider};
+use crate::reply::Body;
 use crate::secret::{Secret, sha256};
-use crate::server::Body;
 
 /// Largest request body read (an Astakos token request is well under 1 KiB).
 const MAX_BODY: usize = 64 * 1024;
@@ -120,7 +119,7 @@ fn expiry(identity: &Identity) -> i64 {
 /// The Astakos message for a provider's refusal.
 fn refusal(error: &AuthError) -> Result<&'static str, ()> {
     match error {
-        AuthError::Invalid("API token expired") => Ok("Authentication expired"),
+        AuthError::Expired => Ok("Authentication expired"),
         AuthError::Invalid(_) | AuthError::Declined => Ok("Invalid token"),
         AuthError::RateLimited { .. } | AuthError::Unavailable(_) => Err(()),
     }
@@ -151,13 +150,17 @@ fn unavailable() -> Response<Body> {
 }
 
 /// `POST /identity/v2.0/tokens`.
-pub async fn tokens(
+pub async fn tokens<B>(
     config: &AstakosApiConfig,
     provider: &dyn Provider,
     method: &Method,
-    body: Incoming,
+    body: B,
     ctx: &AuthContext,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     if method != Method::POST {
         let mut r = fault(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -16,7 +16,7 @@ use crate::cache::CacheConfig;
 use crate::mint::MintConfig;
 use crate::policy::{HeaderMode, Policy};
 use crate::providers::ProvidersConfig;
-use crate::server::ServerConfig;
+use crate::server::{ServerConfig, Settings};
 pub use crate::setting::ConfigError;
 use crate::store::StoreConfig;
 use crate::telemetry::LogConfig;
@@ -72,6 +72,20 @@ impl Config {
         let config: Config = figment.extract().map_err(describe_figment_error)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The sections the data plane is built from.
+    pub fn server_settings(&self) -> Settings<'_> {
+        Settings {
+            server: &self.server,
+            store: &self.store,
+            mint: &self.mint,
+            cache: &self.cache,
+            providers: &self.providers,
+            policy: &self.policy,
+            astakos_api: &self.astakos_api,
+            headers: self.headers,
+        }
     }
 
     /// Rejects values that parse but make no sense, naming the key: each section's own

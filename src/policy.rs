@@ -143,6 +143,13 @@ impl TryFrom<&PolicyConfig> for Policy {
 }
 
 impl Rule {
+    /// Whether this rule lets a request pass without any credential.
+    pub fn is_anonymous(&self) -> bool {
+        matches!(self.access, Access::Anonymous)
+    }
+}
+
+impl Rule {
     fn parse(rc: &RuleConfig, key: &str) -> Result<Self, PolicyError> {
         let err = |field: &str, reason: &str| PolicyError {
             key: if field.is_empty() {
@@ -270,7 +277,12 @@ impl Policy {
 
     /// The decision for `identity` (`None`: no valid credential) reaching `target`.
     pub fn evaluate(&self, target: &Target<'_>, identity: Option<&Identity>) -> Decision {
-        let rule = self.matching_rule(target);
+        self.evaluate_rule(self.matching_rule(target), identity)
+    }
+
+    /// The decision for `identity` under `rule`, the [`Policy::matching_rule`] of the
+    /// request (`None`: the default applies): the request path matches once.
+    pub fn evaluate_rule(&self, rule: Option<&Rule>, identity: Option<&Identity>) -> Decision {
         if let Some(Rule {
             name,
             access: Access::Anonymous,

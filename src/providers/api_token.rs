@@ -83,7 +83,7 @@ impl Provider for ApiTokenProvider {
             return Err(AuthError::Invalid("API token revoked"));
         }
         if token.expires_at.is_some_and(|e| e <= crate::unix_now()) {
-            return Err(AuthError::Invalid("API token expired"));
+            return Err(AuthError::Expired);
         }
         let roles = token_roles(&token.roles, token.scopes.is_some(), found.owner.as_ref());
         let (mut attributes, email) = match found.owner {

@@ -153,6 +153,10 @@ pub enum AuthError {
     /// The credential is not valid (401); the reason is safe to show the client.
     #[error("{0}")]
     Invalid(&'static str),
+    /// The credential was valid and has expired (401; Astakos says "Authentication
+    /// expired").
+    #[error("the credential has expired")]
+    Expired,
     /// Too many failures for this user or client (429).
     #[error("too many failed attempts; retry in {} s", .retry_after.as_secs())]
     RateLimited {

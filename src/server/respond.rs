@@ -3,19 +3,74 @@
 //! a `Location` to sign in, or a 302 there on `/forward-auth` and, with
 //! `server.envoy_redirect`, on Envoy's `/auth/<path>`), 403, 400, 429, 431, 503.
 
-use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Response, StatusCode};
-use http_body_util::Full;
+use http::{Response, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::json;
 
-use super::{App, Body, Endpoint, Outcome, Rejection};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::decide::{Endpoint, Outcome};
+use super::{App, Body};
 use crate::cache::Authenticated;
+use crate::credential::CredentialError;
+use crate::forward::ForwardError;
 use crate::forward::OriginalRequest;
 use crate::identity::Identity;
 use crate::mint::Minted;
 use crate::policy::HeaderMode;
+use crate::providers::AuthError;
+use crate::reply::{empty, json_response};
+
+/// Every way a decision can say no.
+#[derive(Debug)]
+pub(super) enum Rejection {
+    HeadersTooLarge(usize),
+    BadRequest(ForwardError),
+    BadCredential(CredentialError),
+    NoCredential,
+    Invalid(&'static str),
+    Expired,
+    RateLimited(Duration),
+    Forbidden { rule: Arc<str>, missing: String },
+    Unavailable(String),
+}
+
+impl Rejection {
+    /// Whether this is "no valid credential" (what `delay_auth_decision` passes on).
+    pub(super) fn is_unauthenticated(&self) -> bool {
+        matches!(
+            self,
+            Self::BadCredential(_) | Self::NoCredential | Self::Invalid(_) | Self::Expired
+        )
+    }
+
+    pub(super) fn label(&self) -> &'static str {
+        match self {
+            Self::HeadersTooLarge(_) | Self::BadRequest(_) => "bad_request",
+            Self::BadCredential(_) | Self::NoCredential | Self::Invalid(_) | Self::Expired => {
+                "unauthenticated"
+            }
+            Self::RateLimited(_) => "rate_limited",
+            Self::Forbidden { .. } => "deny",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// What a provider's refusal means for the answer.
+impl From<&AuthError> for Rejection {
+    fn from(error: &AuthError) -> Self {
+        match error {
+            AuthError::Invalid(reason) => Self::Invalid(reason),
+            AuthError::Expired => Self::Expired,
+            AuthError::Declined => Self::Invalid("no configured provider accepts this credential"),
+            AuthError::RateLimited { retry_after } => Self::RateLimited(*retry_after),
+            AuthError::Unavailable(why) => Self::Unavailable(why.clone()),
+        }
+    }
+}
 
 impl App {
     /// The one place where outcomes become responses.
@@ -59,6 +114,9 @@ impl App {
                 self.unauthorized("no credential was presented", endpoint, parts, original)
             }
             Rejection::Invalid(reason) => self.unauthorized(reason, endpoint, parts, original),
+            Rejection::Expired => {
+                self.unauthorized("the credential has expired", endpoint, parts, original)
+            }
             Rejection::RateLimited(retry_after) => {
                 let mut r = json_response(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -336,51 +394,6 @@ fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
         }
     }
     out
-}
-
-pub(super) fn empty(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = status;
-    r
-}
-
-/// A small JSON response that no cache keeps.
-pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-pub(super) fn document(
-    method: &Method,
-    body: Bytes,
-    cache_control: &'static str,
-) -> Response<Body> {
-    if method != Method::GET && method != Method::HEAD {
-        let mut r = json_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            json!({"error": "method_not_allowed"}),
-        );
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return r;
-    }
-    let mut r = Response::new(Full::new(body));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(cache_control),
-    );
-    r
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use http::HeaderValue;
 use super::ServerConfig;
 use crate::forward::OriginalRequest;
 use crate::policy::{HostPattern, Policy};
+use crate::setting::ConfigError;
 
 /// The configured sign-in start and the hosts it may return to.
 #[derive(Debug, Clone)]
@@ -20,7 +21,7 @@ pub(super) struct SignIn {
 impl SignIn {
     /// From `server.signin_url` and `server.redirect_hosts` (both validated at load);
     /// `None` when no sign-in page is configured.
-    pub(super) fn new(server: &ServerConfig, policy: &Policy) -> Result<Option<Self>, String> {
+    pub(super) fn new(server: &ServerConfig, policy: &Policy) -> Result<Option<Self>, ConfigError> {
         let Some(url) = &server.signin_url else {
             return Ok(None);
         };
@@ -30,8 +31,9 @@ impl SignIn {
                 .iter()
                 .enumerate()
                 .map(|(i, h)| {
-                    HostPattern::parse_listed(h)
-                        .map_err(|why| format!("config key `server.redirect_hosts[{i}]`: {why}"))
+                    HostPattern::parse_listed(h).map_err(|why| {
+                        ConfigError::invalid(format!("server.redirect_hosts[{i}]"), why)
+                    })
                 })
                 .collect::<Result<_, _>>()?,
         };
