@@ -68,13 +68,19 @@ pub enum CredentialError {
 }
 
 impl Credential {
-    /// Key for the decision cache: SHA-256 over a kind tag and the secret, so that the
-    /// same bytes presented as another kind of credential never share an entry.
+    /// Key for the decision cache: SHA-256 over a form tag and the secret, so that the
+    /// same bytes presented in another form (Bearer, X-Auth-Token, Basic) never share an
+    /// entry: providers accept different forms, and the answer for one form must not
+    /// decide the other.
     pub fn cache_key(&self) -> [u8; 32] {
         let mut buf = Vec::with_capacity(64);
         match self {
-            Self::Bearer(t) | Self::AuthToken(t) => {
+            Self::Bearer(t) => {
                 buf.push(b't');
+                buf.extend_from_slice(t.expose().as_bytes());
+            }
+            Self::AuthToken(t) => {
+                buf.push(b'x');
                 buf.extend_from_slice(t.expose().as_bytes());
             }
             Self::Basic { username, password } => {
@@ -438,10 +444,10 @@ mod tests {
             username: "a".into(),
             password: Secret::new("bc"),
         };
-        assert_eq!(
+        assert_ne!(
             bearer.cache_key(),
             token.cache_key(),
-            "one token, one entry"
+            "one token in two forms: two entries"
         );
         assert_ne!(basic1.cache_key(), basic2.cache_key());
         assert_ne!(bearer.cache_key(), basic1.cache_key());

@@ -102,14 +102,17 @@ async fn tokens_endpoint_mapping_failures_and_retries() {
         astakos.state.client_ips.lock().unwrap().as_slice(),
         ["203.0.113.7"]
     );
-    // Bearer works too; the answer is cached (one call for both).
-    assert_eq!(
-        decide(&authgate, "tok-valid", "Authorization")
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(astakos.calls(), 1);
+    // Bearer works too. Each credential form is its own cache entry (providers accept
+    // different forms): one more call, then the Bearer answer is cached as well.
+    for _ in 0..2 {
+        assert_eq!(
+            decide(&authgate, "tok-valid", "Authorization")
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(astakos.calls(), 2);
 
     // Astakos's 401 reasons are passed on; a 401 is never retried.
     let cases = [
@@ -292,4 +295,26 @@ async fn unreachable_astakos_fails_closed() {
     assert_eq!(resp.status(), 503);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "unavailable");
+}
+
+/// The same token as Bearer and as X-Auth-Token: with `bearer: false` Astakos takes only
+/// the latter, and the answer cached for one form never decides the other, in either order,
+/// within the cache lifetimes.
+#[tokio::test(flavor = "multi_thread")]
+async fn credential_forms_are_cached_apart() {
+    let astakos = FakeAstakos::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let authgate = Authgate::start(&config_for(dir.path(), &astakos, ", bearer: false"));
+    astakos.add_token("tok-bearer-first", user("11111111-16b1-4263-8180-043c54e22903"));
+    astakos.add_token("tok-header-first", user("22222222-16b1-4263-8180-043c54e22903"));
+
+    let bearer = decide(&authgate, "tok-bearer-first", "Authorization").await;
+    assert_eq!(bearer.status(), 401);
+    let header = decide(&authgate, "tok-bearer-first", "X-Auth-Token").await;
+    assert_eq!(header.status(), 200, "the Bearer refusal was reused");
+
+    let header = decide(&authgate, "tok-header-first", "X-Auth-Token").await;
+    assert_eq!(header.status(), 200);
+    let bearer = decide(&authgate, "tok-header-first", "Authorization").await;
+    assert_eq!(bearer.status(), 401, "the X-Auth-Token answer was reused");
 }
