@@ -73,14 +73,11 @@ fn never_cache(h: &mut http::HeaderMap) {
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, no-store, must-revalidate, max-age=0"),
     );
-    if let Ok(v) = HeaderValue::from_str(&httpdate(SystemTime::now())) {
+    // An IMF-fixdate (RFC 9110 5.6.7), as Django's never_cache sends.
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now())) {
         h.insert(header::EXPIRES, v);
     }
     h.insert(header::VARY, HeaderValue::from_static("X-Auth-Token"));
-}
-
-fn httpdate(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// snf_django's `render_fault`: `{"<camelCasedFault>": {"code", "message", "details"}}`.

@@ -146,19 +146,21 @@ pub fn service_token(headers: &HeaderMap) -> Result<Option<Secret>, CredentialEr
 }
 
 /// The token of `?X-Auth-Token=` in the original query (synnefo services accept it there).
+/// The query is read as a form (`application/x-www-form-urlencoded`, as Django reads it):
+/// `+` is a space, names and values are percent-decoded.
 pub fn from_query(query: &str) -> Result<Option<Credential>, CredentialError> {
     let mut found = None;
-    for pair in query.split('&') {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         if name != "X-Auth-Token" {
             continue;
         }
         if found.is_some() {
             return Err(CredentialError::Repeated("X-Auth-Token"));
         }
-        let value = percent_encoding::percent_decode_str(value)
-            .decode_utf8()
-            .map_err(|_| CredentialError::NotAscii("X-Auth-Token"))?;
+        // The decoder replaces bytes that are not UTF-8 with U+FFFD.
+        if value.contains('\u{FFFD}') {
+            return Err(CredentialError::NotAscii("X-Auth-Token"));
+        }
         found = Some(Credential::AuthToken(parse_token(&value, "X-Auth-Token")?));
     }
     Ok(found)
@@ -425,6 +427,12 @@ mod tests {
                 Err(E::Repeated("X-Auth-Token")),
             ),
             ("X-Auth-Token=a%20b", Err(E::BadTokenSyntax)),
+            // A form: `+` is a space, and the name is decoded too.
+            ("X-Auth-Token=a+b", Err(E::BadTokenSyntax)),
+            (
+                "X%2DAuth-Token=abc",
+                Ok(Some(Credential::AuthToken(Secret::new("abc")))),
+            ),
             ("X-Auth-Token=%ff", Err(E::NotAscii("X-Auth-Token"))),
         ];
         for (query, expected) in cases {

@@ -139,14 +139,19 @@ impl Identity {
     }
 }
 
+/// An attribute given as something other than `key=value`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("attribute '{0}' is not of the form key=value")]
+pub struct AttributeError(pub String);
+
 /// Parses `key=value` pairs (repeated keys make a list), as the CLI takes them.
-pub fn attributes_from_pairs(pairs: &[String]) -> Result<Attributes, String> {
+pub fn attributes_from_pairs(pairs: &[String]) -> Result<Attributes, AttributeError> {
     let mut out = Attributes::new();
     for pair in pairs {
         let (k, v) = pair
             .split_once('=')
             .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| format!("attribute '{pair}' is not of the form key=value"))?;
+            .ok_or_else(|| AttributeError(pair.clone()))?;
         match out.remove(k) {
             None => out.insert(k.to_owned(), AttributeValue::One(v.to_owned())),
             Some(AttributeValue::One(first)) => out.insert(

@@ -305,8 +305,14 @@ async fn credential_forms_are_cached_apart() {
     let astakos = FakeAstakos::start().await;
     let dir = tempfile::tempdir().unwrap();
     let authgate = Authgate::start(&config_for(dir.path(), &astakos, ", bearer: false"));
-    astakos.add_token("tok-bearer-first", user("11111111-16b1-4263-8180-043c54e22903"));
-    astakos.add_token("tok-header-first", user("22222222-16b1-4263-8180-043c54e22903"));
+    astakos.add_token(
+        "tok-bearer-first",
+        user("11111111-16b1-4263-8180-043c54e22903"),
+    );
+    astakos.add_token(
+        "tok-header-first",
+        user("22222222-16b1-4263-8180-043c54e22903"),
+    );
 
     let bearer = decide(&authgate, "tok-bearer-first", "Authorization").await;
     assert_eq!(bearer.status(), 401);

@@ -75,6 +75,15 @@ policy: { default: allow_authenticated }
         resp.headers()["cache-control"],
         "no-cache, no-store, must-revalidate, max-age=0"
     );
+    // Expires is an HTTP date (IMF-fixdate), as Django's never_cache sends: now.
+    let expires_header = resp.headers()["expires"].to_str().unwrap().to_owned();
+    assert!(expires_header.ends_with(" GMT"), "{expires_header}");
+    let at = httpdate::parse_http_date(&expires_header)
+        .unwrap_or_else(|e| panic!("Expires '{expires_header}': {e}"))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((at - now()).abs() <= 5, "{expires_header}");
     let doc: Value = resp.json().await.unwrap();
     let access = &doc["access"];
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();

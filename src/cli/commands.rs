@@ -28,7 +28,8 @@ pub(super) async fn token(command: TokenCommand, config: &Config) -> Result<u8, 
             expires,
         } => {
             let user = user_name_arg("--user", &user)?;
-            let attributes = attributes_from_pairs(&attributes).map_err(input_err)?;
+            let attributes =
+                attributes_from_pairs(&attributes).map_err(|e| input_err(e.to_string()))?;
             // A token never holds more than its owner: refuse roles a local user lacks.
             if let Some(owner) = store.get_user(&user).await?
                 && let Some(missing) = roles.iter().find(|r| !owner.roles.contains(r))
@@ -136,7 +137,8 @@ pub(super) async fn user(command: UserCommand, config: &Config) -> Result<u8, Fa
             attributes,
         } => {
             let username = user_name_arg("the user name", &username)?;
-            let attributes = attributes_from_pairs(&attributes).map_err(input_err)?;
+            let attributes =
+                attributes_from_pairs(&attributes).map_err(|e| input_err(e.to_string()))?;
             let password_hash = new_password_hash()?;
             store
                 .insert_user(&UserRecord {
@@ -282,7 +284,7 @@ pub(super) async fn policy_check(
             identity.roles = identity.roles.union(&roles.into_iter().collect());
             identity
                 .attributes
-                .extend(attributes_from_pairs(&attributes).map_err(input_err)?);
+                .extend(attributes_from_pairs(&attributes).map_err(|e| input_err(e.to_string()))?);
             Some(identity)
         }
     };
