@@ -1,11 +1,8 @@
 //! Minting: the short-lived JWT handed to the upstream, signed with the active key of a
 //! key ring that lives in the store (or in PEM files), published at `/.well-known/jwks.json`.
-//! A minted JWT is kept with the cached identity ([`Reused`] in `cache::Known`, shared by
-//! every cached credential whose identity is equal) and handed out again for the same key
-//! and audience until shortly before it expires, so the signature cost is paid once per
-//! cached identity, not per request. It is kept only from a credential's second request on:
-//! a credential seen once (a crawler's random tokens, a batch of one-shot clients) leaves
-//! no JWT behind in memory.
+//! The minter only signs; keeping a JWT for reuse is the cache's job (its interned
+//! identities keep them), and [`Minter::reusable`] tells it when a kept one must be
+//! reissued: shortly before it expires, or once another key signs.
 
 mod config;
 mod keys;
@@ -14,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
@@ -31,9 +28,6 @@ use crate::store::{KeyRecord, Store, StoreError};
 
 /// How often a running server re-reads the key ring from the store (picks up rotations).
 pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
-/// Audiences one cached identity keeps JWTs for (an identity used on more rules with
-/// distinct audiences re-signs for the others).
-const REUSED_AUDIENCES: usize = 4;
 /// Allowance for verifiers' clocks when deciding how long a retired key stays published.
 const CLOCK_SKEW: i64 = 60;
 
@@ -110,23 +104,6 @@ pub struct Minted {
     kid: String,
     audience: Arc<str>,
     exp: i64,
-}
-
-/// What a kept JWT costs besides its bytes.
-const MINTED_OVERHEAD: usize = 160;
-
-/// The JWTs minted for one cached identity, kept for reuse (one per audience).
-#[derive(Default)]
-pub struct Reused {
-    kept: ArcSwapOption<Vec<Arc<Minted>>>,
-    /// Taken to change `kept` (never to read it), so that charges add up.
-    change: std::sync::Mutex<()>,
-}
-
-impl Reused {
-    fn weight(kept: &[Arc<Minted>]) -> usize {
-        kept.iter().map(|m| m.header.len() + MINTED_OVERHEAD).sum()
-    }
 }
 
 #[derive(Serialize)]
@@ -215,53 +192,38 @@ impl Minter {
         Ok(true)
     }
 
-    /// The JWT for `identity`, for `audience` (the default when `None`): one kept in
-    /// `reused` while it is fresh and signed by the active key, else a new one, which is
-    /// kept there when `keep` is given and agrees: it is asked to move the bytes kept from
-    /// one figure to another, and answers whether that fits in its budget.
-    pub fn mint_for(
+    /// The audience a JWT is minted for: `requested`, else `mint.audience`.
+    pub fn audience<'a>(&'a self, requested: Option<&'a Arc<str>>) -> &'a Arc<str> {
+        requested.unwrap_or(&self.default_audience)
+    }
+
+    /// A new JWT for `identity`, for `audience` (the default when `None`), signed with the
+    /// active key at `now`.
+    pub fn mint(
         &self,
-        reused: &Reused,
-        keep: Option<&dyn Fn(usize, usize) -> bool>,
         identity: &Identity,
         audience: Option<&Arc<str>>,
         now: i64,
     ) -> Result<Arc<Minted>, KeyError> {
-        let audience = audience.unwrap_or(&self.default_audience);
+        let audience = self.audience(audience);
         let ring = self.ring.load();
-        let fresh = |m: &Minted| m.kid == ring.active.kid && m.exp - now > self.reuse_margin();
-        if let Some(kept) = &*reused.kept.load()
-            && let Some(m) = kept.iter().find(|m| *m.audience == **audience && fresh(m))
-        {
-            return Ok(m.clone());
-        }
-        let (jwt, exp) = self.sign(&ring.active, identity, audience, now)?;
+        let active = &ring.active;
+        let (jwt, exp) = self.sign(active, identity, audience, now)?;
         let header = HeaderValue::try_from(format!("{}{jwt}", self.header_prefix))
             .map_err(|_| KeyError::Sign)?;
-        let minted = Arc::new(Minted {
+        Ok(Arc::new(Minted {
             header,
             prefix_len: self.header_prefix.len(),
-            kid: ring.active.kid.clone(),
+            kid: active.kid.clone(),
             audience: audience.clone(),
             exp,
-        });
-        if let Some(charge) = keep
-            && let Ok(_changing) = reused.change.lock()
-        {
-            let before = reused.kept.load_full();
-            let before = before.as_deref().map_or(&[][..], Vec::as_slice);
-            let mut next: Vec<Arc<Minted>> = before
-                .iter()
-                .filter(|m| *m.audience != **audience && fresh(m))
-                .take(REUSED_AUDIENCES - 1)
-                .cloned()
-                .collect();
-            next.push(minted.clone());
-            if charge(Reused::weight(before), Reused::weight(&next)) {
-                reused.kept.store(Some(Arc::new(next)));
-            }
-        }
-        Ok(minted)
+        }))
+    }
+
+    /// Whether `minted`, kept since it was minted, may still be handed out at `now`: signed
+    /// by the active key, and further than the reuse margin from its expiry.
+    pub fn reusable(&self, minted: &Minted, now: i64) -> bool {
+        minted.kid == self.ring.load().active.kid && minted.exp - now > self.reuse_margin()
     }
 
     /// A JWT is reissued once less than this many seconds of its life remain.
@@ -309,6 +271,11 @@ impl Minter {
 }
 
 impl Minted {
+    /// The audience it was minted for.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
     /// The compact JWS (the header value without its prefix).
     pub fn jwt(&self) -> &str {
         self.header
@@ -392,8 +359,6 @@ async fn load_ring(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
-
     use super::*;
     use crate::identity::Names;
     use crate::store::SqliteStore;
@@ -419,7 +384,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn expiry_table_and_reuse() {
+    async fn expiry_table_reuse_margin_and_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("k.db")).unwrap();
         let config = MintConfig::default();
@@ -432,9 +397,7 @@ mod tests {
             (Some(now + 10_000), now + 300),
         ];
         for (expires_at, expected) in cases {
-            let minted = minter
-                .mint_for(&Reused::default(), None, &identity(expires_at), None, now)
-                .unwrap();
+            let minted = minter.mint(&identity(expires_at), None, now).unwrap();
             assert_eq!(
                 minted.header.to_str().unwrap(),
                 format!("Bearer {}", minted.jwt())
@@ -444,73 +407,31 @@ mod tests {
             assert_eq!(c["iat"], now);
             assert_eq!(c["nbf"], now);
             assert_eq!(c["aud"], "api");
+            assert_eq!(minted.audience(), "api");
             assert_eq!(c["iss"], "http://localhost:8080");
             assert_eq!(c["scopes"], json!(["read:data"]));
         }
         let id = identity(None);
-        let charged = std::sync::atomic::AtomicUsize::new(0);
-        let budget = |from: usize, to: usize| {
-            charged.fetch_add(to, Ordering::Relaxed);
-            charged.fetch_sub(from, Ordering::Relaxed);
-            true
-        };
-        let jwt = |reused: &Reused, keep: bool, audience: Option<&Arc<str>>, at: i64| {
-            let keep = keep.then_some(&budget as &dyn Fn(usize, usize) -> bool);
-            minter
-                .mint_for(reused, keep, &id, audience, at)
-                .unwrap()
-                .jwt()
-                .to_owned()
-        };
-        let once = Reused::default();
+        let a = minter.mint(&id, None, now).unwrap();
         assert_ne!(
-            jwt(&once, false, None, now),
-            jwt(&once, false, None, now),
-            "not kept for a credential's first request"
-        );
-        let kept = Reused::default();
-        let a = jwt(&kept, true, None, now);
-        assert_eq!(a, jwt(&kept, true, None, now + 200), "reused while fresh");
-        assert_eq!(
-            a,
-            jwt(&kept, false, None, now + 200),
-            "reused, not replaced"
+            a.jwt(),
+            minter.mint(&id, None, now).unwrap().jwt(),
+            "each one new"
         );
         let admin: Arc<str> = Arc::from("admin-api");
-        let b = jwt(&kept, true, Some(&admin), now);
-        assert_eq!(decode_claims(&b)["aud"], "admin-api");
-        assert_eq!(
-            b,
-            jwt(&kept, true, Some(&admin), now + 1),
-            "one per audience"
-        );
-        assert_eq!(
-            a,
-            jwt(&kept, true, None, now + 1),
-            "the first one is still kept"
-        );
-        let a2 = jwt(&kept, true, None, now + 260);
-        assert_ne!(a, a2, "reissued near expiry");
-        assert_eq!(
-            a2,
-            jwt(&kept, true, None, now + 261),
-            "and the new one kept"
-        );
-        let weight = |m: &str| m.len() + "Bearer ".len() + MINTED_OVERHEAD;
-        assert_eq!(
-            charged.load(Ordering::Relaxed),
-            weight(&a2),
-            "what is kept is charged; what is replaced or stale (b's) is given back"
-        );
-        let full = Reused::default();
-        let refuse = |_: usize, _: usize| false;
-        let first = minter
-            .mint_for(&full, Some(&refuse), &id, None, now)
-            .unwrap();
-        let second = minter
-            .mint_for(&full, Some(&refuse), &id, None, now)
-            .unwrap();
-        assert_ne!(first.jwt(), second.jwt(), "nothing kept past the budget");
+        let b = minter.mint(&id, Some(&admin), now).unwrap();
+        assert_eq!(decode_claims(b.jwt())["aud"], "admin-api");
+        assert_eq!(b.audience(), "admin-api");
+        assert_eq!(minter.audience(Some(&admin)), &admin);
+        assert_eq!(&**minter.audience(None), "api");
+        // 300 s of life, reissued once 60 s or less remain.
+        assert!(minter.reusable(&a, now + 200), "reusable while fresh");
+        assert!(minter.reusable(&a, now + 239));
+        assert!(!minter.reusable(&a, now + 240), "reissued near expiry");
+        assert!(!minter.reusable(&a, now + 260));
+        // A credential expiring soon gets a JWT that is never reused.
+        let short = minter.mint(&identity(Some(now + 5)), None, now).unwrap();
+        assert!(!minter.reusable(&short, now));
 
         // Rotation: the new key signs, the old one stays published.
         let old_kid = minter.ring().active.kid.clone();
@@ -523,18 +444,19 @@ mod tests {
         let ring = minter.ring();
         assert_eq!(ring.active.kid, record.kid);
         assert_eq!(ring.kids(), vec![record.kid.as_str(), old_kid.as_str()]);
-        let d = jwt(&kept, true, None, now + 262);
+        assert!(
+            !minter.reusable(&a, now + 1),
+            "rotation retires JWTs of the old key"
+        );
+        let d = minter.mint(&id, None, now + 262).unwrap();
+        assert!(minter.reusable(&d, now + 262));
         let header: serde_json::Value = serde_json::from_slice(
             &URL_SAFE_NO_PAD
-                .decode(d.split('.').next().unwrap())
+                .decode(d.jwt().split('.').next().unwrap())
                 .unwrap(),
         )
         .unwrap();
-        assert_eq!(
-            header["kid"],
-            json!(record.kid),
-            "rotation drops reused JWTs of the old key"
-        );
+        assert_eq!(header["kid"], json!(record.kid));
         assert_eq!(header["alg"], "ES256");
         assert_eq!(header["typ"], "JWT");
     }

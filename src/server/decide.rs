@@ -198,14 +198,7 @@ impl App {
         }
         match self.policy.evaluate_rule(rule, Some(identity)) {
             Decision::Allow { audience, .. } => {
-                let charge = |from, to| authenticated.identity.recharge(from, to);
-                match self.minter.mint_for(
-                    &authenticated.identity.minted,
-                    hit.then_some(&charge as &dyn Fn(usize, usize) -> bool),
-                    identity,
-                    audience.as_ref(),
-                    crate::unix_now(),
-                ) {
+                match identity.minted_for(&self.minter, audience.as_ref(), crate::unix_now(), hit) {
                     Ok(minted) => Outcome::Allow {
                         authenticated: authenticated.clone(),
                         minted,
