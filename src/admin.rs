@@ -48,6 +48,8 @@ pub struct AdminView<'a> {
     pub chain: &'a Chain,
     /// The signing keys (loaded?).
     pub minter: &'a Minter,
+    /// Shutting down: `/readyz` answers 503 so that load balancers stop sending.
+    pub draining: bool,
 }
 
 /// Answers one admin request.
@@ -66,6 +68,10 @@ pub async fn handle<B>(app: &AdminView<'_>, req: &Request<B>) -> Response<Body> 
             r
         }
         "/livez" => json_response(StatusCode::OK, json!({"status": "ok"})),
+        "/readyz" if app.draining => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "draining"}),
+        ),
         "/readyz" => {
             let (store, providers) = tokio::join!(
                 tokio::time::timeout(READY_TIMEOUT, app.store.ping()),

@@ -35,6 +35,7 @@ pub struct Metrics {
     cache_reuse_bytes: Gauge,
     store_errors: Counter,
     provider_unavailable: Family<ProviderLabels, Counter>,
+    accept_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -91,9 +92,16 @@ impl Metrics {
             "Decisions answered 503 because a provider (or the store behind it) could not answer",
             provider_unavailable.clone(),
         );
+        let accept_errors = Counter::default();
+        registry.register(
+            "accept_errors",
+            "Connections that could not be accepted (out of files or memory: see the log)",
+            accept_errors.clone(),
+        );
         Self {
             registry,
             provider_unavailable,
+            accept_errors,
             decisions,
             latency,
             cache_hits,
@@ -139,6 +147,11 @@ impl Metrics {
         if matches!(provider, "api_token" | "basic") {
             self.store_errors.inc();
         }
+    }
+
+    /// Counts a connection that could not be accepted.
+    pub fn accept_error(&self) {
+        self.accept_errors.inc();
     }
 
     /// Counts a failed store operation.

@@ -19,7 +19,11 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Largest total size of the request headers; larger requests get 431.
     pub max_header_bytes: usize,
-    /// How long in-flight requests may take to finish after SIGTERM.
+    /// After SIGTERM, how long `/readyz` answers 503 while both listeners keep serving, so
+    /// that load balancers stop sending before the listeners close.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+    /// How long in-flight requests may take to finish once the listeners have closed.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     /// Sign-in page for browsers (an absolute http(s) URL); `/forward-auth` redirects
@@ -41,6 +45,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             trusted_proxies: Vec::new(),
             max_header_bytes: 16 * 1024,
+            drain_delay: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             signin_url: None,
             redirect_hosts: None,

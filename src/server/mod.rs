@@ -253,6 +253,7 @@ impl App {
             store: self.store.as_ref(),
             chain: &self.chain,
             minter: &self.minter,
+            draining: false,
         }
     }
 
