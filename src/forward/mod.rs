@@ -157,9 +157,7 @@ pub enum ForwardError {
     /// A protected header (identity, credential, proxy family, keystonemiddleware)
     /// spelled with `_`: WSGI, CGI and PHP read `_` and `-` alike, so the upstream would
     /// take it for the real header, which the proxy neither sets nor removes.
-    #[error(
-        "header {0} spells a protected header with '_', which WSGI, CGI and PHP read as '-'"
-    )]
+    #[error("header {0} spells a protected header with '_', which WSGI, CGI and PHP read as '-'")]
     Underscored(HeaderName),
     /// A method override naming another method than the request's.
     #[error("{0} asks for another method than the request's")]
