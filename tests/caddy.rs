@@ -520,10 +520,8 @@ async fn caddy_removes_underscore_spellings_of_identity_headers() {
     );
 
     // Upper case, as sent on the wire (hyper would lower-case the names).
-    let request = format!(
-        "GET /healthz HTTP/1.1\r\nHost: api.example.org\r\nX_AUTH_REQUEST_ROLES: admin\r\n\
-         x_auth_request_user: root\r\nConnection: close\r\n\r\n"
-    );
+    let request = "GET /healthz HTTP/1.1\r\nHost: api.example.org\r\nX_AUTH_REQUEST_ROLES: admin\r\n\
+                   x_auth_request_user: root\r\nConnection: close\r\n\r\n";
     let (status, _, body) = raw_request(caddy.addr, request.as_bytes()).await;
     assert_eq!(status, 200, "{body}");
     let seen: Value = serde_json::from_str(&body).unwrap();
