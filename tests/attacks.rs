@@ -553,7 +553,9 @@ async fn statuses_reach_the_client_through_nginx() {
         200,
         "{counts:?}"
     );
-    // The right password is refused too while the window lasts.
+    // The right password is refused too while the window lasts, from this address (nginx
+    // passes 127.0.0.1 for every client here); bob's own count across addresses (50 by
+    // default) is far from full.
     let resp = http
         .get(s.nginx.url("/data"))
         .basic_auth("bob", Some("bob-password"))

@@ -452,3 +452,127 @@ async fn forward_auth_requires_every_family_header() {
         assert_eq!(resp.status(), 400, "without {missing}");
     }
 }
+
+/// Request headers whose name holds '_' that reached the upstream.
+fn underscored_names(seen: &Value) -> Vec<&str> {
+    seen.as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .filter(|name| name.contains('_'))
+        .collect()
+}
+
+// WSGI, CGI and PHP read `X_Auth_Request_Roles` as X-Auth-Request-Roles, which the
+// Caddyfile's `-X-Auth-Request-*` does not match: the client's '_' spellings must never
+// reach the app. Caddy removes them before forward_auth (authgate would answer 400), so the
+// request goes on cleaned, and a valid request still passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn caddy_removes_underscore_spellings_of_identity_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), SECTIONS);
+    let bob = create_token(&config, &["--user", "bob", "--scopes", "read:data"]);
+    let authgate = Authgate::start(&config);
+    let echo = Echo::start().await;
+    let caddy = Caddy::start(
+        dir.path(),
+        "deploy/caddy/Caddyfile",
+        authgate.data,
+        echo.addr,
+    );
+    let http = site_client(&caddy);
+    let url = |path: &str| site_url(&caddy, path);
+    let forged = [
+        ("X_Auth_Request_Roles", "admin"),
+        ("X_Auth_Request_User", "root"),
+        ("X_Auth_Request_Email", "root@example.org"),
+        ("X-Auth_Request-Scopes", "everything"),
+        ("X-Auth-Request_Status", "authenticated"),
+        ("X_Auth_Token", "forged"),
+        ("X_Forwarded_Uri", "/healthz"),
+    ];
+
+    // An anonymous route: authgate answers the identity headers empty and the Caddyfile
+    // deletes them, so a '_' copy would be all the app has.
+    let mut request = http.get(url("/healthz"));
+    for (name, value) in forged {
+        request = request.header(name, value);
+    }
+    let seen = upstream_headers(request.send().await.unwrap()).await;
+    assert_eq!(underscored_names(&seen), Vec::<&str>::new(), "{seen}");
+    for name in IDENTITY {
+        assert!(seen.get(name).is_none(), "{name}: {seen}");
+    }
+    assert_eq!(header(&seen, "x-auth-request-status"), Some("anonymous"));
+
+    // A valid token passes, with authgate's identity and none of the client's.
+    let mut request = http.get(url("/data")).bearer_auth(&bob);
+    for (name, value) in forged {
+        request = request.header(name, value);
+    }
+    let seen = upstream_headers(request.send().await.unwrap()).await;
+    assert_eq!(underscored_names(&seen), Vec::<&str>::new(), "{seen}");
+    assert_eq!(header(&seen, "x-auth-request-user"), Some("bob"));
+    assert!(seen.get("x-auth-request-roles").is_none(), "{seen}");
+    assert_eq!(
+        verify_jwt(&authgate, upstream_jwt(&seen), "api").await["sub"],
+        "bob"
+    );
+
+    // Upper case, as sent on the wire (hyper would lower-case the names).
+    let request = "GET /healthz HTTP/1.1\r\nHost: api.example.org\r\nX_AUTH_REQUEST_ROLES: admin\r\n\
+                   x_auth_request_user: root\r\nConnection: close\r\n\r\n";
+    let (status, _, body) = raw_request(caddy.addr, request.as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(underscored_names(&seen), Vec::<&str>::new(), "{seen}");
+
+    // bob is no admin, whatever he spells.
+    let resp = http
+        .get(url("/admin"))
+        .bearer_auth(&bob)
+        .header("X_Auth_Request_Roles", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+}
+
+// the other side: a '_' spelling of a header authgate or the app believes is 400 on
+// /forward-auth, naming the header (Traefik and Envoy pass such headers on by default).
+#[tokio::test(flavor = "multi_thread")]
+async fn forward_auth_refuses_underscore_spellings() {
+    let d = Direct::start();
+    for name in [
+        "X_Auth_Request_Roles",
+        "X_Auth_Request_User",
+        "X_Auth_Token",
+        "X_Forwarded_Uri",
+        "X_Roles",
+    ] {
+        let resp = d
+            .ask("/healthz", None)
+            .header(name, "admin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{name}");
+        let body: Value = resp.json().await.unwrap();
+        let reason = body["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(&format!(
+                "header {} spells a protected header with '_'",
+                name.to_ascii_lowercase()
+            )),
+            "{name}: {reason}"
+        );
+    }
+    // Other '_' headers are not authgate's business.
+    let resp = d
+        .ask("/healthz", None)
+        .header("X_Trace_Id", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

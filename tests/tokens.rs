@@ -379,13 +379,14 @@ policy: {{ default: allow_authenticated }}
     );
     let authgate = Authgate::start(&config);
     let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem_text).unwrap();
-    let sign = |exp: i64| {
+    let sign_dates = |iat: Value, exp: Value| {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         header.kid = Some(JWK_KID.to_owned());
         let claims = json!({"iss": "https://idp.test", "aud": "api", "sub": "carol",
-                            "iat": now() - 600, "exp": exp});
+                            "iat": iat, "exp": exp});
         jsonwebtoken::encode(&header, &claims, &key).unwrap()
     };
+    let sign = |exp: i64| sign_dates(json!(now() - 600), json!(exp));
 
     // 30 s past exp, well inside the 60 s leeway.
     let resp = decide(&authgate, "/x", &sign(now() - 30)).await;
@@ -396,6 +397,38 @@ policy: {{ default: allow_authenticated }}
     assert_eq!(body["error"], "unauthorized", "{body}");
     let reason = body["reason"].as_str().unwrap();
     assert!(reason.contains("expired"), "{body}");
+
+    // The same as a fractional NumericDate (RFC 7519 section 2): `exp` is read as a number.
+    let resp = decide(
+        &authgate,
+        "/x",
+        &sign_dates(json!(now() - 600), json!(now() as f64 - 30.0)),
+    )
+    .await;
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().get("authorization").is_none());
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["reason"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    // ... and so is `iat`: an hour in the future, beyond any leeway.
+    let resp = decide(
+        &authgate,
+        "/x",
+        &sign_dates(json!(now() as f64 + 3600.5), json!(now() + 300)),
+    )
+    .await;
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().get("authorization").is_none());
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("issued in the future"),
+        "{body}"
+    );
 
     // A live token with the same key: 200, and a well-formed minted JWT.
     let foreign_exp = now() + 300;

@@ -154,6 +154,11 @@ pub enum ForwardError {
     /// Userinfo (`user@`) in a host or URL.
     #[error("{0} holds userinfo ('@')")]
     UserInfo(&'static str),
+    /// A protected header (identity, credential, proxy family, keystonemiddleware)
+    /// spelled with `_`: WSGI, CGI and PHP read `_` and `-` alike, so the upstream would
+    /// take it for the real header, which the proxy neither sets nor removes.
+    #[error("header {0} spells a protected header with '_', which WSGI, CGI and PHP read as '-'")]
+    Underscored(HeaderName),
     /// A method override naming another method than the request's.
     #[error("{0} asks for another method than the request's")]
     MethodOverride(&'static str),
@@ -189,6 +194,7 @@ impl OriginalRequest {
         trusted: &TrustedProxies,
     ) -> Result<Self, ForwardError> {
         let headers = &parts.headers;
+        check_underscored(headers)?;
         let reads = family.reads();
         for name in family.foreign() {
             if headers.contains_key(*name) {
@@ -311,6 +317,63 @@ fn parse_target(raw: &str, family: Family) -> Result<(String, Option<String>), F
         None => (raw, None),
     };
     Ok((target::judged_path(path)?, query))
+}
+
+/// Headers that an upstream must only get from the proxy or from authgate, by their
+/// lower-case name: exact names, then prefixes.
+const PROTECTED: [&str; 14] = [
+    // Credentials: authgate reads them; the proxy removes the raw forms.
+    "authorization",
+    "x-auth-token",
+    "x-storage-token",
+    "x-service-token",
+    // The client address and method overrides, which upstream frameworks believe.
+    "x-real-ip",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    // keystonemiddleware's identity headers (`deploy/nginx/keystone.conf`).
+    "x-identity-status",
+    "x-roles",
+    "x-role",
+    "x-user",
+    "x-is-admin-project",
+    "openstack-system-scope",
+];
+const PROTECTED_PREFIXES: [&str; 8] = [
+    // authgate's identity headers.
+    "x-auth-request-",
+    // The proxy families.
+    "x-original-",
+    "x-forwarded-",
+    // keystonemiddleware's (`x-tenant`, `x-tenant-id`, `x-tenant-name` ...).
+    "x-user-",
+    "x-project-",
+    "x-domain-",
+    "x-tenant",
+    "x-service-",
+];
+
+/// 400 when a header name holds `_` and, read with `_` as `-` (as WSGI, CGI and PHP do:
+/// both become `HTTP_X_AUTH_REQUEST_ROLES`), is a [`PROTECTED`] header. Proxies remove or
+/// overwrite only the `-` spelling, so the client's `X_Auth_Request_Roles` would reach
+/// such an upstream as authgate's roles once the real header is removed or left empty.
+/// nginx drops these headers by default (`underscores_in_headers off`); Caddy, Traefik and
+/// Envoy pass them on.
+fn check_underscored(headers: &HeaderMap) -> Result<(), ForwardError> {
+    for name in headers.keys() {
+        // `HeaderName` is lower-case already.
+        if !name.as_str().contains('_') {
+            continue;
+        }
+        let read_as = name.as_str().replace('_', "-");
+        if PROTECTED.contains(&read_as.as_str())
+            || PROTECTED_PREFIXES.iter().any(|p| read_as.starts_with(p))
+        {
+            return Err(ForwardError::Underscored(name.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// 400 when a method override (header or `_method` query parameter) names another method
@@ -593,6 +656,24 @@ mod tests {
                 ),
                 ("POST", "http", "h", None, "/d", Some("_method=post")),
             ),
+            // Other headers with '_' are none of authgate's business.
+            (
+                (
+                    Family::ForwardAuth,
+                    "GET",
+                    vec![
+                        ("x-forwarded-host", b"h"),
+                        ("x-forwarded-proto", b"https"),
+                        ("x-forwarded-uri", b"/d"),
+                        ("x-forwarded-method", b"GET"),
+                        ("x_custom_trace", b"1"),
+                        ("x_auth", b"1"),
+                        ("x_userland", b"1"),
+                    ],
+                    None,
+                ),
+                ("GET", "https", "h", None, "/d", None),
+            ),
         ];
         for ((family, method, headers, suffix), want) in cases {
             let r = read(family, method, &headers, suffix)
@@ -703,6 +784,157 @@ mod tests {
                 ],
                 None,
                 "x-forwarded-host belongs",
+            ),
+            // Protected headers spelled with '_' (WSGI, CGI and PHP read them as '-'), on
+            // every family, upper or lower case, '_' anywhere in the name.
+            (
+                Family::ForwardAuth,
+                forward(vec![("X_Auth_Request_Roles", b"admin")]),
+                None,
+                "x_auth_request_roles spells a protected header with '_'",
+            ),
+            (
+                Family::ForwardAuth,
+                forward(vec![("x-auth-request_user", b"root")]),
+                None,
+                "x-auth-request_user spells",
+            ),
+            (
+                Family::Nginx,
+                nginx(vec![("x_auth_request_email", b"root@example.org")]),
+                None,
+                "x_auth_request_email spells",
+            ),
+            (
+                Family::Envoy,
+                vec![("host", b"h"), ("x_auth-request-status", b"authenticated")],
+                Some("admin"),
+                "x_auth-request-status spells",
+            ),
+            (
+                Family::IngressNginx,
+                vec![
+                    ("x-original-url", b"http://h/a"),
+                    ("x-original-method", b"GET"),
+                    ("x_auth_token", b"t"),
+                ],
+                None,
+                "x_auth_token spells",
+            ),
+            (
+                Family::ForwardAuth,
+                forward(vec![("x_storage_token", b"t")]),
+                None,
+                "x_storage_token spells",
+            ),
+            (
+                Family::ForwardAuth,
+                forward(vec![("x_service_token", b"t")]),
+                None,
+                "x_service_token spells",
+            ),
+            (
+                Family::ForwardAuth,
+                forward(vec![("x_forwarded_uri", b"/healthz")]),
+                None,
+                "x_forwarded_uri spells",
+            ),
+            (
+                Family::ForwardAuth,
+                forward(vec![("x_original_uri", b"/healthz")]),
+                None,
+                "x_original_uri spells",
+            ),
+            (
+                Family::Nginx,
+                nginx(vec![("x_forwarded_for", b"192.0.2.1")]),
+                None,
+                "x_forwarded_for spells",
+            ),
+            (
+                Family::Nginx,
+                nginx(vec![("x_real_ip", b"192.0.2.1")]),
+                None,
+                "x_real_ip spells",
+            ),
+            (
+                Family::Nginx,
+                nginx(vec![("x_http_method_override", b"DELETE")]),
+                None,
+                "x_http_method_override spells",
+            ),
+            // keystonemiddleware's identity headers.
+            (
+                Family::Nginx,
+                nginx(vec![("x_identity_status", b"Confirmed")]),
+                None,
+                "x_identity_status spells",
+            ),
+            (
+                Family::Nginx,
+                nginx(vec![("x_roles", b"admin")]),
+                None,
+                "x_roles spells",
+            ),
+            (
+                Family::Nginx,
+                nginx(vec![("x_role", b"admin")]),
+                None,
+                "x_role spells",
+            ),
+            (
+                Family::Nginx,
+                nginx(vec![("x_user", b"root")]),
+                None,
+                "x_user spells",
+            ),
+            (
+                Family::Nginx,
+                nginx(vec![("x_user_id", b"root")]),
+                None,
+                "x_user_id spells",
+            ),
+            (
+                Family::Nginx,
+                nginx(vec![("x_project_id", b"p")]),
+                None,
+                "x_project_id spells",
+            ),
+            (
+                Family::Nginx,
+                nginx(vec![("x_domain_name", b"d")]),
+                None,
+                "x_domain_name spells",
+            ),
+            (
+                Family::Nginx,
+                nginx(vec![("x_tenant", b"t")]),
+                None,
+                "x_tenant spells",
+            ),
+            (
+                Family::Nginx,
+                nginx(vec![("x_tenant_id", b"t")]),
+                None,
+                "x_tenant_id spells",
+            ),
+            (
+                Family::Nginx,
+                nginx(vec![("x_service_roles", b"admin")]),
+                None,
+                "x_service_roles spells",
+            ),
+            (
+                Family::Nginx,
+                nginx(vec![("x_is_admin_project", b"True")]),
+                None,
+                "x_is_admin_project spells",
+            ),
+            (
+                Family::Nginx,
+                nginx(vec![("openstack_system_scope", b"all")]),
+                None,
+                "openstack_system_scope spells",
             ),
             // A required header missing: never a fallback to the sub-request's own.
             (

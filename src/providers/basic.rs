@@ -1,6 +1,8 @@
 //! `basic`: local users (the "Local" identity provider of Astakos) with argon2id password
 //! hashes. Verification is slow by design, so the decision cache keeps successes and
-//! failures are rate-limited per user and per client address.
+//! failures are rate-limited per user and client address, per client address, and (much
+//! higher) per user from all addresses: guesses from one address cannot lock a user out
+//! everywhere else.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -22,9 +24,15 @@ use crate::store::Store;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BasicConfig {
-    /// Failed attempts allowed per user and per client address within `failure_window`
-    /// (attempts still being checked count as failures until they are decided).
+    /// Failed attempts allowed per user from one client address, and per client address
+    /// for all users, within `failure_window` (attempts still being checked count as
+    /// failures until they are decided).
     pub max_failures: u32,
+    /// Failed attempts allowed per user from all addresses together within
+    /// `failure_window`; default 10 x `max_failures`. Much higher than `max_failures`, so
+    /// that guesses from a few addresses do not lock the user out of the others, while a
+    /// guesser with many addresses still gets no more than this many tries.
+    pub max_failures_per_user: Option<u32>,
     /// The window; after `max_failures` failures, further attempts get 429 until it ends.
     #[serde(with = "humantime_serde")]
     pub failure_window: Duration,
@@ -34,17 +42,30 @@ impl Default for BasicConfig {
     fn default() -> Self {
         Self {
             max_failures: 5,
+            max_failures_per_user: None,
             failure_window: Duration::from_secs(300),
         }
     }
 }
 
 impl BasicConfig {
+    /// The per-user limit across addresses: as configured, else 10 x `max_failures`.
+    pub fn per_user_limit(&self) -> u32 {
+        self.max_failures_per_user
+            .unwrap_or(self.max_failures.saturating_mul(10))
+    }
+
     pub(super) fn validate(&self, key: &str) -> Result<(), ConfigError> {
         if self.max_failures == 0 {
             return Err(ConfigError::invalid(
                 format!("{key}.max_failures"),
                 "must be at least 1",
+            ));
+        }
+        if self.per_user_limit() < self.max_failures {
+            return Err(ConfigError::invalid(
+                format!("{key}.max_failures_per_user"),
+                "must be at least max_failures",
             ));
         }
         if self.failure_window.is_zero() {
@@ -81,7 +102,11 @@ impl BasicProvider {
     pub fn new(config: &BasicConfig, store: Arc<dyn Store>) -> Self {
         Self {
             store,
-            limiter: FailureLimiter::new(config.max_failures, config.failure_window),
+            limiter: FailureLimiter::new(
+                config.max_failures,
+                config.per_user_limit(),
+                config.failure_window,
+            ),
             checks: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
@@ -135,8 +160,9 @@ impl Provider for BasicProvider {
         // stored is looked up as it is, and found only when stored before names were checked.
         let username = local_user_name(username).unwrap_or_else(|_| username.clone());
         let keys = [
-            FailureKey::User(username.clone()),
+            FailureKey::UserAt(username.clone(), ctx.client_ip),
             FailureKey::Ip(ctx.client_ip),
+            FailureKey::User(username.clone()),
         ];
         // Reserved before the check, so that parallel guesses cannot all pass the limit.
         let attempt = self.limiter.reserve(&keys)?;
@@ -188,8 +214,13 @@ impl Provider for BasicProvider {
 /// What failures are counted against.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum FailureKey {
-    User(String),
+    /// One user from one client address: `max_failures`.
+    UserAt(String, IpAddr),
+    /// One client address, whichever users it tries: `max_failures`.
     Ip(IpAddr),
+    /// One user from all addresses: `max_failures_per_user`, much higher, so that nobody
+    /// locks a user out from everywhere with a handful of guesses.
+    User(String),
 }
 
 /// One key's fixed window: the failures counted in it, and the attempts whose password
@@ -209,7 +240,10 @@ type SharedWindow = Arc<Mutex<Window>>;
 /// the check runs: checking first and counting afterwards would let a burst of parallel
 /// guesses all pass the check before the first failure is recorded.
 struct FailureLimiter {
+    /// The limit of [`FailureKey::UserAt`] and [`FailureKey::Ip`].
     max_failures: u32,
+    /// The limit of [`FailureKey::User`].
+    max_failures_per_user: u32,
     window: Duration,
     windows: moka::sync::Cache<FailureKey, SharedWindow>,
 }
@@ -223,9 +257,10 @@ struct Reservation<'a> {
 }
 
 impl FailureLimiter {
-    fn new(max_failures: u32, window: Duration) -> Self {
+    fn new(max_failures: u32, max_failures_per_user: u32, window: Duration) -> Self {
         Self {
             max_failures,
+            max_failures_per_user,
             window,
             windows: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -252,8 +287,15 @@ impl FailureLimiter {
         }
     }
 
+    fn limit_of(&self, key: &FailureKey) -> u32 {
+        match key {
+            FailureKey::UserAt(..) | FailureKey::Ip(_) => self.max_failures,
+            FailureKey::User(_) => self.max_failures_per_user,
+        }
+    }
+
     /// Admits one attempt against every key, or none: refused (429) when a key's failures
-    /// and attempts in flight already reach `max_failures`.
+    /// and attempts in flight already reach its limit.
     fn reserve(&self, keys: &[FailureKey]) -> Result<Reservation<'_>, AuthError> {
         let now = Instant::now();
         let mut reservation = Reservation {
@@ -262,13 +304,14 @@ impl FailureLimiter {
         };
         for key in keys {
             let shared = self.window_of(key, now);
+            let limit = self.limit_of(key);
             {
                 let mut w = lock(&shared);
                 self.roll(&mut w, now);
-                if w.failures.saturating_add(w.pending) >= self.max_failures {
+                if w.failures.saturating_add(w.pending) >= limit {
                     // Failures block until the window ends; attempts in flight only until
                     // they are decided.
-                    let retry_after = if w.failures >= self.max_failures {
+                    let retry_after = if w.failures >= limit {
                         (w.start + self.window).saturating_duration_since(now)
                     } else {
                         Duration::ZERO
@@ -380,65 +423,110 @@ mod tests {
         }
     }
 
+    fn config(max_failures: u32, per_user: Option<u32>, window: Duration) -> BasicConfig {
+        BasicConfig {
+            max_failures,
+            max_failures_per_user: per_user,
+            failure_window: window,
+        }
+    }
+
+    const BAD: Result<Identity, AuthError> =
+        Err(AuthError::Invalid("invalid user name or password"));
+
+    fn limited_for_the_window(r: Result<Identity, AuthError>) -> bool {
+        matches!(r, Err(AuthError::RateLimited { retry_after }) if retry_after > Duration::from_secs(50))
+    }
+
     #[tokio::test]
     async fn verifies_and_rate_limits() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_alice(&dir).await;
-        let config = BasicConfig {
-            max_failures: 2,
-            failure_window: Duration::from_secs(60),
-        };
-        let p = BasicProvider::new(&config, store);
-        let ctx = AuthContext {
-            client_ip: "192.0.2.1".parse().unwrap(),
-            service_token: None,
-        };
-        let other_ctx = AuthContext {
-            client_ip: "192.0.2.2".parse().unwrap(),
-            service_token: None,
-        };
-        let cred = |u: &str, pw: &str| Credential::Basic {
-            username: u.into(),
-            password: Secret::new(pw),
-        };
+        let p = BasicProvider::new(&config(2, None, Duration::from_secs(60)), store);
 
-        let id = p.authenticate(&cred("alice", "pw"), &ctx).await.unwrap();
+        let id = p
+            .authenticate(&cred("alice", "pw"), &ctx("192.0.2.1"))
+            .await
+            .unwrap();
         assert_eq!(id.subject, "alice");
         assert_eq!(id.roles, Names::from(["staff"]));
         assert_eq!(id.scopes, None);
-        let bad = Err(AuthError::Invalid("invalid user name or password"));
-        assert_eq!(p.authenticate(&cred("alice", "no"), &ctx).await, bad);
-        assert_eq!(p.authenticate(&cred("nobody", "no"), &other_ctx).await, bad);
-        assert_eq!(p.authenticate(&cred("alice", "no"), &other_ctx).await, bad);
-        // alice has 2 failures now: even the right password waits.
-        assert!(matches!(
-            p.authenticate(&cred("alice", "pw"), &other_ctx).await,
-            Err(AuthError::RateLimited { retry_after }) if retry_after <= Duration::from_secs(60)
-        ));
-        // 192.0.2.2 has 2 failures: another user from there waits too.
-        assert!(matches!(
-            p.authenticate(&cred("carol", "pw"), &other_ctx).await,
-            Err(AuthError::RateLimited { .. })
-        ));
+        assert_eq!(
+            p.authenticate(&cred("alice", "no"), &ctx("192.0.2.1"))
+                .await,
+            BAD
+        );
+        assert_eq!(
+            p.authenticate(&cred("nobody", "no"), &ctx("192.0.2.2"))
+                .await,
+            BAD
+        );
+        assert_eq!(
+            p.authenticate(&cred("alice", "no"), &ctx("192.0.2.2"))
+                .await,
+            BAD
+        );
+        // 192.0.2.2 has 2 failures: every user from there waits, with the right password
+        // too.
+        for user in ["alice", "carol"] {
+            assert!(limited_for_the_window(
+                p.authenticate(&cred(user, "pw"), &ctx("192.0.2.2")).await
+            ));
+        }
+        // 192.0.2.1 has one, alice two in all (of 20): she still gets in from there.
+        assert_eq!(
+            p.authenticate(&cred("alice", "pw"), &ctx("192.0.2.1"))
+                .await
+                .unwrap()
+                .subject,
+            "alice"
+        );
     }
 
-    /// 200 parallel wrong passwords for one user, each from its own address: only
-    /// `max_failures` of them reach argon2, the others are refused before it.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn parallel_guesses_cannot_pass_the_limit() {
+    /// Five wrong passwords for alice from one address lock that address out, not alice:
+    /// she still signs in from her own.
+    #[tokio::test]
+    async fn an_address_cannot_lock_a_user_out_of_the_others() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_alice(&dir).await;
-        let config = BasicConfig {
-            max_failures: 5,
-            failure_window: Duration::from_secs(600),
-        };
-        let p = Arc::new(BasicProvider::new(&config, store));
+        let config = config(5, None, Duration::from_secs(600));
+        let p = BasicProvider::new(&config, store);
+        for i in 0..config.max_failures {
+            assert_eq!(
+                p.authenticate(&cred("alice", &format!("guess-{i}")), &ctx("203.0.113.66"))
+                    .await,
+                BAD
+            );
+        }
+        assert!(limited_for_the_window(
+            p.authenticate(&cred("alice", "pw"), &ctx("203.0.113.66"))
+                .await
+        ));
+        // The per-address limit stays: no other user from there either.
+        assert!(limited_for_the_window(
+            p.authenticate(&cred("carol", "guess"), &ctx("203.0.113.66"))
+                .await
+        ));
+        let id = p
+            .authenticate(&cred("alice", "pw"), &ctx("192.0.2.1"))
+            .await
+            .unwrap();
+        assert_eq!(id.subject, "alice");
+    }
+
+    /// 200 parallel guesses for `user`, from one address or each from its own; counts
+    /// (checked, limited). Every answer but a 429 is one argon2 verification.
+    async fn parallel_guesses(p: &Arc<BasicProvider>, one_address: bool) -> (u32, u32) {
         let start = Arc::new(tokio::sync::Barrier::new(200));
         let tasks: Vec<_> = (0..200u32)
             .map(|i| {
                 let (p, start) = (p.clone(), start.clone());
                 tokio::spawn(async move {
-                    let ip = format!("10.0.{}.{}", i / 256, i % 256);
+                    let ip = if one_address {
+                        "203.0.113.66".to_owned()
+                    } else {
+                        format!("10.0.{}.{}", i / 256, i % 256)
+                    };
                     start.wait().await;
                     p.authenticate(&cred("alice", &format!("guess-{i}")), &ctx(&ip))
                         .await
@@ -456,33 +544,69 @@ mod tests {
                 other => panic!("unexpected answer {other:?}"),
             }
         }
-        // Every answer but a 429 is one argon2 verification.
+        (checked, limited)
+    }
+
+    /// 200 parallel wrong passwords for one user from one address: only `max_failures` of
+    /// them reach argon2, the others are refused before it; the user still signs in from
+    /// elsewhere.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_guesses_cannot_pass_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_alice(&dir).await;
+        let config = config(5, None, Duration::from_secs(600));
+        let p = Arc::new(BasicProvider::new(&config, store));
+        let (checked, limited) = parallel_guesses(&p, true).await;
         assert_eq!(checked, config.max_failures);
         assert_eq!(limited, 200 - config.max_failures);
-        // Now the failures are in: even the right password waits for the window.
-        assert!(matches!(
-            p.authenticate(&cred("alice", "pw"), &ctx("192.0.2.9")).await,
-            Err(AuthError::RateLimited { retry_after })
-                if retry_after > Duration::from_secs(500)
+        // Now the failures are in: even the right password waits there for the window...
+        assert!(limited_for_the_window(
+            p.authenticate(&cred("alice", "pw"), &ctx("203.0.113.66"))
+                .await
         ));
+        // ... but not from another address.
+        let id = p
+            .authenticate(&cred("alice", "pw"), &ctx("192.0.2.9"))
+            .await
+            .unwrap();
+        assert_eq!(id.subject, "alice");
+    }
+
+    /// 200 parallel wrong passwords for one user, each from its own address: only
+    /// `max_failures_per_user` of them reach argon2; then the user waits everywhere.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_guesses_from_many_addresses_meet_the_per_user_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_alice(&dir).await;
+        let config = config(5, Some(12), Duration::from_secs(600));
+        let p = Arc::new(BasicProvider::new(&config, store));
+        let (checked, limited) = parallel_guesses(&p, false).await;
+        assert_eq!(checked, 12);
+        assert_eq!(limited, 200 - 12);
+        assert!(limited_for_the_window(
+            p.authenticate(&cred("alice", "pw"), &ctx("192.0.2.9"))
+                .await
+        ));
+        // Other users are not held back by alice's count.
+        assert_eq!(
+            p.authenticate(&cred("carol", "no"), &ctx("192.0.2.9"))
+                .await,
+            BAD
+        );
     }
 
     #[tokio::test]
     async fn right_password_works_again_after_the_window() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_alice(&dir).await;
-        let config = BasicConfig {
-            max_failures: 1,
-            failure_window: Duration::from_millis(300),
-        };
-        let p = BasicProvider::new(&config, store);
+        let p = BasicProvider::new(&config(1, None, Duration::from_millis(300)), store);
         assert_eq!(
             p.authenticate(&cred("alice", "no"), &ctx("192.0.2.1"))
                 .await,
-            Err(AuthError::Invalid("invalid user name or password"))
+            BAD
         );
         assert!(matches!(
-            p.authenticate(&cred("alice", "pw"), &ctx("192.0.2.2"))
+            p.authenticate(&cred("alice", "pw"), &ctx("192.0.2.1"))
                 .await,
             Err(AuthError::RateLimited { .. })
         ));
@@ -496,46 +620,109 @@ mod tests {
 
     #[test]
     fn reservations_count_until_decided_and_roll_back_together() {
-        let limiter = FailureLimiter::new(2, Duration::from_secs(60));
+        let limiter = FailureLimiter::new(2, 3, Duration::from_secs(60));
         let user = |u: &str| FailureKey::User(u.into());
         let ip = |a: &str| FailureKey::Ip(a.parse().unwrap());
         let limited = |r: Result<Reservation<'_>, AuthError>| matches!(r, Err(AuthError::RateLimited { retry_after }) if retry_after == Duration::from_secs(1));
 
-        // Two attempts in flight fill alice's limit; a success gives its place back.
+        // Three attempts in flight fill alice's limit; a success gives its place back.
         let a1 = limiter.reserve(&[user("alice"), ip("192.0.2.1")]).unwrap();
         let a2 = limiter.reserve(&[user("alice"), ip("192.0.2.2")]).unwrap();
+        let a3 = limiter.reserve(&[user("alice"), ip("192.0.2.8")]).unwrap();
         assert!(limited(limiter.reserve(&[user("alice"), ip("192.0.2.3")])));
         a1.succeeded();
-        let a3 = limiter.reserve(&[user("alice"), ip("192.0.2.3")]).unwrap();
+        let a4 = limiter.reserve(&[user("alice"), ip("192.0.2.3")]).unwrap();
 
         // 192.0.2.2 is full (a2 and b1): bob is refused there, and his own reservation
-        // is rolled back, so he still has both attempts elsewhere.
+        // is rolled back, so he still has all three attempts elsewhere.
         let b1 = limiter.reserve(&[user("carol"), ip("192.0.2.2")]).unwrap();
         assert!(limited(limiter.reserve(&[user("bob"), ip("192.0.2.2")])));
         let b2 = limiter.reserve(&[user("bob"), ip("192.0.2.4")]).unwrap();
         let b3 = limiter.reserve(&[user("bob"), ip("192.0.2.5")]).unwrap();
-        drop((b1, b2, b3));
+        let b4 = limiter.reserve(&[user("bob"), ip("192.0.2.6")]).unwrap();
+        drop((b1, b2, b3, b4));
 
         // Failures stay for the window; a dropped (undecided) attempt does not count.
         a2.failed();
-        drop(a3);
-        let a4 = limiter.reserve(&[user("alice"), ip("192.0.2.6")]).unwrap();
-        a4.failed();
+        a3.failed();
+        drop(a4);
+        let a5 = limiter.reserve(&[user("alice"), ip("192.0.2.6")]).unwrap();
+        a5.failed();
         assert!(matches!(
             limiter.reserve(&[user("alice"), ip("192.0.2.7")]),
             Err(AuthError::RateLimited { retry_after }) if retry_after > Duration::from_secs(50)
         ));
+        // One user from one address has the lower limit.
+        let at = |u: &str, a: &str| FailureKey::UserAt(u.into(), a.parse().unwrap());
+        limiter
+            .reserve(&[at("dave", "192.0.2.9")])
+            .unwrap()
+            .failed();
+        limiter
+            .reserve(&[at("dave", "192.0.2.9")])
+            .unwrap()
+            .failed();
+        assert!(limiter.reserve(&[at("dave", "192.0.2.9")]).is_err());
+        limiter
+            .reserve(&[at("dave", "192.0.2.10")])
+            .unwrap()
+            .failed();
+    }
+
+    /// The per-address window and the per-user-and-address one start at different times:
+    /// when the address's ends, the user's failures from there still count.
+    #[tokio::test]
+    async fn a_user_from_one_address_keeps_its_own_count() {
+        let limiter = FailureLimiter::new(2, 20, Duration::from_secs(1));
+        let keys = |user: &str| {
+            let ip: IpAddr = "203.0.113.66".parse().unwrap();
+            [
+                FailureKey::UserAt(user.into(), ip),
+                FailureKey::Ip(ip),
+                FailureKey::User(user.into()),
+            ]
+        };
+        // The address's window starts with carol, alice's from there 0.4 s later.
+        limiter.reserve(&keys("carol")).unwrap().failed();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        limiter.reserve(&keys("alice")).unwrap().failed();
+        // The address's window has ended (its count is 0), alice's from there has not.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        limiter.reserve(&keys("alice")).unwrap().failed();
+        assert!(matches!(
+            limiter.reserve(&keys("alice")),
+            Err(AuthError::RateLimited { .. })
+        ));
+        limiter.reserve(&keys("carol")).unwrap().succeeded();
+    }
+
+    #[test]
+    fn per_user_limit_defaults_to_ten_times_max_failures() {
+        use crate::config::Config;
+        use crate::providers::ProviderConfig;
+        let basic = |yaml: &str| match Config::from_yaml(yaml).unwrap().providers.0.remove(0) {
+            ProviderConfig::Basic(b) => b,
+            _ => panic!("not basic"),
+        };
+        let b = basic("providers: [ { type: basic, max_failures: 3 } ]");
+        assert_eq!((b.max_failures, b.per_user_limit()), (3, 30));
+        let b = basic("providers: [ { type: basic, max_failures: 3, max_failures_per_user: 7 } ]");
+        assert_eq!((b.max_failures, b.per_user_limit()), (3, 7));
+        assert_eq!(BasicConfig::default().per_user_limit(), 50);
+        let err = Config::from_yaml(
+            "providers: [ { type: basic, max_failures: 3, max_failures_per_user: 2 } ]",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("providers[0].max_failures_per_user"), "{err}");
     }
 
     #[tokio::test]
     async fn login_names_are_nfkc() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_alice(&dir).await;
-        let config = BasicConfig {
-            max_failures: 2,
-            failure_window: Duration::from_secs(60),
-        };
-        let p = BasicProvider::new(&config, store);
+        // The per-user limit as low as the others, so that it is alice's count that holds.
+        let p = BasicProvider::new(&config(2, Some(2), Duration::from_secs(60)), store);
         // Fullwidth `ａｌｉｃｅ` is `alice`: her account, her subject, her password.
         let id = p
             .authenticate(&cred("ａｌｉｃｅ", "pw"), &ctx("192.0.2.1"))
@@ -545,9 +732,10 @@ mod tests {
             (id.subject.as_str(), id.username.as_str()),
             ("alice", "alice")
         );
-        // ...and her failure count: two wrong guesses under look-alike names lock `alice`.
-        for name in ["ａｌｉｃｅ", "ａlice"] {
-            let _ = p.authenticate(&cred(name, "no"), &ctx("192.0.2.2")).await;
+        // ...and her failure count: two wrong guesses under look-alike names, from two
+        // addresses, lock `alice` from a third.
+        for (name, ip) in [("ａｌｉｃｅ", "192.0.2.2"), ("ａlice", "192.0.2.4")] {
+            assert_eq!(p.authenticate(&cred(name, "no"), &ctx(ip)).await, BAD);
         }
         assert!(matches!(
             p.authenticate(&cred("alice", "pw"), &ctx("192.0.2.3"))

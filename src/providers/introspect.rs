@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::oidc::{ClaimMapping, ClientAuth, ClientAuthMethod, ClientConfig, Discovery, check_url};
+use super::oidc::{
+    ClaimMapping, ClientAuth, ClientAuthMethod, ClientConfig, Discovery, NumericDates, check_url,
+};
 use super::{AuthContext, AuthError, Provider};
 use crate::credential::Credential;
 use crate::identity::Identity;
@@ -184,8 +186,8 @@ impl IntrospectProvider {
         {
             return Err(AuthError::Invalid("token issuer not accepted"));
         }
-        if answer["exp"]
-            .as_i64()
+        if NumericDates::of(answer)?
+            .exp
             .is_some_and(|exp| exp <= crate::unix_now())
         {
             return Err(AuthError::Invalid("token expired"));
@@ -331,6 +333,38 @@ mod tests {
                 ok(json!({"exp": 1})),
                 Err(AuthError::Invalid("token expired")),
             ),
+            // NumericDates may have fractions (RFC 7519 section 2); `exp` rounds down.
+            (
+                200,
+                ok(json!({"exp": 1.0})),
+                Err(AuthError::Invalid("token expired")),
+            ),
+            (
+                200,
+                ok(json!({"exp": (crate::unix_now() - 30) as f64 + 0.5})),
+                Err(AuthError::Invalid("token expired")),
+            ),
+            (
+                200,
+                ok(json!({"exp": later as f64 + 0.5, "iat": 1700000000.5})),
+                Ok("oidc:https%3A//idp.example.org:u"),
+            ),
+            // A date that is not a number is not read as "no date".
+            (
+                200,
+                ok(json!({"exp": "1"})),
+                Err(AuthError::Invalid("token exp is not a number")),
+            ),
+            (
+                200,
+                ok(json!({"exp": null})),
+                Err(AuthError::Invalid("token exp is not a number")),
+            ),
+            (
+                200,
+                ok(json!({"iat": "yesterday"})),
+                Err(AuthError::Invalid("token iat is not a number")),
+            ),
             // Refresh tokens go to the next provider.
             (
                 200,
@@ -381,5 +415,10 @@ mod tests {
             let got = p.judge(status, &answer).map(|id| id.subject);
             assert_eq!(got.as_deref().map_err(Clone::clone), want, "case {i}");
         }
+        // A fractional `exp` caps the identity (and the JWT minted for it), rounded down.
+        let id = p
+            .judge(200, &ok(json!({"exp": later as f64 + 0.9})))
+            .unwrap();
+        assert_eq!(id.expires_at, Some(later));
     }
 }

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::oidc::{ClaimMapping, Discovery, check_url, get_json, probe};
+use super::oidc::{ClaimMapping, Discovery, NumericDates, check_url, get_json, probe};
 use super::{AuthContext, AuthError, Provider};
 use crate::credential::Credential;
 use crate::identity::Identity;
@@ -335,12 +335,15 @@ impl JwtProvider {
                 _ => "JWT invalid",
             })
         })?;
-        let now = crate::unix_now();
-        if data.claims["iat"]
-            .as_i64()
-            .is_some_and(|iat| iat > now + self.config.leeway.as_secs() as i64)
-        {
+        // jsonwebtoken rounds fractional dates to the nearest second and ignores an `nbf`
+        // that is not a number; these are read again, rounded the conservative way.
+        let dates = NumericDates::of(&data.claims)?;
+        let latest = crate::unix_now() + self.config.leeway.as_secs() as i64;
+        if dates.iat.is_some_and(|iat| iat > latest) {
             return Err(AuthError::Invalid("JWT issued in the future"));
+        }
+        if dates.nbf.is_some_and(|nbf| nbf > latest) {
+            return Err(AuthError::Invalid("JWT not yet valid"));
         }
         Ok(data.claims)
     }
@@ -671,6 +674,11 @@ mod tests {
         let now = crate::unix_now();
         let claims =
             json!({"iss": ISSUER, "aud": "api", "sub": "u1", "iat": now, "exp": now + 300});
+        signed_claims(key, header, claims)
+    }
+
+    /// A compact EdDSA JWS with exactly this protected `header` and these `claims`.
+    fn signed_claims(key: &EncodingKey, header: Value, claims: Value) -> String {
         let input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -726,6 +734,70 @@ mod tests {
             p.verify(&huge).await,
             Err(AuthError::Invalid("JWT header too large"))
         );
+    }
+
+    #[tokio::test]
+    async fn numeric_dates_are_read_as_numbers() {
+        let (key, jwk) = ed25519_key(json!({"kid": "k1", "use": "sig"}));
+        let server = jwks_server(200, json!({"keys": [jwk]}).to_string()).await;
+        let p = provider(&server.url, Duration::from_secs(60));
+        let now = crate::unix_now();
+        let token = |dates: Value| {
+            let mut claims = json!({"iss": ISSUER, "aud": "api", "sub": "u1"});
+            claims
+                .as_object_mut()
+                .unwrap()
+                .extend(dates.as_object().unwrap().clone());
+            signed_claims(&key, json!({"alg": "EdDSA", "kid": "k1"}), claims)
+        };
+        let verified = |dates: Value| async {
+            let claims = p.verify(&token(dates)).await?;
+            p.identity(&claims, JwtProvider::KIND)
+        };
+        // (dates, expected expiry or error); the default leeway is 60 s.
+        let cases = [
+            // Fractional dates (RFC 7519 section 2): `exp` rounds down.
+            (
+                json!({"exp": now as f64 + 300.9, "iat": now as f64 - 0.5}),
+                Ok(Some(now + 300)),
+            ),
+            (
+                json!({"exp": now as f64 + 300.0, "nbf": now as f64 - 10.5}),
+                Ok(Some(now + 300)),
+            ),
+            // Past `exp` inside the leeway: verified, with the expiry that the server
+            // refuses and that caps a minted JWT.
+            (json!({"exp": now as f64 - 30.0}), Ok(Some(now - 30))),
+            (
+                json!({"exp": now + 300, "iat": now as f64 + 3600.5}),
+                Err(AuthError::Invalid("JWT issued in the future")),
+            ),
+            (
+                json!({"exp": now + 300, "nbf": now as f64 + 3600.5}),
+                Err(AuthError::Invalid("JWT not yet valid")),
+            ),
+            // A date that is not a number (jsonwebtoken ignores such an `nbf`).
+            (
+                json!({"exp": now + 300, "nbf": "tomorrow"}),
+                Err(AuthError::Invalid("token nbf is not a number")),
+            ),
+            (
+                json!({"exp": now + 300, "iat": "now"}),
+                Err(AuthError::Invalid("token iat is not a number")),
+            ),
+            (
+                json!({"exp": now + 300, "iat": null}),
+                Err(AuthError::Invalid("token iat is not a number")),
+            ),
+            (
+                json!({"exp": "soon"}),
+                Err(AuthError::Invalid("JWT lacks a required claim")),
+            ),
+        ];
+        for (dates, want) in cases {
+            let got = verified(dates.clone()).await.map(|id| id.expires_at);
+            assert_eq!(got, want, "{dates}");
+        }
     }
 
     #[test]

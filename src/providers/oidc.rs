@@ -326,6 +326,42 @@ impl ClaimCondition {
     }
 }
 
+/// A token's NumericDate claims (RFC 7519 section 2: seconds since the epoch, fractions
+/// allowed, so `1700000000.0` as well as `1700000000`), in whole seconds rounded the
+/// conservative way: `exp` down, `iat` and `nbf` up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct NumericDates {
+    /// Expiry (`exp`).
+    pub exp: Option<i64>,
+    /// Issued at (`iat`).
+    pub iat: Option<i64>,
+    /// Not before (`nbf`).
+    pub nbf: Option<i64>,
+}
+
+impl NumericDates {
+    /// The dates of `claims`. One that is present but not a number makes the token invalid:
+    /// read as absent, an `exp` would never expire and an `iat` never be in the future.
+    pub(super) fn of(claims: &Value) -> Result<Self, AuthError> {
+        let read = |name: &str, round: fn(f64) -> f64, reason: &'static str| {
+            match claims.get(name) {
+                None => Ok(None),
+                // Whole numbers as they are (an f64 loses precision past 2^53); fractions
+                // rounded, out-of-range values saturating at i64's ends.
+                Some(Value::Number(n)) => {
+                    Ok(n.as_i64().or_else(|| n.as_f64().map(|f| round(f) as i64)))
+                }
+                Some(_) => Err(AuthError::Invalid(reason)),
+            }
+        };
+        Ok(Self {
+            exp: read("exp", f64::floor, "token exp is not a number")?,
+            iat: read("iat", f64::ceil, "token iat is not a number")?,
+            nbf: read("nbf", f64::ceil, "token nbf is not a number")?,
+        })
+    }
+}
+
 /// `a.b.c` into nested objects.
 pub(super) fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(value, |v, key| v.get(key))
@@ -407,7 +443,7 @@ impl ClaimMapping {
             roles: roles.into_iter().collect(),
             attributes,
             scopes,
-            expires_at: claims["exp"].as_i64(),
+            expires_at: NumericDates::of(claims)?.exp,
             credential_id: None,
         })
     }
@@ -475,6 +511,64 @@ mod tests {
             AttributeValue::One("acme-1".into())
         );
         assert_eq!(id.expires_at, Some(2000000000));
+    }
+
+    #[test]
+    fn numeric_dates_table() {
+        let not_a_number = |reason| Err(AuthError::Invalid(reason));
+        let dates = |exp, iat, nbf| Ok(NumericDates { exp, iat, nbf });
+        let cases = [
+            (json!({}), dates(None, None, None)),
+            (
+                json!({"exp": 1700000000, "iat": 1699999000, "nbf": 1699999000}),
+                dates(Some(1700000000), Some(1699999000), Some(1699999000)),
+            ),
+            // Fractions: `exp` rounds down, `iat` and `nbf` up (the conservative side).
+            (
+                json!({"exp": 1700000000.0, "iat": 1699999000.0, "nbf": 1699999000.0}),
+                dates(Some(1700000000), Some(1699999000), Some(1699999000)),
+            ),
+            (
+                json!({"exp": 1700000000.9, "iat": 1699999000.1, "nbf": 1699999000.1}),
+                dates(Some(1700000000), Some(1699999001), Some(1699999001)),
+            ),
+            (json!({"exp": -1.5}), dates(Some(-2), None, None)),
+            (json!({"exp": 1e300}), dates(Some(i64::MAX), None, None)),
+            (json!({"exp": u64::MAX}), dates(Some(i64::MAX), None, None)),
+            (
+                json!({"exp": "1700000000"}),
+                not_a_number("token exp is not a number"),
+            ),
+            (
+                json!({"exp": null}),
+                not_a_number("token exp is not a number"),
+            ),
+            (
+                json!({"iat": true}),
+                not_a_number("token iat is not a number"),
+            ),
+            (
+                json!({"nbf": [1]}),
+                not_a_number("token nbf is not a number"),
+            ),
+        ];
+        for (claims, want) in cases {
+            assert_eq!(NumericDates::of(&claims), want, "{claims}");
+        }
+        // The identity's expiry is the `exp` read so.
+        let mapping = ClaimMapping::default();
+        let identity =
+            |claims: Value| mapping.identity(&claims, "jwt", "https://idp.example.org", None);
+        assert_eq!(
+            identity(json!({"sub": "u", "exp": 1700000000.5}))
+                .unwrap()
+                .expires_at,
+            Some(1700000000)
+        );
+        assert_eq!(
+            identity(json!({"sub": "u", "exp": "2000000000"})),
+            Err(AuthError::Invalid("token exp is not a number"))
+        );
     }
 
     #[test]
