@@ -91,7 +91,7 @@ pub async fn handle<B>(app: &AdminView<'_>, req: &Request<B>) -> Response<Body> 
             };
             let providers: serde_json::Map<String, serde_json::Value> = providers
                 .into_iter()
-                .map(|(name, r)| (name, json!(r.map_or_else(|e| e, |()| "ok".to_owned()))))
+                .map(|(name, r)| (name, json!(r.map_or_else(|e| e.0, |()| "ok".to_owned()))))
                 .collect();
             json_response(
                 status,

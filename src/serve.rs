@@ -186,7 +186,10 @@ impl AcceptErrors {
             self.last_log = Some(now);
         }
         let exhausted = Errno::from_io_error(error).is_some_and(|e| {
-            matches!(e, Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)
+            matches!(
+                e,
+                Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM
+            )
         });
         if exhausted {
             self.pause = (self.pause * 2).clamp(Self::FIRST_PAUSE, Self::MAX_PAUSE);
@@ -201,8 +204,7 @@ impl AcceptErrors {
 /// so a hangup is logged and otherwise ignored.
 async fn ignore_hangups() {
     #[cfg(unix)]
-    if let Ok(mut hangups) =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    if let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     {
         while hangups.recv().await.is_some() {
             tracing::warn!("SIGHUP ignored: restart authgate to load a new configuration");

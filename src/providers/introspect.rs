@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::oidc::{
     ClaimMapping, ClientAuth, ClientAuthMethod, ClientConfig, Discovery, NumericDates, check_url,
 };
-use super::{AuthContext, AuthError, Provider};
+use super::{AuthContext, AuthError, Provider, Unhealthy};
 use crate::credential::Credential;
 use crate::identity::Identity;
 use crate::secret::Secret;
@@ -264,13 +264,16 @@ impl Provider for IntrospectProvider {
         self.judge(status, &answer)
     }
 
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), Unhealthy> {
         let url = match &self.discovery {
             Some(d) => d.url(),
-            None => self.endpoint().await.map_err(|e| e.to_string())?,
+            None => self.endpoint().await.map_err(|e| Unhealthy::from(&e))?,
         };
         super::oidc::probe(&self.client, &url, self.config.timeout).await?;
-        self.endpoint().await.map(|_| ()).map_err(|e| e.to_string())
+        self.endpoint()
+            .await
+            .map(|_| ())
+            .map_err(|e| Unhealthy::from(&e))
     }
 }
 

@@ -172,6 +172,17 @@ pub enum AuthError {
     Declined,
 }
 
+/// Why a provider's service does not answer as it should (for `/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unhealthy(pub String);
+
+impl From<&AuthError> for Unhealthy {
+    fn from(error: &AuthError) -> Self {
+        Self(error.to_string())
+    }
+}
+
 /// A source of identities.
 #[async_trait]
 pub trait Provider: Send + Sync {
@@ -198,7 +209,7 @@ pub trait Provider: Send + Sync {
     }
     /// Whether the service behind the provider answers (for `/readyz`); discovery is done
     /// here when it has not been yet.
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), Unhealthy> {
         Ok(())
     }
 }
@@ -351,19 +362,22 @@ impl Chain {
     }
 
     /// Each provider's [`Provider::check`], run together within `timeout`.
-    pub async fn check(&self, timeout: Duration) -> Vec<(String, Result<(), String>)> {
+    pub async fn check(&self, timeout: Duration) -> Vec<(String, Result<(), Unhealthy>)> {
         let mut set = tokio::task::JoinSet::new();
         for (i, p) in self.providers.iter().enumerate() {
             let p = p.clone();
             set.spawn(async move {
                 let r = match tokio::time::timeout(timeout, p.check()).await {
                     Ok(r) => r,
-                    Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+                    Err(_) => Err(Unhealthy(format!(
+                        "no answer within {} ms",
+                        timeout.as_millis()
+                    ))),
                 };
                 (i, p.name(), r)
             });
         }
-        let mut out: Vec<(usize, String, Result<(), String>)> = set.join_all().await;
+        let mut out: Vec<(usize, String, Result<(), Unhealthy>)> = set.join_all().await;
         out.sort_by_key(|(i, ..)| *i);
         out.into_iter().map(|(_, name, r)| (name, r)).collect()
     }

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::jwt::JwtProvider;
 use super::oidc::{ClientAuth, ClientAuthMethod, ClientConfig, Discovery, check_url};
-use super::{AuthContext, AuthError, Provider};
+use super::{AuthContext, AuthError, Provider, Unhealthy};
 use crate::credential::Credential;
 use crate::identity::Identity;
 use crate::secret::Secret;
@@ -228,12 +228,12 @@ impl Provider for OfflineProvider {
         self.verifier.identity(&claims, Self::KIND)
     }
 
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), Unhealthy> {
         super::oidc::probe(&self.client, &self.discovery.url(), self.config.timeout).await?;
         self.token_endpoint()
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| Unhealthy::from(&e))
     }
 }
 

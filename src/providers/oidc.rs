@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use super::AuthError;
+use super::{AuthError, Unhealthy};
 use crate::identity::{
     AttributeValue, Attributes, Identity, OIDC, mapped_user_name, qualified_subject,
 };
@@ -56,11 +56,13 @@ pub(super) async fn probe(
     client: &reqwest::Client,
     url: &str,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), Unhealthy> {
     match client.get(url).timeout(timeout).send().await {
-        Ok(r) if r.status().is_server_error() => Err(format!("{url} answered {}", r.status())),
+        Ok(r) if r.status().is_server_error() => {
+            Err(Unhealthy(format!("{url} answered {}", r.status())))
+        }
         Ok(_) => Ok(()),
-        Err(e) => Err(format!("{url} unreachable: {e}")),
+        Err(e) => Err(Unhealthy(format!("{url} unreachable: {e}"))),
     }
 }
 
