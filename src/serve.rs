@@ -154,8 +154,10 @@ fn raise_open_file_limit() {
             tracing::warn!(error = %e, "could not raise the open file limit");
         }
     }
-    let limit = getrlimit(Resource::Nofile);
-    tracing::info!(open_files = ?limit.current, "open file limit");
+    match getrlimit(Resource::Nofile).current {
+        Some(n) => tracing::info!(open_files = n, "open file limit"),
+        None => tracing::info!(open_files = "unlimited", "open file limit"),
+    }
 }
 
 /// Failed accepts: counted, logged at most once a second, and when the process is out of

@@ -55,9 +55,15 @@ pub fn write_config(dir: &Path, sections: &str) -> PathBuf {
 impl Authgate {
     /// Starts `authgate serve` with the config at `config` and waits for both listeners.
     pub fn start(config: &Path) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--config"]).arg(config);
+        Self::start_command(command, config)
+    }
+
+    /// Starts `command` (which runs `authgate serve` with `config`, perhaps through a shell
+    /// that sets limits first) and waits for both listeners.
+    pub fn start_command(mut command: Command, config: &Path) -> Self {
+        let mut child = command
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
