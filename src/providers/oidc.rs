@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::OnceCell;
@@ -197,12 +196,11 @@ pub(super) struct ClientAuth {
     method: ClientAuthMethod,
 }
 
-/// Characters kept as they are by application/x-www-form-urlencoded.
-const FORM: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'*');
+/// `client_secret_basic` (RFC 6749 2.3.1): the client id and secret are each encoded as
+/// `application/x-www-form-urlencoded` (a space is `+`) before they go into Basic.
+fn form_encoded(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
 
 impl ClientAuth {
     /// `POST url` with `form` and the client's authentication; the answer's status and JSON
@@ -217,10 +215,9 @@ impl ClientAuth {
         let mut request = client.post(url).timeout(timeout);
         match self.method {
             ClientAuthMethod::ClientSecretBasic => {
-                let encode = |s: &str| utf8_percent_encode(s, FORM).to_string();
                 request = request.basic_auth(
-                    encode(&self.id),
-                    self.secret.as_ref().map(|s| encode(s.expose())),
+                    form_encoded(&self.id),
+                    self.secret.as_ref().map(|s| form_encoded(s.expose())),
                 );
             }
             ClientAuthMethod::ClientSecretPost => {
@@ -467,6 +464,18 @@ impl ClaimMapping {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_credentials_are_form_encoded_for_basic() {
+        for (raw, encoded) in [
+            ("gateway", "gateway"),
+            ("a b", "a+b"),
+            ("a+b/c:d", "a%2Bb%2Fc%3Ad"),
+            ("s\u{e9}cret~*", "s%C3%A9cret%7E*"),
+        ] {
+            assert_eq!(form_encoded(raw), encoded, "{raw}");
+        }
+    }
     use serde_json::json;
 
     #[test]
