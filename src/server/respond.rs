@@ -88,9 +88,9 @@ impl App {
                 minted,
                 repeated,
             } => return self.allow(authenticated, minted, *repeated, mode),
-            Outcome::AllowAnonymous => return self.without_identity("anonymous"),
+            Outcome::AllowAnonymous => return self.without_identity("anonymous", mode),
             Outcome::IdentityInvalid => {
-                let mut r = self.without_identity("invalid");
+                let mut r = self.without_identity("invalid", mode);
                 r.headers_mut()
                     .insert("x-identity-status", HeaderValue::from_static("Invalid"));
                 return r;
@@ -180,7 +180,8 @@ impl App {
     /// `delay_auth_decision`): every identity header is present and empty, because Envoy,
     /// Caddy and Traefik overwrite only the headers an answer carries and would otherwise
     /// pass the client's own on; `X-Auth-Request-Status` says why there is no identity.
-    fn without_identity(&self, status: &'static str) -> Response<Body> {
+    /// In keystone mode the keystonemiddleware set is there too, empty.
+    fn without_identity(&self, status: &'static str, mode: HeaderMode) -> Response<Body> {
         let mut r = empty(StatusCode::OK);
         let headers = r.headers_mut();
         headers.insert(
@@ -194,6 +195,11 @@ impl App {
         headers.insert(self.jwt_header.clone(), HeaderValue::from_static(""));
         for name in IDENTITY_HEADERS {
             headers.insert(HeaderName::from_static(name), HeaderValue::from_static(""));
+        }
+        if mode == HeaderMode::Keystone {
+            for name in KEYSTONE_HEADERS {
+                headers.insert(HeaderName::from_static(name), HeaderValue::from_static(""));
+            }
         }
         r
     }
@@ -299,62 +305,94 @@ fn keystone_headers(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
         Some(AttributeValue::One(v)) => Some(v.as_str()),
         _ => None,
     };
-    let mut out = Vec::with_capacity(24);
-    let mut put = |name: &'static str, value: Option<&str>| {
-        if let Some(v) = value.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
-            out.push((HeaderName::from_static(name), v));
-        }
-    };
     let roles = join(identity.roles.iter());
     let project_id = attr("project_id").or(attr("default_project"));
-    put("x-identity-status", Some("Confirmed"));
-    put("x-user-id", Some(keystone_user_id(identity)));
-    put("x-user-name", Some(&identity.username));
-    put("x-user-domain-id", attr("user_domain_id"));
-    put("x-user-domain-name", attr("user_domain_name"));
-    put("x-project-id", project_id);
-    put("x-project-name", attr("project_name"));
-    put("x-project-domain-id", attr("project_domain_id"));
-    put("x-project-domain-name", attr("project_domain_name"));
-    put("x-domain-id", attr("domain_id"));
-    put("x-domain-name", attr("domain_name"));
-    put("x-roles", Some(&roles));
-    put("x-is-admin-project", attr("is_admin_project"));
-    put("x-service-catalog", attr("service_catalog"));
-    put("openstack-system-scope", attr("system_scope"));
-    // Deprecated names services still read.
-    put("x-tenant-id", project_id);
-    put("x-tenant-name", attr("project_name"));
-    put("x-tenant", attr("project_name"));
-    put("x-user", Some(&identity.username));
-    put("x-role", Some(&roles));
-    if attr("service_user_id").is_some() {
-        let service_roles = match identity.attributes.get("service_roles") {
-            Some(AttributeValue::Many(rs)) => join(rs.iter().map(String::as_str)),
-            _ => String::new(),
-        };
-        put("x-service-identity-status", Some("Confirmed"));
-        put("x-service-user-id", attr("service_user_id"));
-        put("x-service-user-name", attr("service_user_name"));
-        put("x-service-user-domain-id", attr("service_user_domain_id"));
-        put(
-            "x-service-user-domain-name",
-            attr("service_user_domain_name"),
-        );
-        put("x-service-project-id", attr("service_project_id"));
-        put("x-service-project-name", attr("service_project_name"));
-        put(
-            "x-service-project-domain-id",
-            attr("service_project_domain_id"),
-        );
-        put(
-            "x-service-project-domain-name",
-            attr("service_project_domain_name"),
-        );
-        put("x-service-roles", Some(&service_roles));
-    }
-    out
+    let service = attr("service_user_id").is_some();
+    let service_roles = match identity.attributes.get("service_roles") {
+        Some(AttributeValue::Many(rs)) if service => join(rs.iter().map(String::as_str)),
+        _ => String::new(),
+    };
+    let service_attr = |name: &str| if service { attr(name) } else { None };
+    let values: [Option<&str>; KEYSTONE_HEADERS.len()] = [
+        Some("Confirmed"),
+        Some(keystone_user_id(identity)),
+        Some(&identity.username),
+        attr("user_domain_id"),
+        attr("user_domain_name"),
+        project_id,
+        attr("project_name"),
+        attr("project_domain_id"),
+        attr("project_domain_name"),
+        attr("domain_id"),
+        attr("domain_name"),
+        Some(&roles),
+        attr("is_admin_project"),
+        attr("service_catalog"),
+        attr("system_scope"),
+        project_id,
+        attr("project_name"),
+        attr("project_name"),
+        Some(&identity.username),
+        Some(&roles),
+        service.then_some("Confirmed"),
+        service_attr("service_user_id"),
+        service_attr("service_user_name"),
+        service_attr("service_user_domain_id"),
+        service_attr("service_user_domain_name"),
+        service_attr("service_project_id"),
+        service_attr("service_project_name"),
+        service_attr("service_project_domain_id"),
+        service_attr("service_project_domain_name"),
+        service.then_some(service_roles.as_str()),
+    ];
+    // Every header of the set, empty where there is no value: Envoy, Traefik and Caddy
+    // overwrite only the headers the answer carries.
+    KEYSTONE_HEADERS
+        .iter()
+        .zip(values)
+        .map(|(name, value)| {
+            let value = value
+                .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
+                .unwrap_or(HeaderValue::from_static(""));
+            (HeaderName::from_static(name), value)
+        })
+        .collect()
 }
+
+/// The keystonemiddleware header set (KEYSTONE.md), in the order of [`keystone_headers`]:
+/// the identity, the deprecated names services still read, then the service token's.
+const KEYSTONE_HEADERS: [&str; 30] = [
+    "x-identity-status",
+    "x-user-id",
+    "x-user-name",
+    "x-user-domain-id",
+    "x-user-domain-name",
+    "x-project-id",
+    "x-project-name",
+    "x-project-domain-id",
+    "x-project-domain-name",
+    "x-domain-id",
+    "x-domain-name",
+    "x-roles",
+    "x-is-admin-project",
+    "x-service-catalog",
+    "openstack-system-scope",
+    "x-tenant-id",
+    "x-tenant-name",
+    "x-tenant",
+    "x-user",
+    "x-role",
+    "x-service-identity-status",
+    "x-service-user-id",
+    "x-service-user-name",
+    "x-service-user-domain-id",
+    "x-service-user-domain-name",
+    "x-service-project-id",
+    "x-service-project-name",
+    "x-service-project-domain-id",
+    "x-service-project-domain-name",
+    "x-service-roles",
+];
 
 /// `X-User-Id` is by contract a Keystone user id: Keystone's own for an identity from the
 /// `keystone` provider (keystonemiddleware services look users up by it, so it is not
@@ -454,6 +492,28 @@ mod tests {
             if !roles.contains(&"admin") {
                 assert!(want.split(',').all(|r| r.trim() != "admin"), "{want}");
             }
+        }
+    }
+
+    #[test]
+    fn keystone_set_is_complete_and_empty_where_absent() {
+        // An identity from another provider, with no service token: every header of the set
+        // is there (Envoy, Traefik and Caddy overwrite only what the answer carries), the
+        // ones without a value empty.
+        let id = identity("api_token", &["member"], None);
+        let headers = keystone_headers(&id);
+        let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, KEYSTONE_HEADERS);
+        assert_eq!(get(&headers, "x-identity-status"), Some("Confirmed"));
+        assert_eq!(get(&headers, "x-roles"), Some("member"));
+        for empty in [
+            "x-project-id",
+            "openstack-system-scope",
+            "x-is-admin-project",
+            "x-service-identity-status",
+            "x-service-roles",
+        ] {
+            assert_eq!(get(&headers, empty), Some(""), "{empty}");
         }
     }
 
