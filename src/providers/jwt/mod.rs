@@ -23,7 +23,9 @@ use tokio::sync::Mutex;
 
 mod keys;
 
-use super::oidc::{ClaimMapping, Discovery, NumericDates, check_url, get_json, probe};
+use super::discovery::Discovery;
+use super::health::{Health, probe};
+use super::oidc::{ClaimMapping, NumericDates, check_url, get_json};
 use super::{AuthContext, AuthError, Provider, Unhealthy};
 use crate::credential::Credential;
 use crate::identity::Identity;
@@ -154,6 +156,8 @@ pub struct JwtProvider {
     /// a fetch runs, so that concurrent requests wait for that one fetch.
     fetching: Mutex<Option<FetchAttempt>>,
     refreshing: AtomicBool,
+    /// How the key-set fetches (and discovery) have been going.
+    health: Health,
     me: Weak<Self>,
 }
 
@@ -164,7 +168,12 @@ impl JwtProvider {
     /// Over the shared HTTP client (the config was validated).
     pub fn new(config: &JwtConfig, client: reqwest::Client) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
-            discovery: Discovery::new(&config.issuer, client.clone(), config.timeout),
+            discovery: Discovery::new(
+                &config.issuer,
+                client.clone(),
+                config.timeout,
+                config.refetch_interval,
+            ),
             client,
             allowed: config
                 .algorithms
@@ -175,6 +184,7 @@ impl JwtProvider {
             keys: ArcSwapOption::empty(),
             fetching: Mutex::new(None),
             refreshing: AtomicBool::new(false),
+            health: Health::default(),
             me: me.clone(),
         })
     }
@@ -201,7 +211,17 @@ impl JwtProvider {
         {
             return attempt.outcome.clone();
         }
-        let outcome = self.fetch().await;
+        // Discovery and the key set together within one timeout: a waiting request is
+        // bounded by it, however slow the issuer.
+        let outcome = tokio::time::timeout(self.config.timeout, self.fetch())
+            .await
+            .unwrap_or_else(|_| {
+                Err(AuthError::Unavailable(format!(
+                    "identity provider unreachable: no key set within {} ms",
+                    self.config.timeout.as_millis()
+                )))
+            });
+        self.health.record(&outcome);
         if let Err(e) = &outcome {
             tracing::warn!(issuer = %self.config.issuer, error = %e, "JWKS fetch failed");
         }
@@ -372,13 +392,21 @@ impl Provider for JwtProvider {
         self.identity(&claims, Self::KIND)
     }
 
+    fn health(&self) -> Option<&Health> {
+        Some(&self.health)
+    }
+
     async fn check(&self) -> Result<(), Unhealthy> {
-        let uri = self.jwks_uri().await.map_err(|e| Unhealthy::from(&e))?;
-        probe(&self.client, &uri, self.config.timeout).await?;
-        if self.keys.load().is_none() {
-            self.refresh().await.map_err(|e| Unhealthy::from(&e))?;
-        }
-        Ok(())
+        self.health
+            .check(async {
+                if self.keys.load().is_none() {
+                    // The first key set, fetched now rather than by the first request.
+                    return self.refresh().await.map_err(|e| Unhealthy::from(&e));
+                }
+                let uri = self.jwks_uri().await.map_err(|e| Unhealthy::from(&e))?;
+                probe(self.client.get(&uri).timeout(self.config.timeout), &uri).await
+            })
+            .await
     }
 }
 
