@@ -80,6 +80,11 @@ impl FakeIdp {
         }
     }
 
+    /// The URL of `path` on this server.
+    pub(super) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
     pub(super) fn set_body(&self, body: String) {
         *self.body.lock().unwrap() = body;
     }
