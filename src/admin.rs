@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/livez`, `/readyz` (the store answers,
-//! a signing key is loaded, and every provider's service answers, its discovery done).
+//! a signing key is loaded, and every provider's service answers: no recent failed call,
+//! its probe passes, its discovery done; `authgate_provider_up` follows).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -82,6 +83,9 @@ pub async fn handle<B>(app: &AdminView<'_>, req: &Request<B>) -> Response<Body> 
                 app.metrics.store_error();
             }
             let keys = app.minter.ring().published.len();
+            for (name, r) in &providers {
+                app.metrics.provider_up(name).set(i64::from(r.is_ok()));
+            }
             let providers_ok = providers.iter().all(|(_, r)| r.is_ok());
             let ready = store_ok && keys > 0 && providers_ok;
             let status = if ready {

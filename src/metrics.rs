@@ -24,6 +24,13 @@ pub struct ProviderLabels {
     pub provider: &'static str,
 }
 
+/// Labels of `authgate_provider_up`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderNameLabels {
+    /// The provider's name as `/readyz` shows it (type, and issuer or URL).
+    pub provider: String,
+}
+
 /// Every metric authgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -35,6 +42,7 @@ pub struct Metrics {
     cache_reuse_bytes: Gauge,
     store_errors: Counter,
     provider_unavailable: Family<ProviderLabels, Counter>,
+    provider_up: Family<ProviderNameLabels, Gauge>,
     accept_errors: Counter,
 }
 
@@ -92,6 +100,12 @@ impl Metrics {
             "Decisions answered 503 because a provider (or the store behind it) could not answer",
             provider_unavailable.clone(),
         );
+        let provider_up = Family::<ProviderNameLabels, Gauge>::default();
+        registry.register(
+            "provider_up",
+            "Whether a provider's service answers (1) or its recent calls fail (0), as /readyz says",
+            provider_up.clone(),
+        );
         let accept_errors = Counter::default();
         registry.register(
             "accept_errors",
@@ -101,6 +115,7 @@ impl Metrics {
         Self {
             registry,
             provider_unavailable,
+            provider_up,
             accept_errors,
             decisions,
             latency,
@@ -149,6 +164,16 @@ impl Metrics {
         }
     }
 
+    /// The `authgate_provider_up` gauge of the provider named `provider` (shared: setting
+    /// the returned gauge sets the exported one).
+    pub fn provider_up(&self, provider: &str) -> Gauge {
+        self.provider_up
+            .get_or_create(&ProviderNameLabels {
+                provider: provider.to_owned(),
+            })
+            .clone()
+    }
+
     /// Counts a connection that could not be accepted.
     pub fn accept_error(&self) {
         self.accept_errors.inc();
@@ -180,7 +205,17 @@ mod tests {
         m.cache(true);
         m.store_error();
         m.cache_size(42, 4096);
+        m.provider_up("jwt https://idp.example.org").set(1);
+        m.provider_up("astakos").set(0);
         let text = m.encode();
+        assert!(
+            text.contains("authgate_provider_up{provider=\"jwt https://idp.example.org\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("authgate_provider_up{provider=\"astakos\"} 0"),
+            "{text}"
+        );
         assert!(
             text.contains("authgate_decisions_total{outcome=\"allow\",provider=\"api_token\"} 1"),
             "{text}"

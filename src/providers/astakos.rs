@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{AuthContext, AuthError, Provider};
+use super::health::{Health, probe};
+use super::{AuthContext, AuthError, Provider, Unhealthy};
 use crate::credential::Credential;
 use crate::identity::{ASTAKOS, AttributeValue, Attributes, Identity};
 use crate::setting::ConfigError;
@@ -91,6 +92,7 @@ pub struct AstakosProvider {
     /// The base URL, which qualifies the subjects (the same for both modes).
     base: String,
     config: AstakosConfig,
+    health: Health,
 }
 
 /// One attempt's outcome.
@@ -116,6 +118,7 @@ impl AstakosProvider {
             endpoint,
             base: base.to_owned(),
             config: config.clone(),
+            health: Health::default(),
         }
     }
 
@@ -189,11 +192,33 @@ impl Provider for AstakosProvider {
         let mut last = String::new();
         for _ in 0..=self.config.retries {
             match self.attempt(token.expose(), ctx).await {
-                Attempt::Done(result) => return result,
+                Attempt::Done(result) => {
+                    self.health.record(&result);
+                    return result;
+                }
                 Attempt::Retry(why) => last = why,
             }
         }
+        self.health.failure(&last);
         Err(AuthError::Unavailable(last))
+    }
+
+    fn health(&self) -> Option<&Health> {
+        Some(&self.health)
+    }
+
+    /// Without a recent failed call: the cheapest request Astakos answers without a token
+    /// (ASTAKOS.md): an empty `POST /identity/v2.0/tokens` ("public mode", 200 with the
+    /// service catalog), or in `legacy` mode `GET /im/authenticate` (401 "Access denied").
+    async fn check(&self) -> Result<(), Unhealthy> {
+        let request = match self.config.mode {
+            AstakosMode::Tokens => self.client.post(&self.endpoint),
+            AstakosMode::Legacy => self.client.get(&self.endpoint),
+        };
+        let request = request.timeout(self.config.timeout);
+        self.health
+            .check(probe(request, &format!("Astakos at {}", self.endpoint)))
+            .await
     }
 }
 

@@ -11,8 +11,10 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::discovery::{DISCOVERY_RETRY, Discovery};
+use super::health::{Health, probe};
 use super::oidc::{
-    ClaimMapping, ClientAuth, ClientAuthMethod, ClientConfig, Discovery, NumericDates, check_url,
+    ClaimMapping, ClientAuth, ClientAuthMethod, ClientConfig, NumericDates, check_url,
 };
 use super::{AuthContext, AuthError, Provider, Unhealthy};
 use crate::credential::Credential;
@@ -119,6 +121,7 @@ pub struct IntrospectProvider {
     config: IntrospectConfig,
     auth: ClientAuth,
     discovery: Option<Discovery>,
+    health: Health,
 }
 
 impl IntrospectProvider {
@@ -136,8 +139,9 @@ impl IntrospectProvider {
             discovery: config
                 .issuer
                 .as_deref()
-                .map(|i| Discovery::new(i, client.clone(), config.timeout)),
+                .map(|i| Discovery::new(i, client.clone(), config.timeout, DISCOVERY_RETRY)),
             client,
+            health: Health::default(),
             config: config.clone(),
         })
     }
@@ -150,6 +154,20 @@ impl IntrospectProvider {
                 "no introspection endpoint configured".into(),
             )),
         }
+    }
+
+    /// Asks the introspection endpoint about `token` and reads the answer.
+    async fn introspect(&self, token: &Secret) -> Result<Identity, AuthError> {
+        let endpoint = self.endpoint().await?;
+        let form = vec![
+            ("token", token.expose().to_owned()),
+            ("token_type_hint", "access_token".to_owned()),
+        ];
+        let (status, answer) = self
+            .auth
+            .post_form(&self.client, &endpoint, form, self.config.timeout)
+            .await?;
+        self.judge(status, &answer)
     }
 
     /// Reads an RFC 7662 answer.
@@ -252,28 +270,29 @@ impl Provider for IntrospectProvider {
         let Some(token) = credential.token() else {
             return Err(AuthError::Invalid("not a bearer token"));
         };
-        let endpoint = self.endpoint().await?;
-        let form = vec![
-            ("token", token.expose().to_owned()),
-            ("token_type_hint", "access_token".to_owned()),
-        ];
-        let (status, answer) = self
-            .auth
-            .post_form(&self.client, &endpoint, form, self.config.timeout)
-            .await?;
-        self.judge(status, &answer)
+        let answer = self.introspect(token).await;
+        self.health.record(&answer);
+        answer
+    }
+
+    fn health(&self) -> Option<&Health> {
+        Some(&self.health)
     }
 
     async fn check(&self) -> Result<(), Unhealthy> {
-        let url = match &self.discovery {
-            Some(d) => d.url(),
-            None => self.endpoint().await.map_err(|e| Unhealthy::from(&e))?,
-        };
-        super::oidc::probe(&self.client, &url, self.config.timeout).await?;
-        self.endpoint()
+        self.health
+            .check(async {
+                let url = match &self.discovery {
+                    Some(d) => d.url(),
+                    None => self.endpoint().await.map_err(|e| Unhealthy::from(&e))?,
+                };
+                probe(self.client.get(&url).timeout(self.config.timeout), &url).await?;
+                self.endpoint()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Unhealthy::from(&e))
+            })
             .await
-            .map(|_| ())
-            .map_err(|e| Unhealthy::from(&e))
     }
 }
 

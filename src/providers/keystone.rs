@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use super::{AuthContext, AuthError, Provider, parse_iso8601};
+use super::health::{Health, probe};
+use super::{AuthContext, AuthError, Provider, Unhealthy, parse_iso8601};
 use crate::credential::Credential;
 use crate::identity::{AttributeValue, Attributes, Identity, KEYSTONE};
 use crate::secret::Secret;
@@ -122,6 +123,7 @@ pub struct KeystoneProvider {
     password: Secret,
     base: String,
     service_token: Mutex<Option<ServiceToken>>,
+    health: Health,
 }
 
 enum Validation {
@@ -142,6 +144,7 @@ impl KeystoneProvider {
             config: config.clone(),
             password,
             service_token: Mutex::new(None),
+            health: Health::default(),
         }
     }
 
@@ -274,6 +277,31 @@ impl Provider for KeystoneProvider {
     }
 
     async fn authenticate(
+        &self,
+        credential: &Credential,
+        ctx: &AuthContext,
+    ) -> Result<Identity, AuthError> {
+        let identity = self.identify(credential, ctx).await;
+        self.health.record(&identity);
+        identity
+    }
+
+    fn health(&self) -> Option<&Health> {
+        Some(&self.health)
+    }
+
+    /// Without a recent failed call: `GET /v3`, which Keystone answers without a token.
+    async fn check(&self) -> Result<(), Unhealthy> {
+        let request = self.client.get(&self.base).timeout(self.config.timeout);
+        self.health
+            .check(probe(request, &format!("Keystone at {}", self.base)))
+            .await
+    }
+}
+
+impl KeystoneProvider {
+    /// Who the token of `credential` (and `ctx`'s service token) belongs to.
+    async fn identify(
         &self,
         credential: &Credential,
         ctx: &AuthContext,

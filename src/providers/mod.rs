@@ -5,6 +5,10 @@
 mod api_token;
 mod astakos;
 mod basic;
+mod discovery;
+#[cfg(test)]
+mod fake_idp;
+mod health;
 mod introspect;
 mod jwt;
 mod keystone;
@@ -21,6 +25,7 @@ use serde::Deserialize;
 pub use api_token::ApiTokenProvider;
 pub use astakos::{AstakosConfig, AstakosMode, AstakosProvider, parse_iso8601};
 pub use basic::{BasicConfig, BasicProvider, hash_password};
+pub use health::Health;
 pub use introspect::{IntrospectConfig, IntrospectProvider};
 pub use jwt::{JwtConfig, JwtProvider};
 pub use keystone::{KeystoneConfig, KeystoneProvider};
@@ -207,8 +212,13 @@ pub trait Provider: Send + Sync {
     fn cache_ttl(&self) -> Option<Duration> {
         None
     }
-    /// Whether the service behind the provider answers (for `/readyz`); discovery is done
-    /// here when it has not been yet.
+    /// How this provider's outbound calls have been going, for one that makes them.
+    fn health(&self) -> Option<&Health> {
+        None
+    }
+    /// Whether the service behind the provider answers (for `/readyz`): a recent failed
+    /// call says no, otherwise a cheap probe answers; discovery is done here when it has
+    /// not been yet.
     async fn check(&self) -> Result<(), Unhealthy> {
         Ok(())
     }
@@ -380,6 +390,19 @@ impl Chain {
         let mut out: Vec<(usize, String, Result<(), Unhealthy>)> = set.join_all().await;
         out.sort_by_key(|(i, ..)| *i);
         out.into_iter().map(|(_, name, r)| (name, r)).collect()
+    }
+
+    /// Hands each provider that records its health its `authgate_provider_up` gauge
+    /// (`gauge_of` a provider's name).
+    pub fn report_health(
+        &self,
+        gauge_of: impl Fn(&str) -> prometheus_client::metrics::gauge::Gauge,
+    ) {
+        for p in &self.providers {
+            if let Some(h) = p.health() {
+                h.report_to(gauge_of(&p.name()));
+            }
+        }
     }
 
     /// One `WWW-Authenticate` challenge per distinct scheme of the configured providers.

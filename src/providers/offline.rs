@@ -17,8 +17,10 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::discovery::{DISCOVERY_RETRY, Discovery};
+use super::health::{Health, probe};
 use super::jwt::JwtProvider;
-use super::oidc::{ClientAuth, ClientAuthMethod, ClientConfig, Discovery, check_url};
+use super::oidc::{ClientAuth, ClientAuthMethod, ClientConfig, check_url};
 use super::{AuthContext, AuthError, Provider, Unhealthy};
 use crate::credential::Credential;
 use crate::identity::Identity;
@@ -99,6 +101,7 @@ pub struct OfflineProvider {
     auth: ClientAuth,
     discovery: Discovery,
     verifier: Arc<JwtProvider>,
+    health: Health,
 }
 
 impl OfflineProvider {
@@ -114,7 +117,13 @@ impl OfflineProvider {
     ) -> Result<Self, ConfigError> {
         Ok(Self {
             auth: config.client().load(key)?,
-            discovery: Discovery::new(&config.issuer, client.clone(), config.timeout),
+            discovery: Discovery::new(
+                &config.issuer,
+                client.clone(),
+                config.timeout,
+                DISCOVERY_RETRY,
+            ),
+            health: Health::default(),
             client,
             config: config.clone(),
             verifier,
@@ -199,6 +208,32 @@ impl Provider for OfflineProvider {
         let Some(refresh) = credential.token() else {
             return Err(AuthError::Invalid("not a bearer token"));
         };
+        let identity = self.exchange(refresh).await;
+        self.health.record(&identity);
+        identity
+    }
+
+    fn health(&self) -> Option<&Health> {
+        Some(&self.health)
+    }
+
+    async fn check(&self) -> Result<(), Unhealthy> {
+        self.health
+            .check(async {
+                let url = self.discovery.url();
+                probe(self.client.get(&url).timeout(self.config.timeout), &url).await?;
+                self.token_endpoint()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Unhealthy::from(&e))
+            })
+            .await
+    }
+}
+
+impl OfflineProvider {
+    /// Exchanges `refresh` at the token endpoint and verifies the access token it gets.
+    async fn exchange(&self, refresh: &Secret) -> Result<Identity, AuthError> {
         let endpoint = self.token_endpoint().await?;
         let mut form = vec![
             ("grant_type", "refresh_token".to_owned()),
@@ -226,14 +261,6 @@ impl Provider for OfflineProvider {
             other => other,
         })?;
         self.verifier.identity(&claims, Self::KIND)
-    }
-
-    async fn check(&self) -> Result<(), Unhealthy> {
-        super::oidc::probe(&self.client, &self.discovery.url(), self.config.timeout).await?;
-        self.token_endpoint()
-            .await
-            .map(|_| ())
-            .map_err(|e| Unhealthy::from(&e))
     }
 }
 

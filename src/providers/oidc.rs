@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::OnceCell;
 
-use super::{AuthError, Unhealthy};
+use super::AuthError;
 use crate::identity::{
     AttributeValue, Attributes, Identity, OIDC, mapped_user_name, qualified_subject,
 };
@@ -48,79 +47,6 @@ pub(super) async fn get_json(
         AuthError::Unavailable(format!("identity provider answer is not JSON: {e}"))
     })?;
     Ok((doc, headers))
-}
-
-/// Whether `url` answers at all (any status below 500), for `/readyz`.
-pub(super) async fn probe(
-    client: &reqwest::Client,
-    url: &str,
-    timeout: Duration,
-) -> Result<(), Unhealthy> {
-    match client.get(url).timeout(timeout).send().await {
-        Ok(r) if r.status().is_server_error() => {
-            Err(Unhealthy(format!("{url} answered {}", r.status())))
-        }
-        Ok(_) => Ok(()),
-        Err(e) => Err(Unhealthy(format!("{url} unreachable: {e}"))),
-    }
-}
-
-/// An issuer's OpenID discovery document (`<issuer>/.well-known/openid-configuration`),
-/// fetched on first use and kept; a failed fetch is retried on the next use.
-pub(super) struct Discovery {
-    issuer: String,
-    client: reqwest::Client,
-    timeout: Duration,
-    document: OnceCell<Value>,
-}
-
-impl Discovery {
-    pub(super) fn new(issuer: &str, client: reqwest::Client, timeout: Duration) -> Self {
-        Self {
-            issuer: issuer.to_owned(),
-            client,
-            timeout,
-            document: OnceCell::new(),
-        }
-    }
-
-    /// The discovery document's URL.
-    pub(super) fn url(&self) -> String {
-        format!(
-            "{}/.well-known/openid-configuration",
-            self.issuer.trim_end_matches('/')
-        )
-    }
-
-    async fn document(&self) -> Result<&Value, AuthError> {
-        self.document
-            .get_or_try_init(|| async {
-                let (doc, _) = get_json(&self.client, &self.url(), self.timeout).await?;
-                if doc["issuer"].as_str() != Some(self.issuer.as_str()) {
-                    return Err(AuthError::Unavailable(format!(
-                        "discovery at {} names another issuer",
-                        self.url()
-                    )));
-                }
-                Ok(doc)
-            })
-            .await
-    }
-
-    /// `configured`, or the endpoint `name` (e.g. `jwks_uri`) of the discovery document.
-    pub(super) async fn endpoint(
-        &self,
-        name: &str,
-        configured: Option<&str>,
-    ) -> Result<String, AuthError> {
-        if let Some(url) = configured {
-            return Ok(url.to_owned());
-        }
-        self.document().await?[name]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| AuthError::Unavailable(format!("discovery has no {name}")))
-    }
 }
 
 /// How authgate authenticates itself as an OAuth2 client at the IdP's endpoints.

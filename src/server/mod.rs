@@ -148,6 +148,8 @@ impl App {
             .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let chain = Chain::build(&config.providers.0, store.clone(), &client)?;
+        let metrics = Metrics::new();
+        chain.report_health(|name| metrics.provider_up(name));
         let challenge =
             HeaderValue::from_str(&chain.challenges(&config.server.realm).join(", ")).ok();
         let policy = config.policy.clone();
@@ -155,7 +157,7 @@ impl App {
         Ok(Arc::new(Self {
             store,
             minter,
-            metrics: Metrics::new(),
+            metrics,
             cache: DecisionCache::new(config.cache),
             chain,
             policy,

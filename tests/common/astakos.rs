@@ -1,7 +1,8 @@
 //! A fake Astakos, written from ../shared/protocols/ASTAKOS.md (no Astakos can be installed
 //! here): `POST /astakos/identity/v2.0/tokens` (0.14+) and `GET /astakos/im/authenticate`
 //! (0.13), with their exact JSON shapes, error bodies, status codes and headers. It counts
-//! calls, remembers the `X-Client-IP` it was sent, and can fail the next N calls with 503.
+//! calls, remembers the `X-Client-IP` it was sent, can fail the next N calls with 503, and can
+//! be stopped (connections refused) and started again on the same address.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -61,25 +62,20 @@ impl FakeAstakos {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state: Arc<AstakosState> = Arc::default();
-        let shared = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    break;
-                };
-                let state = shared.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let task = serve(listener, state.clone());
         Self { addr, state, task }
+    }
+
+    /// Stops listening and closes every open connection: calls are refused.
+    pub async fn stop(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
+    /// Listens again on the same address, with the same state.
+    pub async fn restart(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.task = serve(listener, self.state.clone());
     }
 
     /// The base URL (`ASTAKOS_BASE_URL`).
@@ -98,6 +94,33 @@ impl FakeAstakos {
     pub fn calls(&self) -> u32 {
         self.state.calls.load(Ordering::SeqCst)
     }
+}
+
+/// Serves `listener`; aborting the task closes the connections too (they live in its
+/// `JoinSet`).
+fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AstakosState>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                break;
+            };
+            let state = state.clone();
+            connections.spawn(async move {
+                let svc = service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+            while connections.try_join_next().is_some() {}
+        }
+    })
 }
 
 fn service_catalog() -> Value {

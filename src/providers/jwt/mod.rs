@@ -23,7 +23,9 @@ use tokio::sync::Mutex;
 
 mod keys;
 
-use super::oidc::{ClaimMapping, Discovery, NumericDates, check_url, get_json, probe};
+use super::discovery::Discovery;
+use super::health::{Health, probe};
+use super::oidc::{ClaimMapping, NumericDates, check_url, get_json};
 use super::{AuthContext, AuthError, Provider, Unhealthy};
 use crate::credential::Credential;
 use crate::identity::Identity;
@@ -154,6 +156,8 @@ pub struct JwtProvider {
     /// a fetch runs, so that concurrent requests wait for that one fetch.
     fetching: Mutex<Option<FetchAttempt>>,
     refreshing: AtomicBool,
+    /// How the key-set fetches (and discovery) have been going.
+    health: Health,
     me: Weak<Self>,
 }
 
@@ -164,7 +168,12 @@ impl JwtProvider {
     /// Over the shared HTTP client (the config was validated).
     pub fn new(config: &JwtConfig, client: reqwest::Client) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
-            discovery: Discovery::new(&config.issuer, client.clone(), config.timeout),
+            discovery: Discovery::new(
+                &config.issuer,
+                client.clone(),
+                config.timeout,
+                config.refetch_interval,
+            ),
             client,
             allowed: config
                 .algorithms
@@ -175,6 +184,7 @@ impl JwtProvider {
             keys: ArcSwapOption::empty(),
             fetching: Mutex::new(None),
             refreshing: AtomicBool::new(false),
+            health: Health::default(),
             me: me.clone(),
         })
     }
@@ -201,7 +211,17 @@ impl JwtProvider {
         {
             return attempt.outcome.clone();
         }
-        let outcome = self.fetch().await;
+        // Discovery and the key set together within one timeout: a waiting request is
+        // bounded by it, however slow the issuer.
+        let outcome = tokio::time::timeout(self.config.timeout, self.fetch())
+            .await
+            .unwrap_or_else(|_| {
+                Err(AuthError::Unavailable(format!(
+                    "identity provider unreachable: no key set within {} ms",
+                    self.config.timeout.as_millis()
+                )))
+            });
+        self.health.record(&outcome);
         if let Err(e) = &outcome {
             tracing::warn!(issuer = %self.config.issuer, error = %e, "JWKS fetch failed");
         }
@@ -210,6 +230,16 @@ impl JwtProvider {
             outcome: outcome.clone(),
         });
         outcome
+    }
+
+    /// Whether the next request with an unknown `kid` fetches the key set (for tests).
+    #[cfg(test)]
+    async fn refetch_due(&self) -> bool {
+        self.fetching
+            .lock()
+            .await
+            .as_ref()
+            .is_none_or(|a| a.at.elapsed() >= self.config.refetch_interval)
     }
 
     /// Fetches and installs the key set (no rate limit: see [`Self::refresh`]).
@@ -372,13 +402,21 @@ impl Provider for JwtProvider {
         self.identity(&claims, Self::KIND)
     }
 
+    fn health(&self) -> Option<&Health> {
+        Some(&self.health)
+    }
+
     async fn check(&self) -> Result<(), Unhealthy> {
-        let uri = self.jwks_uri().await.map_err(|e| Unhealthy::from(&e))?;
-        probe(&self.client, &uri, self.config.timeout).await?;
-        if self.keys.load().is_none() {
-            self.refresh().await.map_err(|e| Unhealthy::from(&e))?;
-        }
-        Ok(())
+        self.health
+            .check(async {
+                if self.keys.load().is_none() {
+                    // The first key set, fetched now rather than by the first request.
+                    return self.refresh().await.map_err(|e| Unhealthy::from(&e));
+                }
+                let uri = self.jwks_uri().await.map_err(|e| Unhealthy::from(&e))?;
+                probe(self.client.get(&uri).timeout(self.config.timeout), &uri).await
+            })
+            .await
     }
 }
 
@@ -437,61 +475,17 @@ mod tests {
         }
     }
 
-    use std::sync::atomic::{AtomicU16, AtomicUsize};
+    use crate::providers::fake_idp::FakeIdp;
 
     use jsonwebtoken::EncodingKey;
     use ring::signature::{Ed25519KeyPair, KeyPair};
     use serde_json::json;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const ISSUER: &str = "https://idp.example.org";
 
-    /// A JWKS endpoint on 127.0.0.1: answers every request with `status` (changeable
-    /// while it runs) and `body` after a short delay, and counts the requests.
-    struct JwksServer {
-        url: String,
-        status: Arc<AtomicU16>,
-        hits: Arc<AtomicUsize>,
-    }
-
-    async fn jwks_server(status: u16, body: String) -> JwksServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
-        let (status, hits) = (
-            Arc::new(AtomicU16::new(status)),
-            Arc::new(AtomicUsize::new(0)),
-        );
-        let (st, h) = (status.clone(), hits.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut conn, _)) = listener.accept().await else {
-                    return;
-                };
-                let (st, h, body) = (st.clone(), h.clone(), body.clone());
-                tokio::spawn(async move {
-                    let mut request = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match conn.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => request.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    h.fetch_add(1, Ordering::SeqCst);
-                    // Long enough for concurrent requests to find the fetch running.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    let answer = format!(
-                        "HTTP/1.1 {} X\r\ncontent-type: application/json\r\n\
-                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        st.load(Ordering::SeqCst),
-                        body.len()
-                    );
-                    let _ = conn.write_all(answer.as_bytes()).await;
-                    let _ = conn.shutdown().await;
-                });
-            }
-        });
-        JwksServer { url, status, hits }
+    /// A JWKS endpoint on 127.0.0.1 (see [`FakeIdp`]).
+    async fn jwks_server(status: u16, body: String) -> FakeIdp {
+        FakeIdp::start(status, body).await
     }
 
     fn provider(jwks_uri: &str, refetch_interval: Duration) -> Arc<JwtProvider> {
@@ -549,7 +543,7 @@ mod tests {
     async fn crit_and_b64_headers_are_refused() {
         let (key, jwk) = ed25519_key(json!({"kid": "k1", "use": "sig"}));
         let server = jwks_server(200, json!({"keys": [jwk]}).to_string()).await;
-        let p = provider(&server.url, Duration::from_secs(60));
+        let p = provider(&server.url("/jwks"), Duration::from_secs(60));
         // The same key and claims verify with a plain header.
         let plain = signed(&key, json!({"alg": "EdDSA", "kid": "k1", "typ": "JWT"}));
         assert_eq!(p.verify(&plain).await.unwrap()["sub"], "u1");
@@ -596,7 +590,7 @@ mod tests {
     async fn numeric_dates_are_read_as_numbers() {
         let (key, jwk) = ed25519_key(json!({"kid": "k1", "use": "sig"}));
         let server = jwks_server(200, json!({"keys": [jwk]}).to_string()).await;
-        let p = provider(&server.url, Duration::from_secs(60));
+        let p = provider(&server.url("/jwks"), Duration::from_secs(60));
         let now = crate::unix_now();
         let token = |dates: Value| {
             let mut claims = json!({"iss": ISSUER, "aud": "api", "sub": "u1"});
@@ -693,7 +687,7 @@ mod tests {
     async fn encryption_key_does_not_verify_a_signature() {
         let (key, jwk) = ed25519_key(json!({"kid": "k1", "use": "enc"}));
         let server = jwks_server(200, json!({"keys": [jwk]}).to_string()).await;
-        let p = provider(&server.url, Duration::from_secs(60));
+        let p = provider(&server.url("/jwks"), Duration::from_secs(60));
         let token = signed(&key, json!({"alg": "EdDSA", "kid": "k1"}));
         assert_eq!(
             p.verify(&token).await,
@@ -704,7 +698,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn failed_first_fetch_is_shared_and_answers_unavailable() {
         let server = jwks_server(500, "{}".into()).await;
-        let p = provider(&server.url, Duration::from_secs(60));
+        let p = provider(&server.url("/jwks"), Duration::from_secs(60));
         let (key, _) = ed25519_key(json!({}));
         let token = signed(&key, json!({"alg": "EdDSA", "kid": "nope"}));
         let tasks: Vec<_> = (0..50)
@@ -739,12 +733,54 @@ mod tests {
         ));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn hanging_first_fetch_fails_all_waiters_together_and_recovers_with_one_fetch() {
+        let (key, jwk) = ed25519_key(json!({"kid": "k1"}));
+        let idp = FakeIdp::start(200, json!({"keys": [jwk]}).to_string()).await;
+        idp.hang.store(true, Ordering::SeqCst);
+        let timeout = Duration::from_millis(500);
+        let mut config = provider(&idp.url("/jwks"), Duration::from_millis(300))
+            .config
+            .clone();
+        config.timeout = timeout;
+        let p = JwtProvider::new(&config, reqwest::Client::new());
+        let token = signed(&key, json!({"alg": "EdDSA", "kid": "k1"}));
+        let verify_all = || {
+            let started = Instant::now();
+            (0..12)
+                .map(|_| {
+                    let (p, token) = (p.clone(), token.clone());
+                    tokio::spawn(async move { (p.verify(&token).await, started.elapsed()) })
+                })
+                .collect::<Vec<_>>()
+        };
+        for t in verify_all() {
+            let (r, took) = t.await.unwrap();
+            assert!(matches!(r, Err(AuthError::Unavailable(_))), "{r:?}");
+            // Together within the timeout, not one after another (12 x 500 ms).
+            assert!(took < timeout * 2, "{took:?}");
+        }
+        assert_eq!(idp.hits.load(Ordering::SeqCst), 1);
+        assert!(p.check().await.is_err(), "the failed fetch is the health");
+
+        // The issuer answers again: after refetch_interval, one fetch for every waiter.
+        idp.hang.store(false, Ordering::SeqCst);
+        while !p.refetch_due().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for t in verify_all() {
+            assert_eq!(t.await.unwrap().0.unwrap()["sub"], "u1");
+        }
+        assert_eq!(idp.hits.load(Ordering::SeqCst), 2);
+        assert_eq!(p.check().await, Ok(()));
+    }
+
     #[tokio::test]
     async fn unknown_kid_is_invalid_only_against_a_fresh_key_set() {
         let (key, jwk) = ed25519_key(json!({"kid": "k1"}));
         let server = jwks_server(200, json!({"keys": [jwk]}).to_string()).await;
         let interval = Duration::from_millis(300);
-        let p = provider(&server.url, interval);
+        let p = provider(&server.url("/jwks"), interval);
         let known = signed(&key, json!({"alg": "EdDSA", "kid": "k1"}));
         let unknown = signed(&key, json!({"alg": "EdDSA", "kid": "k2"}));
         let absent = Err(AuthError::Invalid("JWT signed by an unknown key"));
