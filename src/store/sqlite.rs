@@ -2,15 +2,25 @@
 //! at the same time. Queries run on tokio's blocking pool over a fixed pool of long-lived
 //! connections (their prepared statements stay cached); a semaphore bounds how many run at
 //! once, so a burst of misses queues instead of opening connections.
+//!
+//! The store follows the file at its path. Open connections keep the file they opened, so
+//! a file deleted or replaced (a backup restored by renaming it into place) would otherwise
+//! go unnoticed: before a connection is used (at most once a second, and at every `ping`)
+//! the path's device and inode are compared with those of the file opened. A file that is
+//! gone fails every request (fail closed, `/readyz` 503) rather than answering from the
+//! unlinked file; a different file is reopened. Either way the old connections are closed
+//! first, once the old file's WAL is checkpointed and emptied, so that the new file does
+//! not take its pages for its own.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::Semaphore;
 
+use super::file::{FileId, ServerLock};
 use super::{KeyRecord, Store, StoreError, TokenLookup, TokenRecord, TokenRef, UserRecord};
 use crate::identity::{Attributes, Names};
 
@@ -57,11 +67,27 @@ struct Pool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
+    /// The file the connections are open on.
+    file: Mutex<Watch>,
+    /// One check of the file (and reopen) at a time.
+    checking: tokio::sync::Mutex<()>,
+    /// Held by a server (see `file`), renewed by the checks.
+    lock: Mutex<Option<ServerLock>>,
+}
+
+/// What the last check of the path found.
+struct Watch {
+    /// The file the connections are open on; `None` while the path names no file.
+    id: Option<FileId>,
+    checked: Instant,
 }
 
 /// Connections open at most (readers run in parallel in WAL mode; more than a few per core
 /// only adds contention).
 const POOL_SIZE: usize = 4;
+
+/// How often the path is compared with the file opened (a `stat`), at most.
+const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 const TOKEN_COLUMNS: &str = "t.id, t.hash, t.owner, t.name, t.roles, t.attributes, t.scopes, \
      t.created_at, t.expires_at, t.last_used_at, t.revoked_at";
@@ -71,22 +97,137 @@ const USER_COLUMNS: &str =
 impl SqliteStore {
     /// Opens (creating when missing) the database at `path` and applies migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, None)
+    }
+
+    /// As [`SqliteStore::open`], for a server: holds a shared lock on `<path>.lock` while
+    /// open, so that commands can tell that a server uses the store.
+    pub fn open_serving(path: &Path) -> Result<Self, StoreError> {
+        create_parent(path)?;
+        let lock = ServerLock::acquire(path).map_err(|e| StoreError::Open {
+            path: super::file::lock_path(path).display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::open_with(path, Some(lock))
+    }
+
+    fn open_with(path: &Path, lock: Option<ServerLock>) -> Result<Self, StoreError> {
         let open_err = |reason: String| StoreError::Open {
             path: path.display().to_string(),
             reason,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        }
-        let mut conn = connect(path).map_err(|e| open_err(e.to_string()))?;
+        create_parent(path)?;
+        let mut conn = connect(path, true).map_err(|e| open_err(e.to_string()))?;
         migrate(&mut conn).map_err(|e| open_err(e.to_string()))?;
+        let id = FileId::of(path).map_err(|e| open_err(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(Pool {
                 path: path.to_owned(),
                 idle: Mutex::new(vec![conn]),
                 permits: Arc::new(Semaphore::new(POOL_SIZE)),
+                file: Mutex::new(Watch {
+                    id,
+                    checked: Instant::now(),
+                }),
+                checking: tokio::sync::Mutex::new(()),
+                lock: Mutex::new(lock),
             }),
         })
+    }
+
+    /// Compares the file at the path with the one the connections are open on (unless
+    /// done less than [`FILE_CHECK_INTERVAL`] ago and not `now`): the same, nothing to do;
+    /// none, [`StoreError::Gone`]; another, the connections are reopened on it.
+    async fn follow_file(&self, now: bool) -> Result<(), StoreError> {
+        if !now && let Some(verdict) = self.recent_verdict() {
+            return verdict;
+        }
+        let _one = self.inner.checking.lock().await;
+        if !now && let Some(verdict) = self.recent_verdict() {
+            return verdict;
+        }
+        let pool = &self.inner;
+        let found = FileId::of(&pool.path)
+            .map_err(|e| StoreError::Query(format!("cannot check the store file: {e}")))?;
+        let known = lock(&pool.file).id;
+        if found != known {
+            match found {
+                None => {
+                    tracing::error!(
+                        path = %pool.path.display(),
+                        "the store file is gone: store requests fail until a file is back at its path"
+                    );
+                    self.reopen(false).await?;
+                }
+                Some(_) => {
+                    tracing::warn!(
+                        path = %pool.path.display(),
+                        was_gone = known.is_none(),
+                        "the store file was replaced: reopening the store on the file now at its path"
+                    );
+                    self.reopen(true).await?;
+                }
+            }
+        }
+        *lock(&pool.file) = Watch {
+            id: found,
+            checked: Instant::now(),
+        };
+        if let Some(server) = lock(&pool.lock).as_mut()
+            && let Err(e) = server.renew_if_lost()
+        {
+            tracing::warn!(error = %e, "cannot renew the store's lock file");
+        }
+        self.verdict(found)
+    }
+
+    /// The last check's verdict, if it is recent.
+    fn recent_verdict(&self) -> Option<Result<(), StoreError>> {
+        let watch = lock(&self.inner.file);
+        (watch.checked.elapsed() < FILE_CHECK_INTERVAL).then(|| self.verdict(watch.id))
+    }
+
+    fn verdict(&self, id: Option<FileId>) -> Result<(), StoreError> {
+        match id {
+            Some(_) => Ok(()),
+            None => Err(StoreError::Gone {
+                path: self.inner.path.display().to_string(),
+            }),
+        }
+    }
+
+    /// Closes every connection (waiting for those in use), then opens one on the file at
+    /// the path when `open_new`.
+    async fn reopen(&self, open_new: bool) -> Result<(), StoreError> {
+        let pool = self.inner.clone();
+        let all = pool
+            .permits
+            .clone()
+            .acquire_many_owned(POOL_SIZE as u32)
+            .await
+            .map_err(|e| StoreError::Query(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            let _all = all;
+            let old = std::mem::take(&mut *lock(&pool.idle));
+            // The `-wal` file at the path holds the old file's pages, and SQLite neither
+            // checkpoints nor removes it when closing a file that was moved: a new file at
+            // the path would take those pages for its own. Emptying it first prevents that.
+            if let Some(conn) = old.first()
+                && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            {
+                tracing::warn!(error = %e, "cannot empty the old store file's WAL");
+            }
+            drop(old);
+            if !open_new {
+                return Ok(());
+            }
+            let mut conn = connect(&pool.path, false).map_err(query_err)?;
+            migrate(&mut conn).map_err(query_err)?;
+            lock(&pool.idle).push(conn);
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Query(format!("store task failed: {e}")))?
     }
 
     /// Runs `f` on a pooled connection on the blocking pool.
@@ -95,6 +236,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.follow_file(false).await?;
         let pool = self.inner.clone();
         let permit = pool
             .permits
@@ -104,15 +246,14 @@ impl SqliteStore {
             .map_err(|e| StoreError::Query(e.to_string()))?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let conn = pool.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let conn = lock(&pool.idle).pop();
             let mut conn = match conn {
                 Some(c) => c,
-                None => connect(&pool.path).map_err(query_err)?,
+                // Never creates the file: one deleted since the last check stays gone.
+                None => connect(&pool.path, false).map_err(query_err)?,
             };
             let result = f(&mut conn);
-            if let Ok(mut idle) = pool.idle.lock() {
-                idle.push(conn);
-            }
+            lock(&pool.idle).push(conn);
             result
         })
         .await
@@ -120,8 +261,25 @@ impl SqliteStore {
     }
 }
 
-fn connect(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
+fn create_parent(path: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// A connection to the database at `path`, created when missing only if `create`.
+fn connect(path: &Path, create: bool) -> rusqlite::Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -136,6 +294,11 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     }
     tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
     tx.commit()
+}
+
+/// A lock whose holder panicked is still good: the data are a list or a value.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn query_err(e: rusqlite::Error) -> StoreError {
@@ -202,6 +365,7 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
+        self.follow_file(true).await?;
         self.run(|c| {
             c.query_row("SELECT count(*) FROM signing_keys", [], |_| Ok(()))
                 .map_err(query_err)
@@ -574,6 +738,82 @@ mod tests {
             "k1 unpublished after 500"
         );
         assert!(format!("{:?}", keys[0]).contains("<redacted>"));
+    }
+
+    /// A copy of the store at `path`, as a backup tool makes it (WAL content included).
+    fn backup(path: &Path, to: &Path) {
+        let db = Connection::open(path).unwrap();
+        db.execute("VACUUM INTO ?1", params![to.to_str().unwrap()])
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_store_follows_the_file_at_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .insert_token(&token("tok_1", "alice", "s1"))
+            .await
+            .unwrap();
+        let copy = dir.path().join("copy.db");
+        backup(&path, &copy);
+        store
+            .insert_token(&token("tok_2", "alice", "s2"))
+            .await
+            .unwrap();
+
+        // Deleted: nothing is answered from the unlinked file, and no new file is made.
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(store.ping().await, Err(StoreError::Gone { .. })));
+        assert!(matches!(
+            store.lookup_token(&sha256(b"s1")).await,
+            Err(StoreError::Gone { .. })
+        ));
+        assert!(!path.exists(), "the store does not create a new file");
+        let wal = std::fs::metadata(dir.path().join("a.db-wal")).map_or(0, |m| m.len());
+        assert_eq!(
+            wal, 0,
+            "the old file's WAL is emptied: its pages are not the next file's"
+        );
+
+        // A backup restored by renaming it into place: opened, and what it lacks is gone.
+        let restored = dir.path().join("restored.db");
+        std::fs::copy(&copy, &restored).unwrap();
+        std::fs::rename(&restored, &path).unwrap();
+        store.ping().await.unwrap();
+        assert!(store.lookup_token(&sha256(b"s1")).await.unwrap().is_some());
+        assert!(store.lookup_token(&sha256(b"s2")).await.unwrap().is_none());
+
+        // Replaced while present by a copy revoked through another connection (the CLI's):
+        // the store answers from the new file once it checks (`ping` checks at once).
+        let copy = dir.path().join("copy2.db");
+        backup(&path, &copy);
+        let other = Connection::open(&copy).unwrap();
+        other
+            .execute(
+                "UPDATE api_tokens SET revoked_at = 7 WHERE id = 'tok_1'",
+                [],
+            )
+            .unwrap();
+        drop(other);
+        std::fs::rename(&copy, &path).unwrap();
+        store.ping().await.unwrap();
+        let found = store.lookup_token(&sha256(b"s1")).await.unwrap().unwrap();
+        let revoked = found.token.revoked_at;
+        assert_eq!(revoked, Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_serving_store_holds_its_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let command = SqliteStore::open(&path).unwrap();
+        assert!(!crate::store::held_by_server(&path).unwrap());
+        let server = SqliteStore::open_serving(&path).unwrap();
+        assert!(crate::store::held_by_server(&path).unwrap());
+        drop((server, command));
+        assert!(!crate::store::held_by_server(&path).unwrap());
     }
 
     #[test]
