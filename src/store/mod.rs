@@ -3,6 +3,7 @@
 //! implementation fits the same methods.
 
 mod file;
+mod pool;
 mod sqlite;
 
 use std::path::PathBuf;
