@@ -1,6 +1,7 @@
-//! The admin listener: `/metrics` (Prometheus text), `/livez`, `/readyz` (the store answers,
-//! a signing key is loaded, and every provider's service answers: no recent failed call,
-//! its probe passes, its discovery done; `authgate_provider_up` follows).
+//! The admin listener: `/metrics` (Prometheus text), `/livez`, `/readyz` (the store answers
+//! from the file at its path, a signing key is loaded, and every provider's service answers:
+//! no recent failed call, its probe passes, its discovery done; `authgate_provider_up`
+//! follows).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::mint::Minter;
 use crate::providers::Chain;
 use crate::reply::{Body, json_response};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// `admin`: the admin listener.
 #[derive(Debug, Clone, Deserialize)]
@@ -78,7 +79,12 @@ pub async fn handle<B>(app: &AdminView<'_>, req: &Request<B>) -> Response<Body> 
                 tokio::time::timeout(READY_TIMEOUT, app.store.ping()),
                 app.chain.check(READY_TIMEOUT)
             );
-            let store_ok = matches!(store, Ok(Ok(())));
+            let store_state = match store {
+                Ok(Ok(())) => "ok",
+                Ok(Err(StoreError::Gone { .. })) => "store file is gone",
+                _ => "unreachable",
+            };
+            let store_ok = store_state == "ok";
             if !store_ok {
                 app.metrics.store_error();
             }
@@ -100,7 +106,7 @@ pub async fn handle<B>(app: &AdminView<'_>, req: &Request<B>) -> Response<Body> 
             json_response(
                 status,
                 json!({"status": if ready { "ready" } else { "not ready" },
-                       "store": if store_ok { "ok" } else { "unreachable" },
+                       "store": store_state,
                        "signing_keys": keys,
                        "providers": providers}),
             )

@@ -902,6 +902,120 @@ async fn failing_store_fails_closed() {
     );
 }
 
+/// The status of `GET /auth/data` with `token`.
+async fn auth_status(authgate: &Authgate, token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(authgate.url("/auth/data"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The store file deleted under a running server: /readyz says so and decisions fail closed
+/// rather than being answered from the deleted file; the CLI will not create an empty store
+/// in its place unless told to (`--create`), and the server then answers from that one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_file_deleted_under_the_server_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), POLICY);
+    let token = create_token(&config, &["--user", "frank", "--scopes", "read:data"]);
+    let authgate = Authgate::start(&config);
+    assert_eq!(auth_status(&authgate, &token).await, 200);
+    let db = dir.path().join("authgate.db");
+    std::fs::remove_file(&db).unwrap();
+
+    let gone = eventually(Duration::from_secs(10), async || {
+        let ready = reqwest::get(authgate.admin_url("/readyz")).await.unwrap();
+        let status = ready.status();
+        let body: Value = ready.json().await.unwrap();
+        status == 503 && body["store"] == "store file is gone"
+    })
+    .await;
+    assert!(gone, "/readyz never reported the store file gone");
+    // Past the cached answer (cache.max_ttl 2 s), the token's decision is a 503.
+    let closed = eventually(Duration::from_secs(10), async || {
+        auth_status(&authgate, &token).await == 503
+    })
+    .await;
+    assert!(closed, "the deleted file kept answering");
+    assert!(!db.exists(), "the server made no new file");
+
+    let refused = authgate.cli(&["token", "create", "--user", "frank"], None);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(73), "{stderr}");
+    assert!(
+        stderr.contains("does not exist, but a running server holds the store")
+            && stderr.contains("--create"),
+        "{stderr}"
+    );
+    assert!(!db.exists(), "no store was created");
+
+    let new_token = create_token(
+        &config,
+        &["--user", "frank", "--scopes", "read:data", "--create"],
+    );
+    assert!(db.exists());
+    let followed = eventually(Duration::from_secs(10), async || {
+        auth_status(&authgate, &new_token).await == 200
+    })
+    .await;
+    assert!(followed, "the server did not open the new store file");
+    assert_eq!(
+        auth_status(&authgate, &token).await,
+        401,
+        "not in the new store"
+    );
+}
+
+/// A backup restored under a running server (renamed into place): the server answers from
+/// the restored file within the cache TTL, and a revoke the CLI confirms takes effect.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_file_restored_under_the_server_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), POLICY);
+    let db = dir.path().join("authgate.db");
+    let kept = create_token(&config, &["--user", "frank", "--scopes", "read:data"]);
+    let authgate = Authgate::start(&config);
+    let backup = dir.path().join("backup.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [backup.to_str().unwrap()])
+        .unwrap();
+    let later = create_token(&config, &["--user", "frank", "--scopes", "read:data"]);
+    assert_eq!(auth_status(&authgate, &kept).await, 200);
+    assert_eq!(auth_status(&authgate, &later).await, 200);
+
+    let staged = dir.path().join("authgate.db.restoring");
+    std::fs::copy(&backup, &staged).unwrap();
+    std::fs::rename(&staged, &db).unwrap();
+    let followed = eventually(Duration::from_secs(10), async || {
+        auth_status(&authgate, &later).await == 401
+    })
+    .await;
+    assert!(
+        followed,
+        "a token the restored file lacks is still accepted"
+    );
+    assert_eq!(auth_status(&authgate, &kept).await, 200, "in the backup");
+
+    let revoked = authgate.cli(&["token", "revoke", "--secret-stdin"], Some(&kept));
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    let effective = eventually(Duration::from_secs(10), async || {
+        auth_status(&authgate, &kept).await == 401
+    })
+    .await;
+    assert!(effective, "the confirmed revoke did not take effect");
+    let ready = reqwest::get(authgate.admin_url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
 /// Bad start-up inputs: a clear message naming the key or file, and the documented exit code.
 #[test]
 fn start_up_errors_are_clear() {

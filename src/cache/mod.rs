@@ -239,13 +239,13 @@ impl DecisionCache {
     /// Sweeps out expired entries and writes the uses noted since the last flush to the
     /// store, a few thousand per transaction (so the batch never holds every entry at once).
     pub async fn flush_last_used(&self, store: &dyn Store) {
-        let mut writer = UseWriter::new(store);
+        let mut writer = UseWriter::new(store, &self.ended_uses);
         for shard in self.table.shards() {
             self.sweep_shard(shard, |id, at| writer.push(id, at));
             writer.write_if_full().await;
         }
         lock(&self.identities).prune();
-        // Uses of entries that ended since the last flush.
+        // Uses of entries that ended since the last flush, and uses the store refused.
         writer.finish(self.ended_uses.take()).await;
     }
 
@@ -317,7 +317,7 @@ mod tests {
     use std::ops::Not;
 
     use super::clock::ManualClock;
-    use super::testing::{answer, cached, config, headers, identity, insert, key};
+    use super::testing::{RefusingStore, answer, cached, config, headers, identity, insert, key};
     use super::*;
 
     /// A cache on a clock the test moves, and that clock.
@@ -426,6 +426,28 @@ mod tests {
             Some(inserted_at),
             "its last use"
         );
+    }
+
+    #[tokio::test]
+    async fn last_uses_the_store_refused_are_written_by_the_next_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RefusingStore::new(&dir.path().join("u.db")).await;
+        let (cache, clock) = on_manual_clock(&config(10));
+        let used_at = clock.unix_now();
+        let a = insert(&cache, key(1), identity(None)).await;
+        store.refuse_writes(true);
+        cache.flush_last_used(&store).await;
+        assert_eq!(store.last_used("tok_1").await, None, "the write failed");
+        assert_eq!(
+            cache.ended_uses.get("tok_1"),
+            Some(used_at),
+            "kept for retry"
+        );
+        store.refuse_writes(false);
+        cache.flush_last_used(&store).await;
+        assert_eq!(store.last_used("tok_1").await, Some(used_at), "retried");
+        assert_eq!(cache.ended_uses.len(), 0, "written once, then dropped");
+        drop(a);
     }
 
     #[tokio::test]

@@ -1,13 +1,117 @@
 //! What the cache's tests share: identities, answers, configurations and requests.
 
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
 
 use super::{Authenticated, CacheConfig, DecisionCache, Verdict};
-use crate::identity::Identity;
+use crate::identity::{Attributes, Identity, Names};
 use crate::providers::{Answer, AuthError};
+use crate::store::{
+    KeyRecord, SqliteStore, Store, StoreError, TokenLookup, TokenRecord, TokenRef, UserRecord,
+};
+
+/// An embedded store holding the token `tok_1` (of `s`), whose last-use writes fail while
+/// told to.
+pub(super) struct RefusingStore {
+    inner: SqliteStore,
+    refuse: AtomicBool,
+}
+
+impl RefusingStore {
+    /// A store at `path` with `tok_1` in it.
+    pub(super) async fn new(path: &Path) -> Self {
+        let inner = SqliteStore::open(path).unwrap();
+        inner
+            .insert_token(&TokenRecord {
+                id: "tok_1".into(),
+                hash: [1; 32],
+                owner: "s".into(),
+                name: String::new(),
+                roles: Names::default(),
+                attributes: Attributes::new(),
+                scopes: None,
+                created_at: 1,
+                expires_at: None,
+                last_used_at: None,
+                revoked_at: None,
+            })
+            .await
+            .unwrap();
+        Self {
+            inner,
+            refuse: AtomicBool::new(false),
+        }
+    }
+
+    /// Makes last-use writes fail (`true`) or work.
+    pub(super) fn refuse_writes(&self, refuse: bool) {
+        self.refuse.store(refuse, Ordering::SeqCst);
+    }
+
+    /// The stored last use of token `id`.
+    pub(super) async fn last_used(&self, id: &str) -> Option<i64> {
+        let tokens = self.inner.list_tokens(None).await.unwrap();
+        tokens.into_iter().find(|t| t.id == id)?.last_used_at
+    }
+}
+
+#[async_trait]
+impl Store for RefusingStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.inner.insert_token(token).await
+    }
+    async fn lookup_token(&self, hash: &[u8; 32]) -> Result<Option<TokenLookup>, StoreError> {
+        self.inner.lookup_token(hash).await
+    }
+    async fn list_tokens(&self, owner: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
+        self.inner.list_tokens(owner).await
+    }
+    async fn revoke_token(&self, token: TokenRef<'_>, at: i64) -> Result<bool, StoreError> {
+        self.inner.revoke_token(token, at).await
+    }
+    async fn record_last_used(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(StoreError::Query("database is locked".into()));
+        }
+        self.inner.record_last_used(uses).await
+    }
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        self.inner.insert_user(user).await
+    }
+    async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.inner.get_user(username).await
+    }
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        self.inner.list_users().await
+    }
+    async fn set_password(&self, username: &str, hash: &str) -> Result<bool, StoreError> {
+        self.inner.set_password(username, hash).await
+    }
+    async fn remove_user(&self, username: &str, at: i64) -> Result<bool, StoreError> {
+        self.inner.remove_user(username, at).await
+    }
+    async fn keys(&self, now: i64) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.keys(now).await
+    }
+    async fn rotate_key(
+        &self,
+        key: &KeyRecord,
+        publish_until: i64,
+        only_if_none_active: bool,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .rotate_key(key, publish_until, only_if_none_active)
+            .await
+    }
+}
 
 /// An API token's identity (`tok_1` of `s`).
 pub(super) fn identity(expires_at: Option<i64>) -> Identity {

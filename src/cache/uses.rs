@@ -1,6 +1,8 @@
 //! Last uses of stored credentials (API tokens): noted in memory on each request, gathered
 //! by the periodic flush (from live entries, and from entries that ended since the last
-//! one), and written to the store in batches, not per request.
+//! one), and written to the store in batches, not per request. A batch the store refused
+//! is kept (the newest use per credential, at most [`MAX_PENDING_USES`] credentials) and
+//! written again by the next flush.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +15,11 @@ use crate::store::Store;
 /// Uses written to the store per transaction.
 pub(super) const USES_PER_WRITE: usize = 2048;
 
+/// Credentials whose last use waits for a write at most: while the store refuses writes,
+/// uses of further credentials are dropped (and counted in the warning) rather than kept
+/// without bound.
+pub(super) const MAX_PENDING_USES: usize = 100_000;
+
 /// When an entry's stored credential was last used, if it has an id (an API token's).
 pub(super) struct LastUse {
     credential_id: Option<Arc<str>>,
@@ -20,13 +27,16 @@ pub(super) struct LastUse {
     at: AtomicI64,
 }
 
-/// The last uses of entries that ended since the last flush, by credential id.
+/// The last uses of entries that ended since the last flush, and of writes that failed, by
+/// credential id.
 #[derive(Default)]
 pub(super) struct EndedUses(Mutex<HashMap<Arc<str>, i64>>);
 
 /// Uses on their way to the store, written a few thousand per transaction.
 pub(super) struct UseWriter<'a> {
     store: &'a dyn Store,
+    /// Where a batch the store refused goes, to be written by the next flush.
+    retry: &'a EndedUses,
     batch: Vec<(String, i64)>,
 }
 
@@ -72,6 +82,23 @@ impl EndedUses {
         }
     }
 
+    /// Keeps uses the store refused, for the next flush: the latest per id, and none of a
+    /// new id once [`MAX_PENDING_USES`] ids wait. Returns how many were dropped.
+    fn keep_for_retry(&self, uses: &[(String, i64)]) -> usize {
+        let mut pending = lock(&self.0);
+        let mut dropped = 0;
+        for (id, at) in uses {
+            if let Some(slot) = pending.get_mut(id.as_str()) {
+                *slot = (*slot).max(*at);
+            } else if pending.len() < MAX_PENDING_USES {
+                pending.insert(Arc::from(id.as_str()), *at);
+            } else {
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
     /// Takes every use noted so far.
     pub(super) fn take(&self) -> Vec<(Arc<str>, i64)> {
         lock(&self.0).drain().collect()
@@ -91,10 +118,11 @@ impl EndedUses {
 }
 
 impl<'a> UseWriter<'a> {
-    /// An empty batch for `store`.
-    pub(super) fn new(store: &'a dyn Store) -> Self {
+    /// An empty batch for `store`; what it refuses is kept in `retry`.
+    pub(super) fn new(store: &'a dyn Store, retry: &'a EndedUses) -> Self {
         Self {
             store,
+            retry,
             batch: Vec::new(),
         }
     }
@@ -123,13 +151,20 @@ impl<'a> UseWriter<'a> {
         self.write().await;
     }
 
-    /// Writes the batch to the store and empties it.
+    /// Writes the batch to the store and empties it; a batch the store refused is kept for
+    /// the next flush.
     async fn write(&mut self) {
         if self.batch.is_empty() {
             return;
         }
         if let Err(e) = self.store.record_last_used(&self.batch).await {
-            tracing::warn!(error = %e, tokens = self.batch.len(), "could not record token use");
+            let dropped = self.retry.keep_for_retry(&self.batch);
+            tracing::warn!(
+                error = %e,
+                tokens = self.batch.len(),
+                dropped,
+                "could not record token use; retrying at the next flush"
+            );
         }
         self.batch.clear();
     }

@@ -15,8 +15,12 @@ use super::{
     user_name_arg,
 };
 
-pub(super) async fn token(command: TokenCommand, config: &Config) -> Result<u8, Failure> {
-    let store = open_store(config)?;
+pub(super) async fn token(
+    command: TokenCommand,
+    config: &Config,
+    create: bool,
+) -> Result<u8, Failure> {
+    let store = open_store(config, create)?;
     let now = crate::unix_now();
     match command {
         TokenCommand::Create {
@@ -126,8 +130,12 @@ pub(super) async fn token(command: TokenCommand, config: &Config) -> Result<u8, 
     }
 }
 
-pub(super) async fn user(command: UserCommand, config: &Config) -> Result<u8, Failure> {
-    let store = open_store(config)?;
+pub(super) async fn user(
+    command: UserCommand,
+    config: &Config,
+    create: bool,
+) -> Result<u8, Failure> {
+    let store = open_store(config, create)?;
     let now = crate::unix_now();
     match command {
         UserCommand::Add {
@@ -188,8 +196,12 @@ pub(super) async fn user(command: UserCommand, config: &Config) -> Result<u8, Fa
     }
 }
 
-pub(super) async fn keys(command: KeysCommand, config: &Config) -> Result<u8, Failure> {
-    let store = open_store(config)?;
+pub(super) async fn keys(
+    command: KeysCommand,
+    config: &Config,
+    create: bool,
+) -> Result<u8, Failure> {
+    let store = open_store(config, create)?;
     match command {
         KeysCommand::List => {
             let minter = Minter::new(&config.mint, store.as_ref(), false).await?;
@@ -257,7 +269,7 @@ pub(super) async fn policy_check(
     let identity = match user {
         None => None,
         Some(name) => {
-            let store = open_store(config)?;
+            let store = open_store(config, false)?;
             let found = store.get_user(&name).await?;
             let mut identity = Identity {
                 subject: name.clone(),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::identity::{Names, local_user_name};
@@ -25,6 +25,8 @@ use commands::{keys, policy_check, token, user};
 const EXIT_CONFIG: u8 = 64;
 /// Exit code for bad command input (EX_DATAERR).
 const EXIT_INPUT: u8 = 65;
+/// Exit code for a store file a command will not create (EX_CANTCREAT).
+const EXIT_CANTCREAT: u8 = 73;
 /// Threads for blocking work (store queries, password hashing, name resolution).
 const BLOCKING_THREADS: usize = 8;
 
@@ -49,17 +51,39 @@ enum Command {
     /// Validate the configuration and exit.
     CheckConfig,
     /// Create, list and revoke API tokens.
-    #[command(subcommand)]
-    Token(TokenCommand),
+    Token {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Manage local users (the `basic` provider).
-    #[command(subcommand)]
-    User(UserCommand),
+    User {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// List and rotate signing keys.
-    #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Ask the route policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+/// How a command that changes the store opens it.
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// Create the store file when it is missing even though a running server holds the
+    /// store (`<store>.lock`). Without it the command refuses (exit 73): a missing file
+    /// under a running server was deleted or moved, and a new one starts empty.
+    #[arg(long, global = true)]
+    create: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,9 +294,9 @@ async fn run(command: Command, config: Config, access: AccessLog) -> Result<u8, 
             println!("configuration is valid");
             Ok(0)
         }
-        Command::Token(c) => token(c, &config).await,
-        Command::User(c) => user(c, &config).await,
-        Command::Keys(c) => keys(c, &config).await,
+        Command::Token { store, command } => token(command, &config, store.create).await,
+        Command::User { store, command } => user(command, &config, store.create).await,
+        Command::Keys { store, command } => keys(command, &config, store.create).await,
         Command::Policy(PolicyCommand::Check {
             user,
             roles,
@@ -284,8 +308,36 @@ async fn run(command: Command, config: Config, access: AccessLog) -> Result<u8, 
     }
 }
 
-fn open_store(config: &Config) -> Result<Arc<dyn Store>, Failure> {
-    Ok(store::open(&config.store)?)
+/// Opens the store for a command. A missing embedded store file is created only when no
+/// server holds the store, or when `create` says to: a server would not answer from a new
+/// file it did not open, and the missing one was most likely deleted or moved under it.
+fn open_store(config: &Config, create: bool) -> Result<Arc<dyn Store>, Failure> {
+    let store::StoreConfig::Embedded { path } = &config.store;
+    if !create && !path.exists() {
+        let held = store::held_by_server(path).map_err(|e| {
+            Failure::new(
+                EXIT_CANTCREAT,
+                format!(
+                    "the store file {} does not exist, and whether a server holds it cannot be told ({}: {e}); pass --create to create it",
+                    path.display(),
+                    store::lock_path(path).display()
+                ),
+            )
+        })?;
+        if held {
+            return Err(Failure::new(
+                EXIT_CANTCREAT,
+                format!(
+                    "the store file {} does not exist, but a running server holds the store ({}): \
+                     it was deleted or moved under the server. Put it back, or pass --create to \
+                     create an empty store",
+                    path.display(),
+                    store::lock_path(path).display()
+                ),
+            ));
+        }
+    }
+    Ok(store::open_for_command(&config.store)?)
 }
 
 fn input_err(message: impl Into<String>) -> Failure {
@@ -343,12 +395,17 @@ mod tests {
         ])
         .unwrap();
         match cli.command {
-            Command::Token(TokenCommand::Create {
-                user,
-                scopes,
-                expires,
-                ..
-            }) => {
+            Command::Token {
+                command:
+                    TokenCommand::Create {
+                        user,
+                        scopes,
+                        expires,
+                        ..
+                    },
+                store,
+            } => {
+                assert!(!store.create);
                 assert_eq!(user, "alice");
                 assert_eq!(scopes.unwrap(), vec!["read:data", "write:data"]);
                 assert_eq!(

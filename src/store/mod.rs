@@ -2,6 +2,8 @@
 //! trait is what the rest of authgate sees; `embedded` (SQLite) implements it, and a Redis
 //! implementation fits the same methods.
 
+mod file;
+mod pool;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Deserialize;
 
+pub use file::{held_by_server, lock_path};
 pub use sqlite::SqliteStore;
 
 use crate::identity::{Attributes, Names};
@@ -181,6 +184,13 @@ pub enum StoreError {
     /// A query failed.
     #[error("store query failed: {0}")]
     Query(String),
+    /// The store file was deleted under the running server (nothing is served from the
+    /// deleted file; a file put back at the path is opened).
+    #[error("the store file '{path}' is gone")]
+    Gone {
+        /// The file.
+        path: String,
+    },
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -230,8 +240,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 }
 
-/// Opens the configured store.
+/// Opens the configured store for a server: an embedded store is created when missing,
+/// and its lock file held while open (see [`held_by_server`]).
 pub fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    match config {
+        StoreConfig::Embedded { path } => Ok(Arc::new(SqliteStore::open_serving(path)?)),
+    }
+}
+
+/// Opens the configured store for a command (no lock held).
+pub fn open_for_command(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     match config {
         StoreConfig::Embedded { path } => Ok(Arc::new(SqliteStore::open(path)?)),
     }

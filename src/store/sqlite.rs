@@ -1,16 +1,15 @@
 //! The embedded store: one SQLite file in WAL mode, so the CLI and the server can use it
-//! at the same time. Queries run on tokio's blocking pool over a fixed pool of long-lived
-//! connections (their prepared statements stay cached); a semaphore bounds how many run at
-//! once, so a burst of misses queues instead of opening connections.
+//! at the same time: the schema, the queries and the mapping of rows to records. The
+//! connections, and following the file at the path, are `pool`'s.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use tokio::sync::Semaphore;
 
+use super::file::ServerLock;
+use super::pool::{Pool, create_parent, query_err};
 use super::{KeyRecord, Store, StoreError, TokenLookup, TokenRecord, TokenRef, UserRecord};
 use crate::identity::{Attributes, Names};
 
@@ -50,42 +49,33 @@ CREATE TABLE signing_keys (
 
 /// The SQLite-backed [`Store`].
 pub struct SqliteStore {
-    inner: Arc<Pool>,
+    pool: Arc<Pool>,
 }
-
-struct Pool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-    permits: Arc<Semaphore>,
-}
-
-/// Connections open at most (readers run in parallel in WAL mode; more than a few per core
-/// only adds contention).
-const POOL_SIZE: usize = 4;
 
 const TOKEN_COLUMNS: &str = "t.id, t.hash, t.owner, t.name, t.roles, t.attributes, t.scopes, \
      t.created_at, t.expires_at, t.last_used_at, t.revoked_at";
 const USER_COLUMNS: &str =
     "u.username, u.password_hash, u.email, u.roles, u.attributes, u.created_at";
-
 impl SqliteStore {
     /// Opens (creating when missing) the database at `path` and applies migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_err = |reason: String| StoreError::Open {
-            path: path.display().to_string(),
-            reason,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        }
-        let mut conn = connect(path).map_err(|e| open_err(e.to_string()))?;
-        migrate(&mut conn).map_err(|e| open_err(e.to_string()))?;
+        Self::open_with(path, None)
+    }
+
+    /// As [`SqliteStore::open`], for a server: holds a shared lock on `<path>.lock` while
+    /// open, so that commands can tell that a server uses the store.
+    pub fn open_serving(path: &Path) -> Result<Self, StoreError> {
+        create_parent(path)?;
+        let lock = ServerLock::acquire(path).map_err(|e| StoreError::Open {
+            path: super::file::lock_path(path).display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::open_with(path, Some(lock))
+    }
+
+    fn open_with(path: &Path, lock: Option<ServerLock>) -> Result<Self, StoreError> {
         Ok(Self {
-            inner: Arc::new(Pool {
-                path: path.to_owned(),
-                idle: Mutex::new(vec![conn]),
-                permits: Arc::new(Semaphore::new(POOL_SIZE)),
-            }),
+            pool: Arc::new(Pool::open(path, lock, migrate)?),
         })
     }
 
@@ -95,37 +85,8 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let pool = self.inner.clone();
-        let permit = pool
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| StoreError::Query(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let conn = pool.idle.lock().ok().and_then(|mut idle| idle.pop());
-            let mut conn = match conn {
-                Some(c) => c,
-                None => connect(&pool.path).map_err(query_err)?,
-            };
-            let result = f(&mut conn);
-            if let Ok(mut idle) = pool.idle.lock() {
-                idle.push(conn);
-            }
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Query(format!("store task failed: {e}")))?
+        self.pool.run(f).await
     }
-}
-
-fn connect(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    Ok(conn)
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -136,10 +97,6 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     }
     tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
     tx.commit()
-}
-
-fn query_err(e: rusqlite::Error) -> StoreError {
-    StoreError::Query(e.to_string())
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
@@ -202,6 +159,7 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
+        self.pool.follow_file(true).await?;
         self.run(|c| {
             c.query_row("SELECT count(*) FROM signing_keys", [], |_| Ok(()))
                 .map_err(query_err)
@@ -574,6 +532,82 @@ mod tests {
             "k1 unpublished after 500"
         );
         assert!(format!("{:?}", keys[0]).contains("<redacted>"));
+    }
+
+    /// A copy of the store at `path`, as a backup tool makes it (WAL content included).
+    fn backup(path: &Path, to: &Path) {
+        let db = Connection::open(path).unwrap();
+        db.execute("VACUUM INTO ?1", params![to.to_str().unwrap()])
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_store_follows_the_file_at_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .insert_token(&token("tok_1", "alice", "s1"))
+            .await
+            .unwrap();
+        let copy = dir.path().join("copy.db");
+        backup(&path, &copy);
+        store
+            .insert_token(&token("tok_2", "alice", "s2"))
+            .await
+            .unwrap();
+
+        // Deleted: nothing is answered from the unlinked file, and no new file is made.
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(store.ping().await, Err(StoreError::Gone { .. })));
+        assert!(matches!(
+            store.lookup_token(&sha256(b"s1")).await,
+            Err(StoreError::Gone { .. })
+        ));
+        assert!(!path.exists(), "the store does not create a new file");
+        let wal = std::fs::metadata(dir.path().join("a.db-wal")).map_or(0, |m| m.len());
+        assert_eq!(
+            wal, 0,
+            "the old file's WAL is emptied: its pages are not the next file's"
+        );
+
+        // A backup restored by renaming it into place: opened, and what it lacks is gone.
+        let restored = dir.path().join("restored.db");
+        std::fs::copy(&copy, &restored).unwrap();
+        std::fs::rename(&restored, &path).unwrap();
+        store.ping().await.unwrap();
+        assert!(store.lookup_token(&sha256(b"s1")).await.unwrap().is_some());
+        assert!(store.lookup_token(&sha256(b"s2")).await.unwrap().is_none());
+
+        // Replaced while present by a copy revoked through another connection (the CLI's):
+        // the store answers from the new file once it checks (`ping` checks at once).
+        let copy = dir.path().join("copy2.db");
+        backup(&path, &copy);
+        let other = Connection::open(&copy).unwrap();
+        other
+            .execute(
+                "UPDATE api_tokens SET revoked_at = 7 WHERE id = 'tok_1'",
+                [],
+            )
+            .unwrap();
+        drop(other);
+        std::fs::rename(&copy, &path).unwrap();
+        store.ping().await.unwrap();
+        let found = store.lookup_token(&sha256(b"s1")).await.unwrap().unwrap();
+        let revoked = found.token.revoked_at;
+        assert_eq!(revoked, Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_serving_store_holds_its_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let command = SqliteStore::open(&path).unwrap();
+        assert!(!crate::store::held_by_server(&path).unwrap());
+        let server = SqliteStore::open_serving(&path).unwrap();
+        assert!(crate::store::held_by_server(&path).unwrap());
+        drop((server, command));
+        assert!(!crate::store::held_by_server(&path).unwrap());
     }
 
     #[test]
