@@ -55,7 +55,7 @@ fn refusal(error: &AuthError) -> Result<&'static str, ()> {
     }
 }
 
-pub(super) async fn check(
+async fn check(
     config: &AstakosApiConfig,
     tokens: &dyn Provider,
     token: &str,

@@ -31,14 +31,12 @@ enum Wanted {
 
 /// `POST /account/v1.0/user_catalogs` (`service`: false) and
 /// `POST /account/v1.0/service/user_catalogs` (`service`: true).
-#[allow(clippy::too_many_arguments)]
 pub async fn user_catalogs<B>(
     config: &AstakosApiConfig,
     provider: &dyn Provider,
     store: &dyn Store,
     service: bool,
-    method: &Method,
-    headers: &HeaderMap,
+    parts: &http::request::Parts,
     body: B,
     ctx: &AuthContext,
 ) -> Response<Body>
@@ -46,10 +44,10 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if method != Method::POST {
+    if parts.method != Method::POST {
         return post_only();
     }
-    if let Err(refusal) = caller(config, provider, service, headers, ctx).await {
+    if let Err(refusal) = caller(config, provider, service, &parts.headers, ctx).await {
         return refusal;
     }
     let Ok(body) = Limited::new(body, MAX_BODY)

@@ -292,8 +292,7 @@ impl App {
                     tokens,
                     self.store.as_ref(),
                     service,
-                    &parts.method,
-                    &parts.headers,
+                    &parts,
                     body,
                     &ctx,
                 )
