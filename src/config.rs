@@ -102,8 +102,14 @@ impl Config {
         self.mint.validate()?;
         self.cache.validate()?;
         self.providers.validate()?;
+        self.astakos_api.validate()?;
         self.log.validate()?;
         Ok(())
+    }
+
+    /// What `check-config` warns about: values that are valid but will not work as meant.
+    pub fn warnings(&self) -> Vec<String> {
+        self.astakos_api.warnings()
     }
 }
 

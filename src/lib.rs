@@ -19,7 +19,7 @@
 //! - `config`: the aggregate configuration, loading, checks across sections
 //! - `server`: the data plane: routes, one decision, the one error-to-answer map
 //! - `admin`: `/metrics`, `/livez`, `/readyz`
-//! - `astakos_api`: Astakos-compatible validation of authgate's tokens
+//! - `astakos_api`: Astakos-compatible endpoints: token validation, user catalogs
 //! - `cache`: the decision cache, interned identities, reuse budget, last uses
 //! - `providers`: who a credential belongs to (api_token, basic, jwt, ...)
 //! - `mint`: signing keys and minted JWTs

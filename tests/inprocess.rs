@@ -242,3 +242,58 @@ async fn a_full_body_is_accepted() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(header(&resp, "x-auth-request-user"), "bob");
 }
+
+/// On a `headers: keystone` route a 401 carries keystonemiddleware's error document and
+/// `WWW-Authenticate: Keystone uri=...`; other routes keep authgate's own body.
+#[tokio::test]
+async fn keystone_routes_answer_401_as_keystonemiddleware() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"
+store: {{ type: embedded, path: "{}" }}
+server: {{ listen: "127.0.0.1:0", trusted_proxies: ["127.0.0.1/32"] }}
+admin: {{ listen: "127.0.0.1:0" }}
+mint: {{ issuer: "https://authgate.test", audience: api }}
+providers:
+  - {{ type: api_token }}
+  - {{ type: keystone, auth_url: "http://127.0.0.1:9/v3", username: gateway, password: x,
+      www_authenticate_uri: "https://keystone.example.org/v3" }}
+policy:
+  default: allow_authenticated
+  rules:
+    - {{ name: compute, path: /compute, headers: keystone }}
+"#,
+        dir.path().join("authgate.db").display()
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    let app = App::build(&config.server_settings(), AccessLog::disabled())
+        .await
+        .unwrap();
+    for token in [None, Some("agt_not_a_stored_token_at_all_0000000000000000")] {
+        let resp = app
+            .clone()
+            .handle(auth_request("GET", "/compute/servers", token), peer())
+            .await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{token:?}");
+        assert_eq!(
+            header(&resp, "www-authenticate"),
+            "Bearer realm=\"authgate\", Keystone uri=\"https://keystone.example.org/v3\""
+        );
+        assert_eq!(header(&resp, "content-type"), "application/json");
+        assert_eq!(
+            json_body(resp).await,
+            serde_json::json!({"error": {"code": 401, "title": "Unauthorized",
+                "message": "The request you have made requires authentication."}}),
+            "{token:?}"
+        );
+    }
+    let resp = app
+        .clone()
+        .handle(auth_request("GET", "/elsewhere", None), peer())
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        json_body(resp).await,
+        serde_json::json!({"error": "unauthorized", "reason": "no credential was presented"})
+    );
+}

@@ -98,6 +98,9 @@ impl Store for RefusingStore {
     async fn remove_user(&self, username: &str, at: i64) -> Result<bool, StoreError> {
         self.inner.remove_user(username, at).await
     }
+    async fn subjects(&self, among: Option<&[String]>) -> Result<Vec<String>, StoreError> {
+        self.inner.subjects(among).await
+    }
     async fn keys(&self, now: i64) -> Result<Vec<KeyRecord>, StoreError> {
         self.inner.keys(now).await
     }

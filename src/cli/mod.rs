@@ -291,6 +291,9 @@ async fn run(command: Command, config: Config, access: AccessLog) -> Result<u8, 
                 crate::mint::SigningKey::from_pem_file(config.mint.algorithm, path)
                     .map_err(|e| Failure::new(EXIT_CONFIG, e.to_string()))?;
             }
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
             println!("configuration is valid");
             Ok(0)
         }

@@ -337,11 +337,8 @@ impl KeystoneProvider {
                     "the service token holds no service role",
                 ));
             }
+            // With `service_roles`, in Keystone's order.
             identity.attributes.extend(service_identity.attributes);
-            let roles: Vec<String> = service_identity.roles.iter().map(str::to_owned).collect();
-            identity
-                .attributes
-                .insert("service_roles".into(), AttributeValue::Many(roles));
             identity.expires_at = match (identity.expires_at, service_identity.expires_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -383,23 +380,30 @@ fn identity_from_token(token: &Value, prefix: &str) -> Option<Identity> {
             &Value::String(if admin { "True" } else { "False" }.into()),
         );
     }
+    // The roles in Keystone's order (implied roles after the assigned ones): the identity's
+    // roles are a sorted set, and keystonemiddleware passes them on as Keystone lists them.
+    let roles: Vec<String> = token["roles"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| r["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
     if let Some(catalog) = token.get("catalog") {
         put("service_catalog", &Value::String(catalog.to_string()));
     }
+    attributes.insert(
+        format!("{prefix}roles"),
+        AttributeValue::Many(roles.clone()),
+    );
     Some(Identity {
         subject: user["id"].as_str()?.to_owned(),
         native_id: None,
         provider: KeystoneProvider::KIND,
         username: user["name"].as_str()?.to_owned(),
         email: None,
-        roles: token["roles"]
-            .as_array()
-            .map(|rs| {
-                rs.iter()
-                    .filter_map(|r| r["name"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        roles: roles.into_iter().collect(),
         attributes,
         scopes: None,
         expires_at: Some(parse_iso8601(token["expires_at"].as_str()?)?),
@@ -419,6 +423,17 @@ mod tests {
         assert_eq!(id.username, "alice");
         assert_eq!(id.expires_at, Some(1_795_352_511));
         assert_eq!(id.roles.iter().collect::<Vec<_>>(), ["member", "reader"]);
+        // Keystone's order is kept beside the sorted set.
+        let listed: Value = serde_json::from_str(r#"{"user": {"id": "e08", "name": "alice"}, "expires_at": "2026-11-22T13:01:51.000000Z", "roles": [{"id": "1", "name": "reader"}, {"id": "2", "name": "admin"}, {"id": "3", "name": "member"}]}"#).unwrap();
+        let ordered = identity_from_token(&listed, "service_").unwrap();
+        assert_eq!(
+            ordered.roles.iter().collect::<Vec<_>>(),
+            ["admin", "member", "reader"]
+        );
+        assert_eq!(
+            ordered.attributes["service_roles"],
+            AttributeValue::Many(vec!["reader".into(), "admin".into(), "member".into()])
+        );
         let attr = |k: &str| match id.attributes.get(k) {
             Some(AttributeValue::One(v)) => v.clone(),
             other => panic!("{k}: {other:?}"),

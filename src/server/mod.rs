@@ -23,7 +23,7 @@ use decide::Endpoint;
 use signin::SignIn;
 
 use crate::admin::AdminView;
-use crate::astakos_api::AstakosApiConfig;
+use crate::astakos_api::{self, AstakosApiConfig, Endpoint as AstakosEndpoint};
 use crate::cache::{CacheConfig, DecisionCache};
 use crate::forward::{Family, TrustedProxies};
 use crate::metrics::Metrics;
@@ -154,6 +154,9 @@ impl App {
             HeaderValue::from_str(&chain.challenges(&config.server.realm).join(", ")).ok();
         let policy = config.policy.clone();
         let signin = SignIn::new(config.server, &policy)?;
+        for warning in config.astakos_api.warnings() {
+            tracing::warn!("{warning}");
+        }
         Ok(Arc::new(Self {
             store,
             minter,
@@ -221,10 +224,8 @@ impl App {
                 Some(&suffix),
             )
             .await
-        } else if self.astakos_api.enabled
-            && (path == "/identity/v2.0/tokens" || path == "/im/authenticate")
-        {
-            self.astakos_api(req, peer).await
+        } else if let Some(endpoint) = self.astakos_api.route(path) {
+            self.astakos_api(endpoint, req, peer).await
         } else if path == "/forward-auth" {
             self.decide(
                 req.into_parts().0,
@@ -259,8 +260,13 @@ impl App {
         }
     }
 
-    /// The Astakos-compatible endpoints (authgate's own API tokens only).
-    async fn astakos_api<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<Body>
+    /// The Astakos-compatible endpoints (authgate's own API tokens and directory only).
+    async fn astakos_api<B>(
+        &self,
+        endpoint: AstakosEndpoint,
+        req: Request<B>,
+        peer: SocketAddr,
+    ) -> Response<Body>
     where
         B: http_body::Body<Data = bytes::Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -272,24 +278,29 @@ impl App {
             client_ip,
             service_token: None,
         };
-        if parts.uri.path() == "/im/authenticate" {
-            crate::astakos_api::authenticate(
-                &self.astakos_api,
-                &self.api_tokens,
-                &parts.method,
-                &parts.headers,
-                &ctx,
-            )
-            .await
-        } else {
-            crate::astakos_api::tokens(
-                &self.astakos_api,
-                &self.api_tokens,
-                &parts.method,
-                body,
-                &ctx,
-            )
-            .await
+        let config = &self.astakos_api;
+        let tokens = &self.api_tokens;
+        match endpoint {
+            AstakosEndpoint::Tokens => {
+                astakos_api::tokens(config, tokens, &parts.method, body, &ctx).await
+            }
+            AstakosEndpoint::Authenticate => {
+                astakos_api::authenticate(config, tokens, &parts.method, &parts.headers, &ctx).await
+            }
+            AstakosEndpoint::UserCatalogs | AstakosEndpoint::ServiceUserCatalogs => {
+                let service = endpoint == AstakosEndpoint::ServiceUserCatalogs;
+                astakos_api::user_catalogs(
+                    config,
+                    tokens,
+                    self.store.as_ref(),
+                    service,
+                    &parts,
+                    body,
+                    &ctx,
+                )
+                .await
+            }
+            AstakosEndpoint::Unknown => astakos_api::unknown_endpoint(),
         }
     }
 }

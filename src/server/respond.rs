@@ -108,15 +108,25 @@ impl App {
                 json!({"error": "bad_request", "reason": e.to_string()}),
             ),
             Rejection::BadCredential(e) => {
-                self.unauthorized(&e.to_string(), endpoint, parts, original)
+                self.unauthorized(&e.to_string(), endpoint, parts, original, mode)
             }
-            Rejection::NoCredential => {
-                self.unauthorized("no credential was presented", endpoint, parts, original)
+            Rejection::NoCredential => self.unauthorized(
+                "no credential was presented",
+                endpoint,
+                parts,
+                original,
+                mode,
+            ),
+            Rejection::Invalid(reason) => {
+                self.unauthorized(reason, endpoint, parts, original, mode)
             }
-            Rejection::Invalid(reason) => self.unauthorized(reason, endpoint, parts, original),
-            Rejection::Expired => {
-                self.unauthorized("the credential has expired", endpoint, parts, original)
-            }
+            Rejection::Expired => self.unauthorized(
+                "the credential has expired",
+                endpoint,
+                parts,
+                original,
+                mode,
+            ),
             Rejection::RateLimited(retry_after) => {
                 let mut r = json_response(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -210,6 +220,7 @@ impl App {
         endpoint: Endpoint,
         parts: &http::request::Parts,
         original: Option<&OriginalRequest>,
+        mode: HeaderMode,
     ) -> Response<Body> {
         let signin = self
             .signin
@@ -227,10 +238,17 @@ impl App {
             r.headers_mut().insert(header::LOCATION, location.clone());
             return r;
         }
-        let mut r = json_response(
-            StatusCode::UNAUTHORIZED,
-            json!({"error": "unauthorized", "reason": reason}),
-        );
+        let body = match mode {
+            HeaderMode::Default => json!({"error": "unauthorized", "reason": reason}),
+            // keystonemiddleware's error document: services and clients written for Keystone
+            // read `error.message`; authgate's reason is in its log, as Keystone's is.
+            HeaderMode::Keystone => {
+                tracing::debug!(reason, "unauthenticated (keystone error document)");
+                json!({"error": {"code": 401, "title": "Unauthorized",
+                                 "message": KEYSTONE_UNAUTHORIZED}})
+            }
+        };
+        let mut r = json_response(StatusCode::UNAUTHORIZED, body);
         if let Some(c) = &self.challenge {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, c.clone());
         }
@@ -251,6 +269,9 @@ fn is_browser_navigation(parts: &http::request::Parts, original: &OriginalReques
         .any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")));
     (method == b"GET" || method == b"HEAD") && accepts_html
 }
+
+/// keystonemiddleware's 401 message.
+const KEYSTONE_UNAUTHORIZED: &str = "The request you have made requires authentication.";
 
 /// Envoy's ext_authz removes the headers this answer header names from the upstream request.
 const ENVOY_HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
@@ -305,7 +326,7 @@ fn keystone_headers(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
         Some(AttributeValue::One(v)) => Some(v.as_str()),
         _ => None,
     };
-    let roles = join(identity.roles.iter());
+    let roles = keystone_roles(identity);
     let project_id = attr("project_id").or(attr("default_project"));
     let service = attr("service_user_id").is_some();
     let service_roles = match identity.attributes.get("service_roles") {
@@ -393,6 +414,30 @@ const KEYSTONE_HEADERS: [&str; 30] = [
     "x-service-project-domain-name",
     "x-service-roles",
 ];
+
+/// `X-Roles`: for an identity from Keystone, its roles in the order Keystone listed them
+/// (the `roles` attribute the provider keeps beside the sorted set; only roles the identity
+/// holds, any others after them); for any other identity, sorted.
+fn keystone_roles(identity: &Identity) -> String {
+    use crate::identity::AttributeValue;
+    let listed = match (identity.provider, identity.attributes.get("roles")) {
+        (crate::providers::KeystoneProvider::KIND, Some(AttributeValue::Many(listed))) => {
+            listed.as_slice()
+        }
+        _ => &[],
+    };
+    let mut ordered: Vec<&str> = Vec::with_capacity(identity.roles.len());
+    for role in listed
+        .iter()
+        .map(String::as_str)
+        .chain(identity.roles.iter())
+    {
+        if identity.roles.contains(role) && !ordered.contains(&role) {
+            ordered.push(role);
+        }
+    }
+    join(ordered.into_iter())
+}
 
 /// `X-User-Id` is by contract a Keystone user id: Keystone's own for an identity from the
 /// `keystone` provider (keystonemiddleware services look users up by it, so it is not
@@ -531,6 +576,23 @@ mod tests {
         assert_eq!(get(&headers, "x-roles"), Some("member,viewer%2Cadmin"));
         assert_eq!(get(&headers, "x-role"), Some("member,viewer%2Cadmin"));
         assert_eq!(get(&headers, "x-service-roles"), Some("service,a%2Cadmin"));
+        // Keystone's order of the roles, where the identity came from Keystone.
+        let mut ordered = identity("keystone", &["reader", "admin", "member"], None);
+        ordered.attributes.insert(
+            "roles".into(),
+            AttributeValue::Many(vec!["reader".into(), "admin".into(), "member".into()]),
+        );
+        let headers = keystone_headers(&ordered);
+        assert_eq!(get(&headers, "x-roles"), Some("reader,admin,member"));
+        assert_eq!(get(&headers, "x-role"), Some("reader,admin,member"));
+        // Only roles the identity holds, and every one of them.
+        ordered.roles = Names::from(["member", "reader", "zeta"]);
+        let headers = keystone_headers(&ordered);
+        assert_eq!(get(&headers, "x-roles"), Some("reader,member,zeta"));
+        // Another provider's `roles` attribute orders nothing: sorted.
+        ordered.provider = "jwt";
+        let headers = keystone_headers(&ordered);
+        assert_eq!(get(&headers, "x-roles"), Some("member,reader,zeta"));
         // Another provider's user in keystone mode: the unique subject, never the raw id.
         let mut other = identity("jwt", &[], None);
         other.subject = "oidc:https%3A//idp.example.org:e08".into();

@@ -227,6 +227,10 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a user and revokes their tokens; `false` when there is no such user.
     async fn remove_user(&self, username: &str, at: i64) -> Result<bool, StoreError>;
 
+    /// The directory of subjects: local users and owners of tokens not revoked, in name
+    /// order; all of them (`None`), or those of `among` that are known.
+    async fn subjects(&self, among: Option<&[String]>) -> Result<Vec<String>, StoreError>;
+
     /// Keys still published (active and retired ones not yet past `publish_until`).
     async fn keys(&self, now: i64) -> Result<Vec<KeyRecord>, StoreError>;
     /// Makes `key` the active one; the previous active keys retire at `key.created_at`

@@ -354,6 +354,37 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn subjects(&self, among: Option<&[String]>) -> Result<Vec<String>, StoreError> {
+        // The names go in as one JSON array: any number of them in one statement.
+        let among = among.map(|a| to_json(&a)).transpose()?;
+        self.run(move |c| {
+            let sql = match among {
+                None => {
+                    "SELECT username FROM users UNION
+                     SELECT owner FROM api_tokens WHERE revoked_at IS NULL ORDER BY 1"
+                }
+                Some(_) => {
+                    "SELECT DISTINCT n.value FROM json_each(?1) n
+                     WHERE n.type = 'text' AND (
+                       EXISTS (SELECT 1 FROM users u WHERE u.username = n.value)
+                       OR EXISTS (SELECT 1 FROM api_tokens t
+                                  WHERE t.owner = n.value AND t.revoked_at IS NULL))
+                     ORDER BY 1"
+                }
+            };
+            let mut stmt = c.prepare_cached(sql).map_err(query_err)?;
+            let name: fn(&Row<'_>) -> rusqlite::Result<String> = |r| r.get(0);
+            let rows = match &among {
+                None => stmt.query_map([], name),
+                Some(names) => stmt.query_map(params![names], name),
+            }
+            .map_err(query_err)?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(query_err)
+        })
+        .await
+    }
+
     async fn keys(&self, now: i64) -> Result<Vec<KeyRecord>, StoreError> {
         self.run(move |c| {
             let mut stmt = c
@@ -608,6 +639,52 @@ mod tests {
         assert!(crate::store::held_by_server(&path).unwrap());
         drop((server, command));
         assert!(!crate::store::held_by_server(&path).unwrap());
+    }
+
+    #[tokio::test]
+    async fn subjects_are_users_and_owners_of_live_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("a.db")).unwrap();
+        for name in ["carol", "alice"] {
+            let user = UserRecord {
+                username: name.into(),
+                password_hash: "$argon2id$x".into(),
+                email: None,
+                roles: Names::default(),
+                attributes: Attributes::new(),
+                created_at: 1,
+            };
+            store.insert_user(&user).await.unwrap();
+        }
+        store
+            .insert_token(&token("tok_1", "pithos", "s1"))
+            .await
+            .unwrap();
+        store
+            .insert_token(&token("tok_2", "pithos", "s2"))
+            .await
+            .unwrap();
+        store
+            .insert_token(&token("tok_3", "alice", "s3"))
+            .await
+            .unwrap();
+        store
+            .insert_token(&token("tok_4", "gone", "s4"))
+            .await
+            .unwrap();
+        store.revoke_token(TokenRef::Id("tok_4"), 2).await.unwrap();
+        assert_eq!(
+            store.subjects(None).await.unwrap(),
+            ["alice", "carol", "pithos"]
+        );
+        let among: Vec<String> = ["pithos", "gone", "nobody", "alice", "alice", "ALICE"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            store.subjects(Some(&among)).await.unwrap(),
+            ["alice", "pithos"]
+        );
+        assert!(store.subjects(Some(&[])).await.unwrap().is_empty());
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! (0.13), with their exact JSON shapes, error bodies, status codes and headers. It counts
 //! calls, remembers the `X-Client-IP` it was sent, can fail the next N calls with 503, and can
 //! be stopped (connections refused) and started again on the same address.
+//!
+//! Also a client, [`AstakosClient`], written from the same document and astakosclient's
+//! behaviour: what a synnefo service does with `ASTAKOS_AUTH_URL` and its token.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -352,5 +355,170 @@ async fn handle(
             "badRequest",
             "API endpoint not found",
         ),
+    }
+}
+
+/// What an Astakos call failed with, as astakosclient raises it.
+#[derive(Debug)]
+pub enum AstakosError {
+    /// A non-2xx answer (400 BadRequest, 401 Unauthorized, 403 Forbidden, 404 NotFound,
+    /// other statuses AstakosClientException), with its body.
+    Status(u16, Value),
+    /// The catalog has no `astakos_account` v1.0 endpoint ("no endpoints").
+    NoEndpoints,
+    /// An unparsable body.
+    InvalidResponse(String),
+}
+
+/// astakosclient's `AstakosClient(token, auth_url)`: every call goes to the host of
+/// `auth_url`; the account calls to the *path* of the catalog's `astakos_account` v1.0
+/// `publicURL` on that host, discovered lazily from the public catalog (a `POST tokens`
+/// without a body). It sends `X-Auth-Token` on every call.
+pub struct AstakosClient {
+    http: reqwest::Client,
+    /// `scheme://netloc` of `auth_url`.
+    origin: String,
+    /// The path of `auth_url` (`/astakos/identity/v2.0`).
+    auth_prefix: String,
+    token: String,
+}
+
+impl AstakosClient {
+    pub fn new(token: &str, auth_url: &str) -> Self {
+        let url = reqwest::Url::parse(auth_url).unwrap();
+        Self {
+            http: reqwest::Client::new(),
+            origin: url.origin().ascii_serialization(),
+            auth_prefix: url.path().trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    /// `_call_astakos`: `method path` on the auth URL's host.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, AstakosError> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.origin))
+            .header("X-Auth-Token", &self.token);
+        request = match body {
+            Some(b) => request
+                .header("content-type", "application/json")
+                .body(b.to_string()),
+            None => request
+                .header("content-type", "application/json")
+                .header("content-length", "0"),
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| AstakosError::Status(500, json!(e.to_string())))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let parsed = if text.is_empty() {
+            Ok(Value::Null)
+        } else {
+            serde_json::from_str(&text).map_err(|e| AstakosError::InvalidResponse(e.to_string()))
+        };
+        if !(200..300).contains(&status) {
+            return Err(AstakosError::Status(
+                status,
+                parsed.unwrap_or(Value::String(text)),
+            ));
+        }
+        parsed
+    }
+
+    /// `authenticate()`: the access document of the client's token.
+    pub async fn authenticate(&self) -> Result<Value, AstakosError> {
+        let body = json!({"auth": {"token": {"id": self.token}}});
+        self.call(
+            reqwest::Method::POST,
+            &format!("{}/tokens", self.auth_prefix),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `get_endpoints()`: the public catalog (no body).
+    pub async fn get_endpoints(&self) -> Result<Value, AstakosError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("{}/tokens", self.auth_prefix),
+            None,
+        )
+        .await
+    }
+
+    /// `account_prefix`: the path of `astakos_account` v1.0's `publicURL` (its `SNF:uiURL`
+    /// must be there too, as `_fill_endpoints` reads both).
+    pub async fn account_prefix(&self) -> Result<String, AstakosError> {
+        let doc = self.get_endpoints().await?;
+        let endpoint = doc["access"]["serviceCatalog"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["name"] == "astakos_account")
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .find(|e| e["versionId"] == "v1.0")
+            .ok_or(AstakosError::NoEndpoints)?;
+        let (Some(public), Some(_ui)) = (
+            endpoint["publicURL"].as_str(),
+            endpoint["SNF:uiURL"].as_str(),
+        ) else {
+            return Err(AstakosError::NoEndpoints);
+        };
+        let url = reqwest::Url::parse(public)
+            .map_err(|e| AstakosError::InvalidResponse(e.to_string()))?;
+        Ok(url.path().trim_end_matches('/').to_owned())
+    }
+
+    async fn catalog(
+        &self,
+        service: bool,
+        key: &str,
+        names: &[&str],
+    ) -> Result<Value, AstakosError> {
+        let prefix = self.account_prefix().await?;
+        let path = if service {
+            format!("{prefix}/service/user_catalogs")
+        } else {
+            format!("{prefix}/user_catalogs")
+        };
+        let field = if key == "uuid_catalog" {
+            "uuids"
+        } else {
+            "displaynames"
+        };
+        let doc = self
+            .call(reqwest::Method::POST, &path, Some(&json!({ field: names })))
+            .await?;
+        doc.get(key)
+            .cloned()
+            .ok_or_else(|| AstakosError::InvalidResponse(format!("no {key} in {doc}")))
+    }
+
+    /// `get_usernames(uuids)`: uuid -> display name.
+    pub async fn get_usernames(&self, uuids: &[&str]) -> Result<Value, AstakosError> {
+        self.catalog(false, "uuid_catalog", uuids).await
+    }
+
+    /// `get_uuids(display_names)`: display name -> uuid.
+    pub async fn get_uuids(&self, names: &[&str]) -> Result<Value, AstakosError> {
+        self.catalog(false, "displayname_catalog", names).await
+    }
+
+    /// `service_get_usernames(uuids)`, with a service token.
+    pub async fn service_get_usernames(&self, uuids: &[&str]) -> Result<Value, AstakosError> {
+        self.catalog(true, "uuid_catalog", uuids).await
+    }
+
+    /// `service_get_uuids(display_names)`, with a service token.
+    pub async fn service_get_uuids(&self, names: &[&str]) -> Result<Value, AstakosError> {
+        self.catalog(true, "displayname_catalog", names).await
     }
 }

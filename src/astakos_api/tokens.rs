@@ -1,17 +1,15 @@
-//! Astakos-compatible token validation served by authgate for its own API tokens, so that
-//! synnefo-style services can point `ASTAKOS_AUTH_URL` at authgate (ASTAKOS.md):
-//! `POST /identity/v2.0/tokens` (the `access` document) and the 0.13 `GET /im/authenticate`
-//! (flat JSON, epoch milliseconds). Off unless `astakos_api.enabled`.
+//! Token validation: `POST /identity/v2.0/tokens` (the `access` document) and the 0.13
+//! `GET /im/authenticate` (flat JSON, epoch milliseconds).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::{AstakosApiConfig, api_response, fault, never_cache, post_only};
 use crate::credential::Credential;
 use crate::identity::{AttributeValue, Identity};
 use crate::providers::{AuthContext, AuthError, Provider};
@@ -22,71 +20,6 @@ use crate::secret::{Secret, sha256};
 const MAX_BODY: usize = 64 * 1024;
 /// Expiry reported for tokens that never expire: Astakos's own token lifetime (720 h).
 const NO_EXPIRY_REPORTED: i64 = 30 * 86_400;
-
-/// `astakos_api`: the Astakos-compatible endpoints.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AstakosApiConfig {
-    /// Serve `/identity/v2.0/tokens` and `/im/authenticate`.
-    pub enabled: bool,
-    /// The `serviceCatalog` returned, as is (a list of services).
-    pub service_catalog: Value,
-    /// The scope a scoped API token must hold to be validated here: a service that asks
-    /// Astakos treats the token as its owner in full, so a token limited to other scopes
-    /// (say `read:data`) is refused. Unscoped tokens act for their owner and pass.
-    pub scope: String,
-}
-
-impl Default for AstakosApiConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            service_catalog: Value::Null,
-            scope: "astakos".to_owned(),
-        }
-    }
-}
-
-fn catalog(config: &AstakosApiConfig) -> Value {
-    if config.service_catalog.is_null() {
-        json!([])
-    } else {
-        config.service_catalog.clone()
-    }
-}
-
-/// `Cache-Control` etc. of every Astakos API answer (Django never-cache + Vary).
-fn api_response(status: StatusCode, body: &Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=UTF-8"),
-    );
-    never_cache(h);
-    r
-}
-
-fn never_cache(h: &mut http::HeaderMap) {
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-store, must-revalidate, max-age=0"),
-    );
-    // An IMF-fixdate (RFC 9110 5.6.7), as Django's never_cache sends.
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now())) {
-        h.insert(header::EXPIRES, v);
-    }
-    h.insert(header::VARY, HeaderValue::from_static("X-Auth-Token"));
-}
-
-/// snf_django's `render_fault`: `{"<camelCasedFault>": {"code", "message", "details"}}`.
-fn fault(status: StatusCode, key: &str, message: &str) -> Response<Body> {
-    api_response(
-        status,
-        &json!({ key: {"code": status.as_u16(), "message": message, "details": ""} }),
-    )
-}
 
 /// 0.13's text/plain errors: `message\n\ndetails`.
 fn text_fault(status: StatusCode, message: &str) -> Response<Body> {
@@ -138,7 +71,7 @@ async fn check(
     }
 }
 
-fn unavailable() -> Response<Body> {
+pub(super) fn unavailable() -> Response<Body> {
     fault(
         StatusCode::SERVICE_UNAVAILABLE,
         "serviceUnavailable",
@@ -159,14 +92,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     if method != Method::POST {
-        let mut r = fault(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "notAllowed",
-            "Method not allowed",
-        );
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return r;
+        return post_only();
     }
     let Ok(body) = Limited::new(body, MAX_BODY)
         .collect()
@@ -179,7 +105,7 @@ where
         // Public mode: the catalog only.
         return api_response(
             StatusCode::OK,
-            &json!({"access": {"serviceCatalog": catalog(config)}}),
+            &json!({"access": {"serviceCatalog": config.catalog()}}),
         );
     }
     let Ok(doc) = serde_json::from_slice::<Value>(&body) else {
@@ -254,7 +180,7 @@ where
                       "tenant": {"id": identity.subject, "name": identity.username}},
             "user": {"id": identity.subject, "name": identity.username, "roles": roles,
                      "roles_links": [], "projects": projects},
-            "serviceCatalog": catalog(config)}}),
+            "serviceCatalog": config.catalog()}}),
     )
 }
 
