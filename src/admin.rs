@@ -81,7 +81,7 @@ pub async fn handle<B>(app: &AdminView<'_>, req: &Request<B>) -> Response<Body> 
             if !store_ok {
                 app.metrics.store_error();
             }
-            let keys = app.minter.ring().published.len();
+            let keys = app.minter.ring().keys().len();
             let providers_ok = providers.iter().all(|(_, r)| r.is_ok());
             let ready = store_ok && keys > 0 && providers_ok;
             let status = if ready {

@@ -15,7 +15,8 @@ use super::{KeyRecord, Store, StoreError, TokenLookup, TokenRecord, TokenRef, Us
 use crate::identity::{Attributes, Names};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     username      TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -46,7 +47,12 @@ CREATE TABLE signing_keys (
     retired_at    INTEGER,
     publish_until INTEGER
 );
-"#];
+"#,
+    r#"
+ALTER TABLE signing_keys ADD COLUMN activates_at INTEGER;
+UPDATE signing_keys SET activates_at = created_at;
+"#,
+];
 
 /// The SQLite-backed [`Store`].
 pub struct SqliteStore {
@@ -194,8 +200,9 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         algorithm: row.get(1)?,
         private_pkcs8: row.get(2)?,
         created_at: row.get(3)?,
-        retired_at: row.get(4)?,
-        publish_until: row.get(5)?,
+        activates_at: row.get(4)?,
+        retired_at: row.get(5)?,
+        publish_until: row.get(6)?,
     })
 }
 
@@ -400,9 +407,10 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT kid, algorithm, private_pkcs8, created_at, retired_at, publish_until
+                    "SELECT kid, algorithm, private_pkcs8, created_at,
+                            COALESCE(activates_at, created_at), retired_at, publish_until
                      FROM signing_keys WHERE publish_until IS NULL OR publish_until > ?1
-                     ORDER BY created_at DESC, kid",
+                     ORDER BY COALESCE(activates_at, created_at) DESC, rowid DESC",
                 )
                 .map_err(query_err)?;
             let rows = stmt
@@ -414,46 +422,63 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn rotate_key(
+    async fn add_key(
         &self,
         key: &KeyRecord,
+        now: i64,
         publish_until: i64,
-        only_if_none_active: bool,
-    ) -> Result<(), StoreError> {
+        only_if_none: bool,
+    ) -> Result<bool, StoreError> {
         let key = key.clone();
         self.run(move |c| {
             let tx = c
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(query_err)?;
-            if only_if_none_active {
-                let active: Option<String> = tx
+            if only_if_none {
+                let current: Option<String> = tx
                     .query_row(
-                        "SELECT kid FROM signing_keys WHERE retired_at IS NULL AND algorithm = ?1",
-                        params![key.algorithm],
+                        "SELECT kid FROM signing_keys WHERE algorithm = ?1
+                         AND (retired_at IS NULL OR retired_at > ?2) LIMIT 1",
+                        params![key.algorithm, now],
                         |r| r.get(0),
                     )
                     .optional()
                     .map_err(query_err)?;
-                if active.is_some() {
-                    return Ok(());
+                if current.is_some() {
+                    return Ok(false);
                 }
             }
+            // A scheduled key that never signed is replaced, not kept beside the new one.
             tx.execute(
-                "UPDATE signing_keys SET retired_at = ?1, publish_until = ?2 WHERE retired_at IS NULL",
-                params![key.created_at, publish_until],
+                "DELETE FROM signing_keys WHERE COALESCE(activates_at, created_at) > ?1",
+                params![now],
+            )
+            .map_err(query_err)?;
+            tx.execute(
+                "UPDATE signing_keys SET retired_at = ?1, publish_until = ?2
+                 WHERE retired_at IS NULL OR retired_at > ?3",
+                params![key.activates_at, publish_until, now],
             )
             .map_err(query_err)?;
             tx.execute(
                 "DELETE FROM signing_keys WHERE publish_until IS NOT NULL AND publish_until <= ?1",
-                params![key.created_at],
+                params![now],
             )
             .map_err(query_err)?;
             tx.execute(
-                "INSERT INTO signing_keys (kid, algorithm, private_pkcs8, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![key.kid, key.algorithm, key.private_pkcs8, key.created_at],
+                "INSERT INTO signing_keys (kid, algorithm, private_pkcs8, created_at, activates_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    key.kid,
+                    key.algorithm,
+                    key.private_pkcs8,
+                    key.created_at,
+                    key.activates_at
+                ],
             )
             .map_err(query_err)?;
-            tx.commit().map_err(query_err)
+            tx.commit().map_err(query_err)?;
+            Ok(true)
         })
         .await
     }
@@ -546,33 +571,96 @@ mod tests {
             vec![Some(11), Some(9)]
         );
 
-        let key = |kid: &str, at| KeyRecord {
+        let key = |kid: &str, created_at, activates_at| KeyRecord {
             kid: kid.into(),
             algorithm: "ES256".into(),
             private_pkcs8: vec![1, 2],
-            created_at: at,
+            created_at,
+            activates_at,
             retired_at: None,
             publish_until: None,
         };
-        store.rotate_key(&key("k1", 100), 0, true).await.unwrap();
-        store.rotate_key(&key("k0", 100), 0, true).await.unwrap();
-        assert_eq!(
-            store.keys(100).await.unwrap().len(),
-            1,
-            "only_if_none_active"
+        let kids = |keys: &[KeyRecord]| keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>();
+        assert!(
+            store
+                .add_key(&key("k1", 100, 100), 100, 0, true)
+                .await
+                .unwrap()
         );
-        store.rotate_key(&key("k2", 200), 500, false).await.unwrap();
+        assert!(
+            !store
+                .add_key(&key("k0", 100, 100), 100, 0, true)
+                .await
+                .unwrap(),
+            "only_if_none"
+        );
+        assert_eq!(kids(&store.keys(100).await.unwrap()), ["k1"]);
+        // Scheduled: k2 published at 200, signs from 300; k1 retires then, published to 700.
+        assert!(
+            store
+                .add_key(&key("k2", 200, 300), 200, 700, false)
+                .await
+                .unwrap()
+        );
         let keys = store.keys(200).await.unwrap();
+        assert_eq!(kids(&keys), ["k2", "k1"]);
         assert_eq!(
-            keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
-            vec!["k2", "k1"]
+            (keys[1].retired_at, keys[1].publish_until),
+            (Some(300), Some(700))
         );
-        assert_eq!(keys[1].retired_at, Some(200));
+        assert_eq!((keys[0].activates_at, keys[0].retired_at), (300, None));
+        assert!(
+            !store
+                .add_key(&key("k9", 250, 250), 250, 0, true)
+                .await
+                .unwrap(),
+            "a scheduled key counts for only_if_none"
+        );
+        // Rotating again before k2 signs replaces k2 (it never signed), and k1 signs until
+        // the new key's activation.
+        assert!(
+            store
+                .add_key(&key("k3", 250, 350), 250, 750, false)
+                .await
+                .unwrap()
+        );
+        let keys = store.keys(250).await.unwrap();
+        assert_eq!(kids(&keys), ["k3", "k1"]);
         assert_eq!(
-            store.keys(500).await.unwrap().len(),
-            1,
-            "k1 unpublished after 500"
+            (keys[1].retired_at, keys[1].publish_until),
+            (Some(350), Some(750))
         );
+        // At once (k4 signs at 400): k3 signed since 350 and retires now; k1 stays as it was.
+        assert!(
+            store
+                .add_key(&key("k4", 400, 400), 400, 800, false)
+                .await
+                .unwrap()
+        );
+        let keys = store.keys(400).await.unwrap();
+        assert_eq!(kids(&keys), ["k4", "k3", "k1"]);
+        assert_eq!(
+            (keys[1].retired_at, keys[1].publish_until),
+            (Some(400), Some(800))
+        );
+        assert_eq!(
+            (keys[2].retired_at, keys[2].publish_until),
+            (Some(350), Some(750))
+        );
+        assert_eq!(
+            kids(&store.keys(750).await.unwrap()),
+            ["k4", "k3"],
+            "k1 unpublished"
+        );
+        assert_eq!(kids(&store.keys(800).await.unwrap()), ["k4"]);
+        // Two keys activating in the same second: the one added last is listed first.
+        assert!(
+            store
+                .add_key(&key("k5", 800, 800), 800, 900, false)
+                .await
+                .unwrap()
+        );
+        assert_eq!(kids(&store.keys(800).await.unwrap()), ["k5", "k4"]);
         assert!(format!("{:?}", keys[0]).contains("<redacted>"));
     }
 
