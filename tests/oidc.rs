@@ -91,7 +91,8 @@ policy:
     assert_eq!(claims["username"], "machine");
     assert_eq!(claims["provider"], "jwt");
     assert_eq!(claims["roles"], json!(["/ops", "machine", "reader"]));
-    assert_eq!(claims["scopes"], json!(["read:data"]));
+    assert_eq!(claims["scope"], "read:data");
+    assert!(claims.get("scope_all").is_none(), "{claims}");
     assert_eq!(claims["attributes"], json!({"tenant": "acme"}));
     assert!(claims["exp"].as_i64().unwrap() <= idp_claims["exp"].as_i64().unwrap());
     // Scopes and roles from the IdP drive the policy.
