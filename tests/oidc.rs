@@ -314,7 +314,7 @@ async fn opaque_tokens_by_introspection() {
         let claims = verify_jwt(authgate, &bearer_jwt(&resp), "api").await;
         assert_eq!(claims["sub"], qualified(issuer, "machine"));
         assert_eq!(claims["provider"], "introspect");
-        assert_eq!(claims["scopes"], json!(["read:data"]));
+        assert_eq!(claims["scope"], "read:data");
         assert_eq!(claims["roles"], json!(["/ops", "machine", "reader"]));
     }
     let claims = verify_jwt(&cached, &bearer_jwt(&decide(&cached, &token).await), "api").await;
@@ -398,7 +398,7 @@ async fn offline_refresh_tokens() {
     assert_eq!(claims["sub"], qualified(&issuer, "alice"));
     assert_eq!(claims["username"], "alice");
     assert_eq!(claims["provider"], "offline");
-    assert_eq!(claims["scopes"], json!(["read:data"]));
+    assert_eq!(claims["scope"], "read:data");
 
     // 200 parallel first requests with one new refresh token: exactly one exchange.
     let fresh = oidc.refresh_token("app", "bob").await;
