@@ -266,7 +266,7 @@ mod tests {
     use super::super::testing::{config, headers, identity, valid};
     use super::*;
     use crate::mint::{MintConfig, rotate};
-    use crate::store::{SqliteStore, Store};
+    use crate::store::SqliteStore;
 
     #[tokio::test]
     async fn kept_headers_are_charged_and_given_back() {
