@@ -93,6 +93,11 @@ policy:
     assert_eq!(claims["roles"], json!(["/ops", "machine", "reader"]));
     assert_eq!(claims["scope"], "read:data");
     assert!(claims.get("scope_all").is_none(), "{claims}");
+    assert!(idp_claims["client_id"].is_string(), "{idp_claims}");
+    assert_eq!(
+        claims["client_id"], idp_claims["client_id"],
+        "the IdP's client"
+    );
     assert_eq!(claims["attributes"], json!({"tenant": "acme"}));
     assert!(claims["exp"].as_i64().unwrap() <= idp_claims["exp"].as_i64().unwrap());
     // Scopes and roles from the IdP drive the policy.

@@ -22,6 +22,7 @@ pub(super) fn identity(expires_at: Option<i64>) -> Identity {
         scopes: None,
         expires_at,
         credential_id: Some("tok_1".into()),
+        client_id: None,
     }
 }
 

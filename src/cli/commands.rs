@@ -275,6 +275,7 @@ pub(super) async fn policy_check(
                 scopes: scopes.map(|s| s.into_iter().collect()),
                 expires_at: None,
                 credential_id: None,
+                client_id: None,
             };
             match found {
                 Some(u) => {

@@ -30,7 +30,8 @@ pub(super) struct Claims<'a> {
     nbf: i64,
     exp: i64,
     jti: String,
-    /// RFC 9068: the client the token was issued to: the API token, else authgate.
+    /// RFC 9068: the client the credential was issued to: a foreign token's client, the
+    /// API token, else authgate.
     #[serde(skip_serializing_if = "Option::is_none")]
     client_id: Option<&'a str>,
     /// RFC 9068 (RFC 8693 section 4.2): space-separated; empty when the identity holds
@@ -80,7 +81,13 @@ impl<'a> Claims<'a> {
             nbf: envelope.nbf,
             exp: envelope.exp,
             jti: envelope.jti,
-            client_id: rfc9068.then_some(token_id.unwrap_or(DEFAULT_CLIENT_ID)),
+            client_id: rfc9068.then(|| {
+                identity
+                    .client_id
+                    .as_deref()
+                    .or(token_id)
+                    .unwrap_or(DEFAULT_CLIENT_ID)
+            }),
             scope,
             scopes: if rfc9068 {
                 None
@@ -117,6 +124,7 @@ mod tests {
             scopes,
             expires_at: None,
             credential_id: token.map(Into::into),
+            client_id: None,
         }
     }
 
@@ -156,6 +164,10 @@ mod tests {
             all.get("scopes").is_none() && all.get("email_verified").is_none(),
             "{all}"
         );
+        // A foreign token's client goes before the API token.
+        let mut foreign = identity(Some(Names::default()), Some("tok_1"), None);
+        foreign.client_id = Some("gw".into());
+        assert_eq!(claims(Profile::Rfc9068, &foreign)["client_id"], "gw");
         // No scopes at all is not all scopes.
         let none = claims(
             Profile::Rfc9068,

@@ -277,6 +277,7 @@ mod tests {
             scopes: Some(Names::from(["read:data"])),
             expires_at,
             credential_id: None,
+            client_id: None,
         })
     }
 

@@ -457,6 +457,11 @@ impl ClaimMapping {
             scopes,
             expires_at: NumericDates::of(claims)?.exp,
             credential_id: None,
+            client_id: ["client_id", "azp"]
+                .iter()
+                .find_map(|name| claims[*name].as_str())
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
         })
     }
 
@@ -618,7 +623,7 @@ mod tests {
     }
 
     #[test]
-    fn all_scopes_only_where_the_mapping_reads_them() {
+    fn all_scopes_where_the_mapping_reads_them_and_the_client() {
         let default = ClaimMapping::default();
         let authgate = ClaimMapping {
             scopes_all: Some("scope_all".into()),
@@ -639,6 +644,22 @@ mod tests {
             let claims = json!({"sub": "u", "scope": "a", "scope_all": value});
             assert_eq!(scopes(&authgate, claims), Some(vec!["a".into()]), "{value}");
         }
+        // The token's client: `client_id` (RFC 9068), else `azp` (OIDC).
+        let client = |claims: Value| {
+            default
+                .identity(&claims, "jwt", "https://i", None)
+                .unwrap()
+                .client_id
+        };
+        assert_eq!(
+            client(json!({"sub": "u", "client_id": "gw", "azp": "x"})).as_deref(),
+            Some("gw")
+        );
+        assert_eq!(
+            client(json!({"sub": "u", "azp": "spa"})).as_deref(),
+            Some("spa")
+        );
+        assert_eq!(client(json!({"sub": "u", "client_id": ""})), None);
         let scoped = json!({"sub": "u", "scope": "read:data write:data"});
         assert_eq!(
             scopes(&authgate, scoped),

@@ -664,6 +664,29 @@ mod tests {
         assert!(format!("{:?}", keys[0]).contains("<redacted>"));
     }
 
+    #[tokio::test]
+    async fn keys_of_a_store_from_before_key_states_sign_since_their_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO signing_keys (kid, algorithm, private_pkcs8, created_at, retired_at, publish_until)
+             VALUES ('old', 'ES256', x'01', 100, 200, 900), ('cur', 'ES256', x'01', 200, NULL, NULL)",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).unwrap();
+        let keys = store.keys(300).await.unwrap();
+        let rows: Vec<_> = keys
+            .iter()
+            .map(|k| (k.kid.as_str(), k.activates_at, k.retired_at))
+            .collect();
+        assert_eq!(rows, [("cur", 200, None), ("old", 100, Some(200))]);
+    }
+
     #[test]
     fn a_store_that_cannot_be_opened_names_the_path() {
         let err = SqliteStore::open(Path::new("/proc/authgate/x.db"))
