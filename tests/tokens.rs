@@ -468,6 +468,20 @@ async fn a_chained_authgate_reads_all_scopes() {
         &["alice", "--email", "alice@example.org"],
         "alice-password",
     );
+    // One scope that would read as two in the space-separated `scope` claim is refused.
+    let out = cli(
+        &config_a,
+        &[
+            "token",
+            "create",
+            "--user",
+            "alice",
+            "--scopes",
+            "write:data read:data",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(65), "{out:?}");
     let write_only = create_token(&config_a, &["--user", "alice", "--scopes", "write:data"]);
     let read_only = create_token(&config_a, &["--user", "alice", "--scopes", "read:data"]);
     let a = Authgate::start(&config_a);

@@ -38,6 +38,16 @@ pub(super) async fn token(command: TokenCommand, config: &Config) -> Result<u8, 
                     "user {user} does not hold the role {missing}; a token holds a subset of its owner's roles"
                 )));
             }
+            // The minted JWT lists scopes space-separated (RFC 6749 scope tokens).
+            if let Some(bad) = scopes
+                .iter()
+                .flatten()
+                .find(|s| s.contains(char::is_whitespace) || s.contains(['"', '\\']))
+            {
+                return Err(input_err(format!(
+                    "scope '{bad}' contains whitespace, '\"' or '\\'"
+                )));
+            }
             let secret = generate_api_token().map_err(|e| Failure::new(1, e.to_string()))?;
             let expires_at = expires.map(|d| now + Duration::from(d).as_secs() as i64);
             let record = TokenRecord {

@@ -69,8 +69,14 @@ impl<'a> Claims<'a> {
     pub(super) fn new(profile: Profile, identity: &'a Identity, envelope: Envelope<'a>) -> Self {
         let rfc9068 = profile == Profile::Rfc9068;
         let token_id = identity.credential_id.as_deref();
+        // A name with whitespace (an IdP's `scp` list may hold one) would read as several
+        // scopes in the space-separated claim: it is left out (RFC 6749 forbids it anyway).
         let scope = rfc9068.then(|| match &identity.scopes {
-            Some(scopes) => scopes.iter().collect::<Vec<_>>().join(" "),
+            Some(scopes) => scopes
+                .iter()
+                .filter(|s| !s.contains(char::is_whitespace))
+                .collect::<Vec<_>>()
+                .join(" "),
             None => String::new(),
         });
         Self {
@@ -164,6 +170,9 @@ mod tests {
             all.get("scopes").is_none() && all.get("email_verified").is_none(),
             "{all}"
         );
+        // A scope name with a space cannot pass for two scopes.
+        let spaced = identity(Some(Names::from(["a b", "c"])), None, None);
+        assert_eq!(claims(Profile::Rfc9068, &spaced)["scope"], "c");
         // A foreign token's client goes before the API token.
         let mut foreign = identity(Some(Names::default()), Some("tok_1"), None);
         foreign.client_id = Some("gw".into());
