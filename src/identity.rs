@@ -131,8 +131,8 @@ pub struct Identity {
     /// The decision cache moves it into its entry, so that the identity can be shared.
     pub credential_id: Option<String>,
     /// The OAuth client a foreign token was issued to (its `client_id` or `azp`): the
-    /// minted JWT's `client_id`.
-    pub client_id: Option<String>,
+    /// minted JWT's `client_id`. Boxed: every cached identity carries the field.
+    pub client_id: Option<Box<str>>,
 }
 
 impl Identity {

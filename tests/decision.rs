@@ -984,8 +984,13 @@ fn start_up_errors_are_clear() {
     assert_eq!(code, Some(64));
     assert!(err.contains("server.signin_url"), "{err}");
     // An unreadable key file is named.
+    // (The store in this test's own directory: a fixed path is shared with every other
+    // checkout whose tests run on this machine, whatever schema version they write.)
     let (code, err) = run(
-        "mint: { key_files: [/nonexistent/signing.pem] }\nserver: { listen: \"127.0.0.1:0\" }\nadmin: { listen: \"127.0.0.1:0\" }\nstore: { type: embedded, path: /tmp/authgate-keyfile-test.db }",
+        &format!(
+            "mint: {{ key_files: [/nonexistent/signing.pem] }}\nserver: {{ listen: \"127.0.0.1:0\" }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\nstore: {{ type: embedded, path: \"{}\" }}",
+            dir.path().join("keyfile-test.db").display()
+        ),
         &["serve"],
     );
     assert_eq!(code, Some(64), "{err}");

@@ -461,7 +461,7 @@ impl ClaimMapping {
                 .iter()
                 .find_map(|name| claims[*name].as_str())
                 .filter(|c| !c.is_empty())
-                .map(str::to_owned),
+                .map(Box::from),
         })
     }
 

@@ -137,11 +137,25 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let applied: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for sql in MIGRATIONS.iter().skip(applied.max(0) as usize) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
+        // Releases before key states set `user_version` back to 1 when they opened a newer
+        // store, after this migration had run: its column is there already.
+        if i == 1 && has_column(&tx, "signing_keys", "activates_at")? {
+            continue;
+        }
         tx.execute_batch(sql)?;
     }
-    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    // Never lowered: an older authgate (a CLI during an upgrade, say) leaves the newer
+    // schema as it is, and it reads the columns it knows.
+    if applied < MIGRATIONS.len() as i64 {
+        tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    }
     tx.commit()
+}
+
+fn has_column(c: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    c.prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+        .exists(params![table, column])
 }
 
 fn query_err(e: rusqlite::Error) -> StoreError {
@@ -679,12 +693,28 @@ mod tests {
         .unwrap();
         drop(conn);
         let store = SqliteStore::open(&path).unwrap();
+        drop(store);
+        // An older release set the version back (the column stays), then a newer opens it.
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).unwrap();
         let keys = store.keys(300).await.unwrap();
         let rows: Vec<_> = keys
             .iter()
             .map(|k| (k.kid.as_str(), k.activates_at, k.retired_at))
             .collect();
         assert_eq!(rows, [("cur", 200, None), ("old", 100, Some(200))]);
+        // A newer store is never set back to an older version.
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 9).unwrap();
+        drop(conn);
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 9);
     }
 
     #[test]
