@@ -88,7 +88,7 @@ pub async fn handle<B>(app: &AdminView<'_>, req: &Request<B>) -> Response<Body> 
             if !store_ok {
                 app.metrics.store_error();
             }
-            let keys = app.minter.ring().published.len();
+            let keys = app.minter.ring().keys().len();
             for (name, r) in &providers {
                 app.metrics.provider_up(name).set(i64::from(r.is_ok()));
             }

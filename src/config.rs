@@ -156,6 +156,9 @@ mod tests {
         assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9090");
         assert_eq!(c.mint.ttl, Duration::from_secs(300));
         assert_eq!(c.mint.algorithm, Algorithm::ES256);
+        assert_eq!(c.mint.profile, crate::mint::Profile::Rfc9068);
+        assert_eq!(c.mint.rotation_lead, Duration::from_secs(900));
+        assert_eq!(c.mint.nbf_skew, Duration::from_secs(30));
         assert_eq!(c.cache.max_ttl, Duration::from_secs(10));
         assert_eq!(c.providers.0.len(), 2);
         // Default policy: deny, case-sensitive paths, no rules.
@@ -178,6 +181,8 @@ mod tests {
             "server: { listen: \"127.0.0.1:0\", trusted_proxies: [\"10.0.0.0/8\", \"::1/128\"] }",
             "store: { type: embedded, path: /tmp/x.db }",
             "mint: { algorithm: EdDSA, ttl: 2m, audience: other }",
+            "mint: { profile: legacy, rotation_lead: 0s, nbf_skew: 0s }",
+            "mint: { profile: rfc9068, rotation_lead: 1h, nbf_skew: 5m, ttl: 10m }",
             "cache: { max_ttl: 30s, negative_ttl: 1s, max_entries: 10 }",
             "providers: [ { type: basic, max_failures: 3, failure_window: 1m } ]",
             "policy: { default: allow_authenticated, rules: [ { name: a, path: /x, allow: anonymous } ] }",
@@ -273,6 +278,10 @@ mod tests {
             ("mint: { ttl: forever }", "mint.ttl"),
             ("mint: { header: \"bad header\" }", "mint.header"),
             ("mint: { audience: \"\" }", "mint.audience"),
+            ("mint: { profile: jwt }", "mint.profile"),
+            ("mint: { rotation_lead: 30d }", "mint.rotation_lead"),
+            ("mint: { nbf_skew: 10m }", "mint.nbf_skew"),
+            ("mint: { ttl: 30s, nbf_skew: 30s }", "mint.nbf_skew"),
             ("cache: { max_entries: 0 }", "cache.max_entries"),
             ("cache: { max_ttl: 0s }", "cache.max_ttl"),
             ("cache: { negative_ttl: 1m }", "cache.negative_ttl"),

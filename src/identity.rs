@@ -130,6 +130,9 @@ pub struct Identity {
     /// The id of the stored credential (an API token id), used to record its last use.
     /// The decision cache moves it into its entry, so that the identity can be shared.
     pub credential_id: Option<String>,
+    /// The OAuth client a foreign token was issued to (its `client_id` or `azp`): the
+    /// minted JWT's `client_id`. Boxed: every cached identity carries the field.
+    pub client_id: Option<Box<str>>,
 }
 
 impl Identity {
@@ -223,6 +226,7 @@ mod tests {
             scopes: None,
             expires_at: None,
             credential_id: None,
+            client_id: None,
         };
         assert!(id.has_scope("anything"));
         id.scopes = Some(Names::from(["read:data"]));

@@ -351,6 +351,7 @@ mod tests {
             scopes: scopes.map(|s| s.iter().copied().collect()),
             expires_at: None,
             credential_id: None,
+            client_id: None,
         }
     }
 

@@ -134,7 +134,7 @@ async fn caddy_forward_auth_end_to_end() {
     let claims = verify_jwt(&authgate, jwt, "api").await;
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["username"], "alice");
-    assert_eq!(claims["scopes"], serde_json::json!(["read:data"]));
+    assert_eq!(claims["scope"], "read:data");
     assert_eq!(header(&seen, "x-auth-request-user"), Some("alice"));
     // A scoped token holds the roles named at its creation, not all of alice's.
     assert_eq!(header(&seen, "x-auth-request-roles"), Some("staff"));

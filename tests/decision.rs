@@ -786,12 +786,18 @@ async fn restart_keeps_state_and_shutdown_is_graceful() {
     assert!(tokens[0]["last_used_at"].as_i64().is_some(), "{tokens}");
 }
 
-/// `keys rotate` while the server runs: the new key signs within the reload interval, the
-/// old key stays in the JWKS and JWTs it signed still verify.
+/// `keys rotate` while the server runs: the new key is published first while the old one
+/// still signs, signs once `mint.rotation_lead` has passed, and the old key stays published
+/// (its JWTs still verify); `keys rotate --now` signs at once. `keys list` shows the states.
 #[tokio::test(flavor = "multi_thread")]
-async fn key_rotation_while_running() {
+async fn key_rotation_publishes_before_signing() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), POLICY);
+    // The lead exceeds the servers' key reload interval (10 s), so the next key shows in
+    // the JWKS before it signs.
+    let sections = format!(
+        "{POLICY}\nmint: {{ issuer: \"https://authgate.test\", audience: api, rotation_lead: 20s }}\n"
+    );
+    let config = write_config(dir.path(), &sections);
     let token = create_token(&config, &["--user", "erin", "--scopes", "read:data"]);
     let authgate = Authgate::start(&config);
     let http = reqwest::Client::new();
@@ -805,55 +811,99 @@ async fn key_rotation_while_running() {
         assert_eq!(resp.status(), 200);
         bearer_jwt(&resp)
     };
+    let kid_of = |jwt: &str| jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap();
+    let jwks = async || -> jsonwebtoken::jwk::JwkSet {
+        reqwest::get(authgate.url("/.well-known/jwks.json"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    let kids = |set: &jsonwebtoken::jwk::JwkSet| -> Vec<String> {
+        set.keys
+            .iter()
+            .map(|k| k.common.key_id.clone().unwrap())
+            .collect()
+    };
+    let states = || -> Vec<(String, String)> {
+        let out = authgate.cli(&["keys", "list"], None);
+        assert!(out.status.success());
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let cols: Vec<_> = l.split_whitespace().collect();
+                (cols[0].to_owned(), cols[2].to_owned())
+            })
+            .collect()
+    };
+    let rotate = |args: &[&str]| {
+        let out = authgate.cli(args, None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let pair = |kid: &str, state: &str| (kid.to_owned(), state.to_owned());
+
     let old_jwt = mint().await;
-    let old_kid = jsonwebtoken::decode_header(&old_jwt).unwrap().kid.unwrap();
-    let out = authgate.cli(&["keys", "rotate"], None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let new_kid = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let old_kid = kid_of(&old_jwt);
+    let (new_kid, note) = rotate(&["keys", "rotate"]);
     assert_ne!(new_kid, old_kid);
-    let switched = eventually(Duration::from_secs(15), async || {
-        jsonwebtoken::decode_header(&mint().await)
-            .unwrap()
-            .kid
-            .unwrap()
-            == new_kid
+    assert!(note.contains("signs from"), "{note}");
+    assert_eq!(states(), [pair(&new_kid, "next"), pair(&old_kid, "active")]);
+    // Published within the reload interval, while the old key still signs.
+    let published = eventually(Duration::from_secs(15), async || {
+        kids(&jwks().await).contains(&new_kid)
     })
     .await;
-    assert!(switched, "the server did not pick up the rotated key");
-    let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(authgate.url("/.well-known/jwks.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let kids: Vec<_> = jwks
-        .keys
-        .iter()
-        .map(|k| k.common.key_id.clone().unwrap())
-        .collect();
-    assert_eq!(kids, vec![new_kid.clone(), old_kid.clone()]);
-    verify_with(&jwks, &old_jwt, "api");
-    verify_with(&jwks, &mint().await, "api");
-    let listed = String::from_utf8(authgate.cli(&["keys", "list"], None).stdout).unwrap();
-    let rows: Vec<Vec<&str>> = listed
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    assert!(published, "the next key was not published");
+    let still_old = mint().await;
     assert_eq!(
-        rows[0][..3],
-        [new_kid.as_str(), "ES256", "active"],
-        "{listed}"
+        kid_of(&still_old),
+        old_kid,
+        "the next key signs before its time"
     );
+    // Then it signs; the old key stays published, its JWTs still verify.
+    let switched = eventually(Duration::from_secs(30), async || {
+        kid_of(&mint().await) == new_kid
+    })
+    .await;
+    assert!(switched, "the next key did not start signing");
+    let set = jwks().await;
+    assert_eq!(kids(&set), [new_kid.clone(), old_kid.clone()]);
+    verify_with(&set, &old_jwt, "api");
+    verify_with(&set, &still_old, "api");
+    verify_with(&set, &mint().await, "api");
     assert_eq!(
-        rows[1][..3],
-        [old_kid.as_str(), "ES256", "retired"],
-        "{listed}"
+        states(),
+        [pair(&new_kid, "active"), pair(&old_kid, "retiring")]
     );
+
+    // The emergency path: signs at once (within the reload interval).
+    let (now_kid, note) = rotate(&["keys", "rotate", "--now"]);
+    assert!(note.contains("signs now"), "{note}");
+    assert_eq!(
+        states(),
+        [
+            pair(&now_kid, "active"),
+            pair(&new_kid, "retiring"),
+            pair(&old_kid, "retiring")
+        ]
+    );
+    let switched = eventually(Duration::from_secs(15), async || {
+        kid_of(&mint().await) == now_kid
+    })
+    .await;
+    assert!(switched, "keys rotate --now did not switch");
+    assert_eq!(kids(&jwks().await), [now_kid, new_kid, old_kid]);
 }
 
 /// A store that fails while running: /readyz says so, and /auth fails closed (503) for a
@@ -1048,8 +1098,13 @@ fn start_up_errors_are_clear() {
     assert_eq!(code, Some(64));
     assert!(err.contains("server.signin_url"), "{err}");
     // An unreadable key file is named.
+    // (The store in this test's own directory: a fixed path is shared with every other
+    // checkout whose tests run on this machine, whatever schema version they write.)
     let (code, err) = run(
-        "mint: { key_files: [/nonexistent/signing.pem] }\nserver: { listen: \"127.0.0.1:0\" }\nadmin: { listen: \"127.0.0.1:0\" }\nstore: { type: embedded, path: /tmp/authgate-keyfile-test.db }",
+        &format!(
+            "mint: {{ key_files: [/nonexistent/signing.pem] }}\nserver: {{ listen: \"127.0.0.1:0\" }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\nstore: {{ type: embedded, path: \"{}\" }}",
+            dir.path().join("keyfile-test.db").display()
+        ),
         &["serve"],
     );
     assert_eq!(code, Some(64), "{err}");

@@ -138,7 +138,7 @@ async fn valid_token_gets_a_jwt_that_verifies_against_the_jwks() {
     let claims = common::verify_with(&jwks, &jwt, "api");
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["provider"], "api_token");
-    assert_eq!(claims["scopes"], serde_json::json!(["read:data"]));
+    assert_eq!(claims["scope"], "read:data");
 }
 
 /// No credential: 401 with a challenge.

@@ -96,7 +96,20 @@ async fn nginx_auth_request_end_to_end() {
     assert_eq!(claims["email"], "alice@example.org");
     // A scoped token holds the roles named at its creation, not all of alice's.
     assert_eq!(claims["roles"], serde_json::json!(["staff"]));
-    assert_eq!(claims["scopes"], serde_json::json!(["read:data"]));
+    // The RFC 9068 profile (the default): `typ: at+jwt`, `scope`, `client_id`.
+    assert_eq!(
+        jsonwebtoken::decode_header(jwt).unwrap().typ.as_deref(),
+        Some("at+jwt")
+    );
+    assert_eq!(claims["scope"], "read:data");
+    assert!(claims.get("scope_all").is_none(), "{claims}");
+    assert!(claims["token_id"].as_str().unwrap().starts_with("tok_"));
+    assert_eq!(
+        claims["client_id"], claims["token_id"],
+        "the API token is the client"
+    );
+    assert_eq!(claims["preferred_username"], "alice");
+    assert_eq!(claims["email_verified"], true);
     assert_eq!(claims["attributes"], serde_json::json!({"dept": "physics"}));
     assert_eq!(claims["aud"], "api");
     assert_eq!(claims["iss"], "https://authgate.test");
@@ -104,6 +117,7 @@ async fn nginx_auth_request_end_to_end() {
     let exp = claims["exp"].as_i64().unwrap();
     let iat = claims["iat"].as_i64().unwrap();
     assert_eq!(exp - iat, 300, "default lifetime");
+    assert_eq!(claims["nbf"].as_i64().unwrap(), iat - 30, "mint.nbf_skew");
     assert!(iat >= before - 1 && iat <= authgate_now() + 1);
     // Client-sent identity headers never reach the upstream as sent.
     assert_eq!(header(&echo_seen, "x-auth-request-user"), Some("alice"));
@@ -136,7 +150,7 @@ async fn nginx_auth_request_end_to_end() {
             .starts_with("Bearer ey")
     );
 
-    // Basic auth: a user authenticated directly holds all scopes (no scopes claim).
+    // Basic auth: a user authenticated directly holds all scopes, said by `scope_all`.
     let resp = http
         .get(nginx.url("/data"))
         .basic_auth("alice", Some("alice-password"))
@@ -154,7 +168,9 @@ async fn nginx_auth_request_end_to_end() {
     )
     .await;
     assert_eq!(claims["provider"], "basic");
-    assert!(claims.get("scopes").is_none(), "{claims}");
+    assert_eq!(claims["scope_all"], true, "{claims}");
+    assert_eq!(claims["scope"], "");
+    assert_eq!(claims["client_id"], "authgate");
     assert!(seen.get("x-auth-request-scopes").is_none(), "{seen}");
 
     // Per-rule audience.

@@ -91,7 +91,13 @@ policy:
     assert_eq!(claims["username"], "machine");
     assert_eq!(claims["provider"], "jwt");
     assert_eq!(claims["roles"], json!(["/ops", "machine", "reader"]));
-    assert_eq!(claims["scopes"], json!(["read:data"]));
+    assert_eq!(claims["scope"], "read:data");
+    assert!(claims.get("scope_all").is_none(), "{claims}");
+    assert!(idp_claims["client_id"].is_string(), "{idp_claims}");
+    assert_eq!(
+        claims["client_id"], idp_claims["client_id"],
+        "the IdP's client"
+    );
     assert_eq!(claims["attributes"], json!({"tenant": "acme"}));
     assert!(claims["exp"].as_i64().unwrap() <= idp_claims["exp"].as_i64().unwrap());
     // Scopes and roles from the IdP drive the policy.
@@ -313,7 +319,7 @@ async fn opaque_tokens_by_introspection() {
         let claims = verify_jwt(authgate, &bearer_jwt(&resp), "api").await;
         assert_eq!(claims["sub"], qualified(issuer, "machine"));
         assert_eq!(claims["provider"], "introspect");
-        assert_eq!(claims["scopes"], json!(["read:data"]));
+        assert_eq!(claims["scope"], "read:data");
         assert_eq!(claims["roles"], json!(["/ops", "machine", "reader"]));
     }
     let claims = verify_jwt(&cached, &bearer_jwt(&decide(&cached, &token).await), "api").await;
@@ -397,7 +403,7 @@ async fn offline_refresh_tokens() {
     assert_eq!(claims["sub"], qualified(&issuer, "alice"));
     assert_eq!(claims["username"], "alice");
     assert_eq!(claims["provider"], "offline");
-    assert_eq!(claims["scopes"], json!(["read:data"]));
+    assert_eq!(claims["scope"], "read:data");
 
     // 200 parallel first requests with one new refresh token: exactly one exchange.
     let fresh = oidc.refresh_token("app", "bob").await;

@@ -1,6 +1,7 @@
 //! API tokens end to end: least-privilege roles of scoped tokens, the `token_id` claim of
 //! minted JWTs, foreign JWTs past their own expiry but within the clock-skew leeway, and
-//! the user names the CLI stores (NFKC, restricted).
+//! the user names the CLI stores (NFKC, restricted), and one authgate's JWTs read by
+//! another's `jwt` provider (scopes, "all scopes").
 
 mod common;
 
@@ -443,4 +444,96 @@ policy: {{ default: allow_authenticated }}
     );
     assert!(exp > iat, "{claims}");
     assert!(exp <= foreign_exp, "{claims}");
+}
+
+/// Two chained authgates: B's `jwt` provider verifies A's JWTs. A user who signed in to A
+/// directly (Basic) holds every scope on B too, because A says so with `scope_all` and B's
+/// mapping reads it (`claims.scopes_all`); a scoped token keeps exactly its scopes on B.
+/// Without that mapping option the same JWT holds no scopes (the test that it matters).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chained_authgate_reads_all_scopes() {
+    let (dir_a, dir_b, dir_c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let config_a = write_config(
+        dir_a.path(),
+        "providers: [ { type: api_token }, { type: basic } ]\n\
+         policy: { default: allow_authenticated }\n\
+         mint: { issuer: \"https://authgate-a.test\", audience: api }\n",
+    );
+    add_user(
+        &config_a,
+        &["alice", "--email", "alice@example.org"],
+        "alice-password",
+    );
+    // One scope that would read as two in the space-separated `scope` claim is refused.
+    let out = cli(
+        &config_a,
+        &[
+            "token",
+            "create",
+            "--user",
+            "alice",
+            "--scopes",
+            "write:data read:data",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(65), "{out:?}");
+    let write_only = create_token(&config_a, &["--user", "alice", "--scopes", "write:data"]);
+    let read_only = create_token(&config_a, &["--user", "alice", "--scopes", "read:data"]);
+    let a = Authgate::start(&config_a);
+    let behind = |dir: &Path, claims: &str| {
+        write_config(
+            dir,
+            &format!(
+                r#"
+providers:
+  - type: jwt
+    issuer: "https://authgate-a.test"
+    jwks_uri: "{}"
+    audiences: [api]
+    typ: at+jwt
+    claims: {{ {claims} }}
+policy:
+  rules:
+    - {{ name: data, path: /data, require: {{ scopes: ["read:data"] }} }}
+"#,
+                a.url("/.well-known/jwks.json")
+            ),
+        )
+    };
+    let b = Authgate::start(&behind(dir_b.path(), "scopes_all: scope_all"));
+    let c = Authgate::start(&behind(dir_c.path(), ""));
+    let http = reqwest::Client::new();
+    let from_a = async |request: reqwest::RequestBuilder| {
+        let resp = request.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        bearer_jwt(&resp)
+    };
+    let direct = from_a(
+        http.get(a.url("/auth/x"))
+            .basic_auth("alice", Some("alice-password")),
+    )
+    .await;
+    let scoped = from_a(http.get(a.url("/auth/x")).bearer_auth(&read_only)).await;
+    let other = from_a(http.get(a.url("/auth/x")).bearer_auth(&write_only)).await;
+    let decide = async |gate: &Authgate, jwt: &str| decide(gate, "/data", jwt).await;
+    let resp = decide(&b, &direct).await;
+    assert_eq!(resp.status(), 200, "all scopes on B");
+    let claims = verify_jwt(&b, &bearer_jwt(&resp), "api").await;
+    assert_eq!(claims["scope_all"], true, "and B says so again: {claims}");
+    assert_eq!(claims["preferred_username"], "alice");
+    assert_eq!(claims["email"], "alice@example.org", "A marks it verified");
+    assert_eq!(decide(&b, &scoped).await.status(), 200);
+    assert_eq!(
+        decide(&b, &other).await.status(),
+        403,
+        "a scoped token stays scoped"
+    );
+    // Read the way a foreign IdP's tokens are, "all scopes" is none.
+    assert_eq!(decide(&c, &direct).await.status(), 403);
+    assert_eq!(decide(&c, &scoped).await.status(), 200);
 }

@@ -265,8 +265,8 @@ mod tests {
     use super::super::DecisionCache;
     use super::super::testing::{config, headers, identity, valid};
     use super::*;
-    use crate::mint::{Algorithm, MintConfig, generate_key_record, publish_until};
-    use crate::store::{SqliteStore, Store};
+    use crate::mint::{MintConfig, rotate};
+    use crate::store::SqliteStore;
 
     #[tokio::test]
     async fn kept_headers_are_charged_and_given_back() {
@@ -372,9 +372,7 @@ mod tests {
         assert!(full.minted.kept.load().is_none());
 
         // Rotation: JWTs of the old key are not handed out again.
-        let record = generate_key_record(Algorithm::ES256, crate::unix_now()).unwrap();
-        store
-            .rotate_key(&record, publish_until(crate::unix_now(), 300), false)
+        let record = rotate(&MintConfig::default(), &store, crate::unix_now(), true)
             .await
             .unwrap();
         assert!(minter.reload(&store).await.unwrap());

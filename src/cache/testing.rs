@@ -104,14 +104,15 @@ impl Store for RefusingStore {
     async fn keys(&self, now: i64) -> Result<Vec<KeyRecord>, StoreError> {
         self.inner.keys(now).await
     }
-    async fn rotate_key(
+    async fn add_key(
         &self,
         key: &KeyRecord,
+        now: i64,
         publish_until: i64,
-        only_if_none_active: bool,
-    ) -> Result<(), StoreError> {
+        only_if_none: bool,
+    ) -> Result<bool, StoreError> {
         self.inner
-            .rotate_key(key, publish_until, only_if_none_active)
+            .add_key(key, now, publish_until, only_if_none)
             .await
     }
 }
@@ -129,6 +130,7 @@ pub(super) fn identity(expires_at: Option<i64>) -> Identity {
         scopes: None,
         expires_at,
         credential_id: Some("tok_1".into()),
+        client_id: None,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::identity::{Identity, Names, attributes_from_pairs};
-use crate::mint::{MintError, Minter, generate_key_record, publish_until};
+use crate::mint::{KEY_RELOAD_INTERVAL, Minter, rotate};
 use crate::policy::{Decision, Target};
 use crate::providers::hash_password;
 use crate::secret::{Secret, generate_api_token, random_id, sha256};
@@ -40,6 +40,16 @@ pub(super) async fn token(
             {
                 return Err(input_err(format!(
                     "user {user} does not hold the role {missing}; a token holds a subset of its owner's roles"
+                )));
+            }
+            // The minted JWT lists scopes space-separated (RFC 6749 scope tokens).
+            if let Some(bad) = scopes
+                .iter()
+                .flatten()
+                .find(|s| s.contains(char::is_whitespace) || s.contains(['"', '\\']))
+            {
+                return Err(input_err(format!(
+                    "scope '{bad}' contains whitespace, '\"' or '\\'"
                 )));
             }
             let secret = generate_api_token().map_err(|e| Failure::new(1, e.to_string()))?;
@@ -206,39 +216,44 @@ pub(super) async fn keys(
         KeysCommand::List => {
             let minter = Minter::new(&config.mint, store.as_ref(), false).await?;
             let ring = minter.ring();
-            let records = store.keys(crate::unix_now()).await?;
-            println!("{:<44} {:<6} {:<8} PUBLISHED UNTIL", "KID", "ALG", "STATE");
-            for key in &ring.published {
-                let record = records.iter().find(|r| r.kid == key.kid);
-                let active = key.kid == ring.active.kid;
+            println!(
+                "{:<44} {:<6} {:<9} {:<20} PUBLISHED UNTIL",
+                "KID", "ALG", "STATE", "SIGNS FROM"
+            );
+            for key in ring.keys() {
                 println!(
-                    "{:<44} {:<6} {:<8} {}",
-                    key.kid,
-                    key.algorithm.as_str(),
-                    if active { "active" } else { "retired" },
-                    time_or(record.and_then(|r| r.publish_until), "-"),
+                    "{:<44} {:<6} {:<9} {:<20} {}",
+                    key.key.kid,
+                    key.key.algorithm.as_str(),
+                    key.state.as_str(),
+                    time_or(key.activates_at, "-"),
+                    time_or(key.publish_until, "-"),
                 );
             }
             Ok(0)
         }
-        KeysCommand::Rotate => {
-            if !config.mint.key_files.is_empty() {
-                return Err(MintError::FileKeys.into());
-            }
+        KeysCommand::Rotate { now: immediate } => {
             let now = crate::unix_now();
-            let record = generate_key_record(config.mint.algorithm, now)
-                .map_err(|e| Failure::new(1, e.to_string()))?;
-            let ttl = config.mint.ttl.as_secs() as i64;
-            store
-                .rotate_key(&record, publish_until(now, ttl), false)
-                .await?;
-            println!("{}", record.kid);
-            eprintln!(
-                "new {} key is active; running servers switch within {} s, and the previous key stays published until {}",
-                record.algorithm,
-                crate::mint::KEY_RELOAD_INTERVAL.as_secs(),
-                time_or(Some(publish_until(now, ttl)), "-"),
-            );
+            let rotation = rotate(&config.mint, store.as_ref(), now, immediate).await?;
+            println!("{}", rotation.kid);
+            let previous = time_or(Some(rotation.previous_published_until), "-");
+            if immediate {
+                eprintln!(
+                    "new {} key signs now (running servers switch within {} s); verifiers that \
+                     cached the JWKS refuse its JWTs until they fetch it again; the previous key \
+                     stays published until {previous}",
+                    rotation.algorithm.as_str(),
+                    KEY_RELOAD_INTERVAL.as_secs(),
+                );
+            } else {
+                eprintln!(
+                    "new {} key is published (running servers within {} s) and signs from {} \
+                     (mint.rotation_lead); the current key stays published until {previous}",
+                    rotation.algorithm.as_str(),
+                    KEY_RELOAD_INTERVAL.as_secs(),
+                    time_or(Some(rotation.activates_at), "-"),
+                );
+            }
             Ok(0)
         }
     }
@@ -282,6 +297,7 @@ pub(super) async fn policy_check(
                 scopes: scopes.map(|s| s.into_iter().collect()),
                 expires_at: None,
                 credential_id: None,
+                client_id: None,
             };
             match found {
                 Some(u) => {

@@ -166,10 +166,17 @@ enum UserCommand {
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
-    /// List published signing keys.
+    /// List published signing keys and their states (next, active, retiring).
     List,
-    /// Generate a new signing key; the old one stays published until its JWTs expire.
-    Rotate,
+    /// Generate a new signing key: published at once, it signs after `mint.rotation_lead`;
+    /// the current key stays published until its JWTs expire.
+    Rotate {
+        /// Sign with the new key at once (emergency: a leaked key). Verifiers that cached
+        /// the JWKS refuse the new JWTs (401) until they fetch it again, typically up to a
+        /// few minutes.
+        #[arg(long)]
+        now: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

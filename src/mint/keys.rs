@@ -87,8 +87,6 @@ pub struct SigningKey {
     pub algorithm: Algorithm,
     /// The public JWK (with `kid`, `alg`, `use`).
     pub jwk: Value,
-    /// base64url of the JWS header `{"alg","kid","typ"}`.
-    pub header_b64: String,
     signer: Signer,
     rng: SystemRandom,
 }
@@ -167,16 +165,19 @@ impl SigningKey {
         jwk["kid"] = json!(kid);
         jwk["alg"] = json!(algorithm.as_str());
         jwk["use"] = json!("sig");
-        let header = json!({"alg": algorithm.as_str(), "kid": kid, "typ": "JWT"});
-        let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
         Ok(Self {
             kid,
             algorithm,
             jwk,
-            header_b64,
             signer,
             rng,
         })
+    }
+
+    /// base64url of the JWS header `{"alg","kid","typ"}` of the JWTs this key signs.
+    pub fn header_b64(&self, typ: &str) -> String {
+        let header = json!({"alg": self.algorithm.as_str(), "kid": self.kid, "typ": typ});
+        URL_SAFE_NO_PAD.encode(header.to_string())
     }
 
     /// Reads a PEM private key file (PKCS#8 `PRIVATE KEY`, or `RSA PRIVATE KEY` for RS256).

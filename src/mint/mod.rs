@@ -2,12 +2,14 @@
 //! key ring that lives in the store (or in PEM files), published at `/.well-known/jwks.json`.
 //! The minter only signs; keeping a JWT for reuse is the cache's job (its interned
 //! identities keep them), and [`Minter::reusable`] tells it when a kept one must be
-//! reissued: shortly before it expires, or once another key signs.
+//! reissued: shortly before it expires, or once another key signs. The claims follow
+//! `mint.profile` (RFC 9068 by default, see `claims`); `ring` owns the key states.
 
+mod claims;
 mod config;
 mod keys;
+mod ring;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,20 +18,23 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::HeaderValue;
-use serde::Serialize;
 use serde_json::json;
 
-pub use config::MintConfig;
+pub use claims::DEFAULT_CLIENT_ID;
+pub use config::{MintConfig, Profile};
 pub use keys::{Algorithm, KeyError, SigningKey};
+pub use ring::{
+    KeyRing, KeyState, RingKey, Rotation, generate_key_record, publish_until, rotate, states,
+};
 
-use crate::identity::{Attributes, Identity};
+use crate::identity::Identity;
 use crate::secret::random_bytes;
-use crate::store::{KeyRecord, Store, StoreError};
+use crate::store::{Store, StoreError};
+use claims::{Claims, Envelope};
+use ring::{KeySource, load_ring};
 
 /// How often a running server re-reads the key ring from the store (picks up rotations).
 pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
-/// Allowance for verifiers' clocks when deciding how long a retired key stays published.
-const CLOCK_SKEW: i64 = 60;
 
 /// Why the key ring cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -45,43 +50,12 @@ pub enum MintError {
         "the store holds no active {0} signing key (authgate serve or authgate keys rotate creates one)"
     )]
     NoActiveKey(&'static str),
+    /// No key is published at all.
+    #[error("no signing key is published")]
+    NoKeys,
     /// Keys come from files, so they cannot be rotated in the store.
     #[error("keys come from mint.key_files; rotate them by changing that list")]
     FileKeys,
-}
-
-/// The keys in use: one signs, all are published.
-pub struct KeyRing {
-    /// The key that signs.
-    pub active: Arc<SigningKey>,
-    /// Every published key (active first).
-    pub published: Vec<Arc<SigningKey>>,
-    /// Pre-serialised JWKS document.
-    pub jwks: Bytes,
-}
-
-impl KeyRing {
-    fn new(published: Vec<Arc<SigningKey>>) -> Self {
-        let active = published[0].clone();
-        let keys: Vec<_> = published.iter().map(|k| k.jwk.clone()).collect();
-        let jwks = Bytes::from(json!({ "keys": keys }).to_string());
-        Self {
-            active,
-            published,
-            jwks,
-        }
-    }
-
-    fn kids(&self) -> Vec<&str> {
-        self.published.iter().map(|k| k.kid.as_str()).collect()
-    }
-}
-
-/// Where keys come from.
-#[derive(Debug, Clone)]
-enum KeySource {
-    Files(Vec<PathBuf>),
-    Store,
 }
 
 /// Signs JWTs for identities.
@@ -89,9 +63,11 @@ pub struct Minter {
     ring: ArcSwap<KeyRing>,
     source: KeySource,
     algorithm: Algorithm,
+    profile: Profile,
     issuer: Arc<str>,
     default_audience: Arc<str>,
     ttl: i64,
+    nbf_skew: i64,
     header_prefix: String,
     discovery: Bytes,
 }
@@ -104,31 +80,6 @@ pub struct Minted {
     kid: String,
     audience: Arc<str>,
     exp: i64,
-}
-
-#[derive(Serialize)]
-struct Claims<'a> {
-    iss: &'a str,
-    sub: &'a str,
-    aud: &'a str,
-    iat: i64,
-    nbf: i64,
-    exp: i64,
-    jti: String,
-    username: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    email: Option<&'a str>,
-    roles: &'a crate::identity::Names,
-    attributes: &'a Attributes,
-    /// Absent for a directly authenticated user (all scopes).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scopes: Option<&'a crate::identity::Names>,
-    provider: &'a str,
-    /// The stored credential (API token id) the JWT was minted for: `jti` names one minted
-    /// JWT, which is reused for that credential until shortly before it expires, so it is
-    /// not unique per request; this claim tells an owner's tokens apart in audit logs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    token_id: Option<&'a str>,
 }
 
 impl Minter {
@@ -145,7 +96,16 @@ impl Minter {
             KeySource::Files(config.key_files.clone())
         };
         let ttl = config.ttl.as_secs() as i64;
-        let ring = load_ring(&source, config.algorithm, store, create_missing, ttl).await?;
+        let ring = load_ring(
+            &source,
+            config.algorithm,
+            config.profile.typ(),
+            store,
+            create_missing,
+            ttl,
+            crate::unix_now(),
+        )
+        .await?;
         let discovery = json!({
             "issuer": config.issuer,
             "jwks_uri": format!("{}/.well-known/jwks.json", config.issuer),
@@ -155,9 +115,11 @@ impl Minter {
             ring: ArcSwap::from_pointee(ring),
             source,
             algorithm: config.algorithm,
+            profile: config.profile,
             issuer: Arc::from(config.issuer.as_str()),
             default_audience: Arc::from(config.audience.as_str()),
             ttl,
+            nbf_skew: config.nbf_skew.as_secs() as i64,
             header_prefix: config.header_prefix.clone(),
             discovery: Bytes::from(discovery.to_string()),
         })
@@ -165,7 +127,7 @@ impl Minter {
 
     /// The JWKS document.
     pub fn jwks(&self) -> Bytes {
-        self.ring.load().jwks.clone()
+        self.ring.load().jwks()
     }
 
     /// The OpenID discovery document (issuer and `jwks_uri`).
@@ -180,14 +142,30 @@ impl Minter {
 
     /// Re-reads the key ring from the store; `true` when it changed.
     pub async fn reload(&self, store: &dyn Store) -> Result<bool, MintError> {
+        self.reload_at(store, crate::unix_now()).await
+    }
+
+    /// [`Self::reload`] as of `now`.
+    pub async fn reload_at(&self, store: &dyn Store, now: i64) -> Result<bool, MintError> {
         if matches!(self.source, KeySource::Files(_)) {
             return Ok(false);
         }
-        let fresh = load_ring(&self.source, self.algorithm, store, false, self.ttl).await?;
-        if fresh.kids() == self.ring.load().kids() {
+        let typ = self.profile.typ();
+        let fresh = load_ring(
+            &self.source,
+            self.algorithm,
+            typ,
+            store,
+            false,
+            self.ttl,
+            now,
+        )
+        .await?;
+        if fresh.same_as(&self.ring.load()) {
             return Ok(false);
         }
-        tracing::info!(active_kid = %fresh.active.kid, "signing keys reloaded");
+        tracing::info!(active_kid = %fresh.active().key.kid, keys = fresh.keys().len(),
+            "signing keys reloaded");
         self.ring.store(Arc::new(fresh));
         Ok(true)
     }
@@ -207,14 +185,14 @@ impl Minter {
     ) -> Result<Arc<Minted>, KeyError> {
         let audience = self.audience(audience);
         let ring = self.ring.load();
-        let active = &ring.active;
+        let active = ring.signing(now);
         let (jwt, exp) = self.sign(active, identity, audience, now)?;
         let header = HeaderValue::try_from(format!("{}{jwt}", self.header_prefix))
             .map_err(|_| KeyError::Sign)?;
         Ok(Arc::new(Minted {
             header,
             prefix_len: self.header_prefix.len(),
-            kid: active.kid.clone(),
+            kid: active.key.kid.clone(),
             audience: audience.clone(),
             exp,
         }))
@@ -223,7 +201,8 @@ impl Minter {
     /// Whether `minted`, kept since it was minted, may still be handed out at `now`: signed
     /// by the active key, and further than the reuse margin from its expiry.
     pub fn reusable(&self, minted: &Minted, now: i64) -> bool {
-        minted.kid == self.ring.load().active.kid && minted.exp - now > self.reuse_margin()
+        minted.kid == self.ring.load().signing(now).key.kid
+            && minted.exp - now > self.reuse_margin()
     }
 
     /// A JWT is reissued once less than this many seconds of its life remain.
@@ -233,7 +212,7 @@ impl Minter {
 
     fn sign(
         &self,
-        key: &SigningKey,
+        key: &RingKey,
         identity: &Identity,
         audience: &str,
         now: i64,
@@ -242,28 +221,22 @@ impl Minter {
             Some(limit) => (now + self.ttl).min(limit),
             None => now + self.ttl,
         };
-        let claims = Claims {
-            iss: &self.issuer,
-            sub: &identity.subject,
-            aud: audience,
+        let envelope = Envelope {
+            issuer: &self.issuer,
+            audience,
             iat: now,
-            nbf: now,
+            // A verifier whose clock runs behind would otherwise refuse a fresh JWT.
+            nbf: now - self.nbf_skew,
             exp,
             jti: URL_SAFE_NO_PAD.encode(random_bytes::<16>().map_err(|_| KeyError::Sign)?),
-            username: &identity.username,
-            email: identity.email.as_deref(),
-            roles: &identity.roles,
-            attributes: &identity.attributes,
-            scopes: identity.scopes.as_ref(),
-            provider: identity.provider,
-            token_id: identity.credential_id.as_deref(),
         };
+        let claims = Claims::new(self.profile, identity, envelope);
         let payload = serde_json::to_vec(&claims).map_err(|_| KeyError::Sign)?;
         let mut jwt = String::with_capacity(key.header_b64.len() + payload.len() * 4 / 3 + 100);
         jwt.push_str(&key.header_b64);
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(&payload, &mut jwt);
-        let signature = key.sign(jwt.as_bytes())?;
+        let signature = key.key.sign(jwt.as_bytes())?;
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(&signature, &mut jwt);
         Ok((jwt, exp))
@@ -286,81 +259,10 @@ impl Minted {
     }
 }
 
-/// A new key record for `algorithm`, ready to store.
-pub fn generate_key_record(algorithm: Algorithm, now: i64) -> Result<KeyRecord, KeyError> {
-    let (key, der) = SigningKey::generate(algorithm)?;
-    Ok(KeyRecord {
-        kid: key.kid.clone(),
-        algorithm: algorithm.as_str().to_owned(),
-        private_pkcs8: der,
-        created_at: now,
-        retired_at: None,
-        publish_until: None,
-    })
-}
-
-/// Until when a key retired `now` must stay published: every JWT it signed has expired,
-/// including those signed by replicas that have not reloaded yet.
-pub fn publish_until(now: i64, ttl: i64) -> i64 {
-    now + ttl + KEY_RELOAD_INTERVAL.as_secs() as i64 + CLOCK_SKEW
-}
-
-async fn load_ring(
-    source: &KeySource,
-    algorithm: Algorithm,
-    store: &dyn Store,
-    create_missing: bool,
-    ttl: i64,
-) -> Result<KeyRing, MintError> {
-    match source {
-        KeySource::Files(paths) => {
-            let mut keys = Vec::with_capacity(paths.len());
-            for path in paths {
-                keys.push(Arc::new(SigningKey::from_pem_file(algorithm, path)?.0));
-            }
-            Ok(KeyRing::new(keys))
-        }
-        KeySource::Store => {
-            let now = crate::unix_now();
-            let mut records = store.keys(now).await?;
-            let has_active = |rs: &[KeyRecord]| {
-                rs.iter()
-                    .any(|r| r.retired_at.is_none() && r.algorithm == algorithm.as_str())
-            };
-            if !has_active(&records) {
-                if !create_missing {
-                    return Err(MintError::NoActiveKey(algorithm.as_str()));
-                }
-                let record = generate_key_record(algorithm, now)?;
-                store
-                    .rotate_key(&record, publish_until(now, ttl), true)
-                    .await?;
-                tracing::info!(kid = %record.kid, algorithm = algorithm.as_str(), "generated a signing key");
-                records = store.keys(now).await?;
-            }
-            // Active key first, then the retired ones still published.
-            records.sort_by_key(|r| (r.retired_at.is_some(), std::cmp::Reverse(r.created_at)));
-            let mut keys = Vec::with_capacity(records.len());
-            for r in &records {
-                let alg = Algorithm::parse(&r.algorithm).ok_or_else(|| {
-                    StoreError::Corrupt(format!("key {} has algorithm {}", r.kid, r.algorithm))
-                })?;
-                let key =
-                    SigningKey::from_der(alg, &r.private_pkcs8, &format!("stored key {}", r.kid))?;
-                keys.push(Arc::new(key));
-            }
-            if keys.is_empty() || records[0].retired_at.is_some() {
-                return Err(MintError::NoActiveKey(algorithm.as_str()));
-            }
-            Ok(KeyRing::new(keys))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Names;
+    use crate::identity::{Attributes, Names};
     use crate::store::SqliteStore;
 
     fn identity(expires_at: Option<i64>) -> Arc<Identity> {
@@ -375,6 +277,7 @@ mod tests {
             scopes: Some(Names::from(["read:data"])),
             expires_at,
             credential_id: None,
+            client_id: None,
         })
     }
 
@@ -405,11 +308,12 @@ mod tests {
             let c = decode_claims(minted.jwt());
             assert_eq!(c["exp"], expected, "{expires_at:?}");
             assert_eq!(c["iat"], now);
-            assert_eq!(c["nbf"], now);
+            assert_eq!(c["nbf"], now - 30, "mint.nbf_skew");
             assert_eq!(c["aud"], "api");
             assert_eq!(minted.audience(), "api");
             assert_eq!(c["iss"], "http://localhost:8080");
-            assert_eq!(c["scopes"], json!(["read:data"]));
+            assert_eq!(c["scope"], "read:data");
+            assert_eq!(c["client_id"], DEFAULT_CLIENT_ID);
         }
         let id = identity(None);
         let a = minter.mint(&id, None, now).unwrap();
@@ -434,16 +338,26 @@ mod tests {
         assert!(!minter.reusable(&short, now));
 
         // Rotation: the new key signs, the old one stays published.
-        let old_kid = minter.ring().active.kid.clone();
-        let record = generate_key_record(Algorithm::ES256, crate::unix_now()).unwrap();
-        store
-            .rotate_key(&record, publish_until(crate::unix_now(), 300), false)
-            .await
-            .unwrap();
-        assert!(minter.reload(&store).await.unwrap());
+        let old_kid = minter.ring().active().key.kid.clone();
+        let real_now = crate::unix_now();
+        let rotation = rotate(&config, &store, real_now, false).await.unwrap();
+        assert!(minter.reload_at(&store, real_now).await.unwrap());
+        assert!(
+            !minter.reload_at(&store, real_now).await.unwrap(),
+            "unchanged"
+        );
+        assert_eq!(
+            minter.ring().active().key.kid,
+            old_kid,
+            "published before it signs"
+        );
+        assert!(minter.reusable(&a, now + 1));
+        let record = rotation;
+        assert!(minter.reload_at(&store, record.activates_at).await.unwrap());
         let ring = minter.ring();
-        assert_eq!(ring.active.kid, record.kid);
-        assert_eq!(ring.kids(), vec![record.kid.as_str(), old_kid.as_str()]);
+        assert_eq!(ring.active().key.kid, record.kid);
+        let kids: Vec<_> = ring.keys().iter().map(|k| k.key.kid.as_str()).collect();
+        assert_eq!(kids, vec![record.kid.as_str(), old_kid.as_str()]);
         assert!(
             !minter.reusable(&a, now + 1),
             "rotation retires JWTs of the old key"
@@ -458,6 +372,29 @@ mod tests {
         .unwrap();
         assert_eq!(header["kid"], json!(record.kid));
         assert_eq!(header["alg"], "ES256");
+        assert_eq!(header["typ"], "at+jwt");
+
+        // The legacy profile: `typ: JWT`, the `scopes` list.
+        let legacy = MintConfig {
+            profile: Profile::Legacy,
+            nbf_skew: Duration::ZERO,
+            ..MintConfig::default()
+        };
+        let minter = Minter::new(&legacy, &store, false).await.unwrap();
+        let e = minter.mint(&id, None, now).unwrap();
+        let header: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(e.jwt().split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(header["typ"], "JWT");
+        let c = decode_claims(e.jwt());
+        assert_eq!(c["scopes"], json!(["read:data"]));
+        assert_eq!(c["nbf"], now);
+        assert!(
+            c.get("scope").is_none() && c.get("client_id").is_none(),
+            "{c}"
+        );
     }
 }

@@ -102,6 +102,7 @@ impl Provider for ApiTokenProvider {
             scopes: token.scopes,
             expires_at: token.expires_at,
             credential_id: Some(token.id),
+            client_id: None,
         })
     }
 }

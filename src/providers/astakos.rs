@@ -290,6 +290,7 @@ fn identity_from_access(body: &[u8]) -> Result<Identity, AuthError> {
         scopes: None,
         expires_at: Some(expires_at),
         credential_id: None,
+        client_id: None,
     })
 }
 
@@ -325,6 +326,7 @@ fn identity_from_legacy(body: &[u8]) -> Result<Identity, AuthError> {
         scopes: None,
         expires_at: Some(expires_ms.div_euclid(1000)),
         credential_id: None,
+        client_id: None,
     })
 }
 

@@ -201,6 +201,7 @@ impl Provider for BasicProvider {
                     scopes: None,
                     expires_at: None,
                     credential_id: None,
+                    client_id: None,
                 })
             }
             _ => {

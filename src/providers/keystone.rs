@@ -408,6 +408,7 @@ fn identity_from_token(token: &Value, prefix: &str) -> Option<Identity> {
         scopes: None,
         expires_at: Some(parse_iso8601(token["expires_at"].as_str()?)?),
         credential_id: None,
+        client_id: None,
     })
 }
 

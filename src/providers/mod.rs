@@ -437,6 +437,7 @@ mod tests {
             scopes: None,
             expires_at: None,
             credential_id: None,
+            client_id: None,
         };
         let id = foreign_identity(raw("root", "ｒｏｏｔ"), KEYSTONE, "http://ks:5000/v3").unwrap();
         assert_eq!(id.subject, "keystone:http%3A//ks%3A5000/v3:root");

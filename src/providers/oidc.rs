@@ -185,6 +185,10 @@ pub struct ClaimMapping {
     /// Claims holding the scopes, first present wins: a space-separated string (`scope`)
     /// or a list (`scp`). A token with none of them holds no scopes.
     pub scopes: Vec<String>,
+    /// A claim (dotted path) that, when it is `true`, means the token holds every scope, as
+    /// a user who signed in directly does: `scope_all` for another authgate's JWTs. Unset
+    /// (the default), no token holds every scope.
+    pub scopes_all: Option<String>,
     /// Claims copied into attributes (a string or a list of strings).
     pub attributes: Vec<String>,
     /// Roles and attributes added when a claim has a value.
@@ -199,6 +203,7 @@ impl Default for ClaimMapping {
             email_verified: EmailVerified::Require,
             roles: vec!["realm_access.roles".into(), "groups".into(), "roles".into()],
             scopes: vec!["scope".into(), "scp".into()],
+            scopes_all: None,
             attributes: Vec::new(),
             add: Vec::new(),
         }
@@ -324,8 +329,13 @@ impl ClaimMapping {
                 roles.extend(list.iter().filter_map(Value::as_str));
             }
         }
-        // A token without scopes holds none (it is a token, not a signed-in user).
-        let scopes = Some(
+        // A token without scopes holds none (it is a token, not a signed-in user), unless
+        // its issuer says explicitly that it holds all.
+        let all = self
+            .scopes_all
+            .as_deref()
+            .is_some_and(|path| lookup(claims, path) == Some(&Value::Bool(true)));
+        let scopes = (!all).then(|| {
             self.scopes
                 .iter()
                 .find_map(|path| match lookup(claims, path)? {
@@ -337,8 +347,8 @@ impl ClaimMapping {
                     ),
                     _ => None,
                 })
-                .unwrap_or_default(),
-        );
+                .unwrap_or_default()
+        });
         let mut attributes = Attributes::new();
         for name in &self.attributes {
             match lookup(claims, name) {
@@ -370,6 +380,11 @@ impl ClaimMapping {
             scopes,
             expires_at: NumericDates::of(claims)?.exp,
             credential_id: None,
+            client_id: ["client_id", "azp"]
+                .iter()
+                .find_map(|name| claims[*name].as_str())
+                .filter(|c| !c.is_empty())
+                .map(Box::from),
         })
     }
 
@@ -540,6 +555,51 @@ mod tests {
                 ),
             }
         }
+    }
+
+    #[test]
+    fn all_scopes_where_the_mapping_reads_them_and_the_client() {
+        let default = ClaimMapping::default();
+        let authgate = ClaimMapping {
+            scopes_all: Some("scope_all".into()),
+            ..ClaimMapping::default()
+        };
+        let scopes = |mapping: &ClaimMapping, claims: Value| {
+            mapping
+                .identity(&claims, "jwt", "https://i", None)
+                .unwrap()
+                .scopes
+                .map(|s| s.iter().map(str::to_owned).collect::<Vec<_>>())
+        };
+        let all = json!({"sub": "u", "scope": "", "scope_all": true});
+        assert_eq!(scopes(&default, all.clone()), Some(vec![]), "foreign: none");
+        assert_eq!(scopes(&authgate, all), None, "authgate's own: all");
+        // Only the JSON `true` means all.
+        for value in [json!("true"), json!(false), json!(1), json!([true])] {
+            let claims = json!({"sub": "u", "scope": "a", "scope_all": value});
+            assert_eq!(scopes(&authgate, claims), Some(vec!["a".into()]), "{value}");
+        }
+        // The token's client: `client_id` (RFC 9068), else `azp` (OIDC).
+        let client = |claims: Value| {
+            default
+                .identity(&claims, "jwt", "https://i", None)
+                .unwrap()
+                .client_id
+        };
+        assert_eq!(
+            client(json!({"sub": "u", "client_id": "gw", "azp": "x"})).as_deref(),
+            Some("gw")
+        );
+        assert_eq!(
+            client(json!({"sub": "u", "azp": "spa"})).as_deref(),
+            Some("spa")
+        );
+        assert_eq!(client(json!({"sub": "u", "client_id": ""})), None);
+        let scoped = json!({"sub": "u", "scope": "read:data write:data"});
+        assert_eq!(
+            scopes(&authgate, scoped),
+            Some(vec!["read:data".into(), "write:data".into()])
+        );
     }
 
     #[test]

@@ -496,6 +496,7 @@ mod tests {
             scopes: scopes.map(|s| s.iter().copied().collect::<Names>()),
             expires_at: None,
             credential_id: None,
+            client_id: None,
         }
     }
 

@@ -140,11 +140,15 @@ pub struct KeyRecord {
     pub algorithm: String,
     /// PKCS#8 DER of the private key.
     pub private_pkcs8: Vec<u8>,
-    /// Unix seconds.
+    /// Unix seconds; it is published from then on.
     pub created_at: i64,
-    /// When it stopped signing; `None` for the active key.
+    /// When it starts signing (after `created_at` by the rotation lead time, so that
+    /// verifiers fetch it before they meet a JWT it signed).
+    pub activates_at: i64,
+    /// When it stops signing: the activation of its successor, which may lie ahead;
+    /// `None` while no successor is scheduled.
     pub retired_at: Option<i64>,
-    /// Until when its public key stays in the JWKS.
+    /// Until when its public key stays in the JWKS (`None`: while it has no successor).
     pub publish_until: Option<i64>,
 }
 
@@ -155,6 +159,7 @@ impl std::fmt::Debug for KeyRecord {
             .field("algorithm", &self.algorithm)
             .field("private_pkcs8", &"<redacted>")
             .field("created_at", &self.created_at)
+            .field("activates_at", &self.activates_at)
             .field("retired_at", &self.retired_at)
             .field("publish_until", &self.publish_until)
             .finish()
@@ -231,17 +236,21 @@ pub trait Store: Send + Sync + 'static {
     /// order; all of them (`None`), or those of `among` that are known.
     async fn subjects(&self, among: Option<&[String]>) -> Result<Vec<String>, StoreError>;
 
-    /// Keys still published (active and retired ones not yet past `publish_until`).
+    /// Keys still published at `now` (all but those past their `publish_until`), the latest
+    /// activation first; of two activating in the same second, the one added last first.
     async fn keys(&self, now: i64) -> Result<Vec<KeyRecord>, StoreError>;
-    /// Makes `key` the active one; the previous active keys retire at `key.created_at`
-    /// and stay published until `publish_until`. When `only_if_none_active`, does nothing
-    /// if an active key of the same algorithm exists (several replicas starting at once).
-    async fn rotate_key(
+    /// Adds `key` to the key ring, in one transaction: keys that never signed (activating
+    /// after `now`) are dropped; the keys signing at `now` retire at `key.activates_at` and
+    /// stay published until `publish_until`; keys past their `publish_until` are removed.
+    /// With `only_if_none`, nothing happens (`false`) when a key of `key`'s algorithm signs
+    /// at `now` or is scheduled to (several replicas starting at once).
+    async fn add_key(
         &self,
         key: &KeyRecord,
+        now: i64,
         publish_until: i64,
-        only_if_none_active: bool,
-    ) -> Result<(), StoreError>;
+        only_if_none: bool,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Opens the configured store for a server: an embedded store is created when missing,

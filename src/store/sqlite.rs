@@ -14,7 +14,8 @@ use super::{KeyRecord, Store, StoreError, TokenLookup, TokenRecord, TokenRef, Us
 use crate::identity::{Attributes, Names};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     username      TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -45,7 +46,12 @@ CREATE TABLE signing_keys (
     retired_at    INTEGER,
     publish_until INTEGER
 );
-"#];
+"#,
+    r#"
+ALTER TABLE signing_keys ADD COLUMN activates_at INTEGER;
+UPDATE signing_keys SET activates_at = created_at;
+"#,
+];
 
 /// The SQLite-backed [`Store`].
 pub struct SqliteStore {
@@ -92,11 +98,25 @@ impl SqliteStore {
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let applied: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for sql in MIGRATIONS.iter().skip(applied.max(0) as usize) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
+        // Releases before key states set `user_version` back to 1 when they opened a newer
+        // store, after this migration had run: its column is there already.
+        if i == 1 && has_column(&tx, "signing_keys", "activates_at")? {
+            continue;
+        }
         tx.execute_batch(sql)?;
     }
-    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    // Never lowered: an older authgate (a CLI during an upgrade, say) leaves the newer
+    // schema as it is, and it reads the columns it knows.
+    if applied < MIGRATIONS.len() as i64 {
+        tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    }
     tx.commit()
+}
+
+fn has_column(c: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    c.prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+        .exists(params![table, column])
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
@@ -151,8 +171,9 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         algorithm: row.get(1)?,
         private_pkcs8: row.get(2)?,
         created_at: row.get(3)?,
-        retired_at: row.get(4)?,
-        publish_until: row.get(5)?,
+        activates_at: row.get(4)?,
+        retired_at: row.get(5)?,
+        publish_until: row.get(6)?,
     })
 }
 
@@ -389,9 +410,10 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT kid, algorithm, private_pkcs8, created_at, retired_at, publish_until
+                    "SELECT kid, algorithm, private_pkcs8, created_at,
+                            COALESCE(activates_at, created_at), retired_at, publish_until
                      FROM signing_keys WHERE publish_until IS NULL OR publish_until > ?1
-                     ORDER BY created_at DESC, kid",
+                     ORDER BY COALESCE(activates_at, created_at) DESC, rowid DESC",
                 )
                 .map_err(query_err)?;
             let rows = stmt
@@ -403,46 +425,63 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn rotate_key(
+    async fn add_key(
         &self,
         key: &KeyRecord,
+        now: i64,
         publish_until: i64,
-        only_if_none_active: bool,
-    ) -> Result<(), StoreError> {
+        only_if_none: bool,
+    ) -> Result<bool, StoreError> {
         let key = key.clone();
         self.run(move |c| {
             let tx = c
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(query_err)?;
-            if only_if_none_active {
-                let active: Option<String> = tx
+            if only_if_none {
+                let current: Option<String> = tx
                     .query_row(
-                        "SELECT kid FROM signing_keys WHERE retired_at IS NULL AND algorithm = ?1",
-                        params![key.algorithm],
+                        "SELECT kid FROM signing_keys WHERE algorithm = ?1
+                         AND (retired_at IS NULL OR retired_at > ?2) LIMIT 1",
+                        params![key.algorithm, now],
                         |r| r.get(0),
                     )
                     .optional()
                     .map_err(query_err)?;
-                if active.is_some() {
-                    return Ok(());
+                if current.is_some() {
+                    return Ok(false);
                 }
             }
+            // A scheduled key that never signed is replaced, not kept beside the new one.
             tx.execute(
-                "UPDATE signing_keys SET retired_at = ?1, publish_until = ?2 WHERE retired_at IS NULL",
-                params![key.created_at, publish_until],
+                "DELETE FROM signing_keys WHERE COALESCE(activates_at, created_at) > ?1",
+                params![now],
+            )
+            .map_err(query_err)?;
+            tx.execute(
+                "UPDATE signing_keys SET retired_at = ?1, publish_until = ?2
+                 WHERE retired_at IS NULL OR retired_at > ?3",
+                params![key.activates_at, publish_until, now],
             )
             .map_err(query_err)?;
             tx.execute(
                 "DELETE FROM signing_keys WHERE publish_until IS NOT NULL AND publish_until <= ?1",
-                params![key.created_at],
+                params![now],
             )
             .map_err(query_err)?;
             tx.execute(
-                "INSERT INTO signing_keys (kid, algorithm, private_pkcs8, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![key.kid, key.algorithm, key.private_pkcs8, key.created_at],
+                "INSERT INTO signing_keys (kid, algorithm, private_pkcs8, created_at, activates_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    key.kid,
+                    key.algorithm,
+                    key.private_pkcs8,
+                    key.created_at,
+                    key.activates_at
+                ],
             )
             .map_err(query_err)?;
-            tx.commit().map_err(query_err)
+            tx.commit().map_err(query_err)?;
+            Ok(true)
         })
         .await
     }
@@ -535,33 +574,96 @@ mod tests {
             vec![Some(11), Some(9)]
         );
 
-        let key = |kid: &str, at| KeyRecord {
+        let key = |kid: &str, created_at, activates_at| KeyRecord {
             kid: kid.into(),
             algorithm: "ES256".into(),
             private_pkcs8: vec![1, 2],
-            created_at: at,
+            created_at,
+            activates_at,
             retired_at: None,
             publish_until: None,
         };
-        store.rotate_key(&key("k1", 100), 0, true).await.unwrap();
-        store.rotate_key(&key("k0", 100), 0, true).await.unwrap();
-        assert_eq!(
-            store.keys(100).await.unwrap().len(),
-            1,
-            "only_if_none_active"
+        let kids = |keys: &[KeyRecord]| keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>();
+        assert!(
+            store
+                .add_key(&key("k1", 100, 100), 100, 0, true)
+                .await
+                .unwrap()
         );
-        store.rotate_key(&key("k2", 200), 500, false).await.unwrap();
+        assert!(
+            !store
+                .add_key(&key("k0", 100, 100), 100, 0, true)
+                .await
+                .unwrap(),
+            "only_if_none"
+        );
+        assert_eq!(kids(&store.keys(100).await.unwrap()), ["k1"]);
+        // Scheduled: k2 published at 200, signs from 300; k1 retires then, published to 700.
+        assert!(
+            store
+                .add_key(&key("k2", 200, 300), 200, 700, false)
+                .await
+                .unwrap()
+        );
         let keys = store.keys(200).await.unwrap();
+        assert_eq!(kids(&keys), ["k2", "k1"]);
         assert_eq!(
-            keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
-            vec!["k2", "k1"]
+            (keys[1].retired_at, keys[1].publish_until),
+            (Some(300), Some(700))
         );
-        assert_eq!(keys[1].retired_at, Some(200));
+        assert_eq!((keys[0].activates_at, keys[0].retired_at), (300, None));
+        assert!(
+            !store
+                .add_key(&key("k9", 250, 250), 250, 0, true)
+                .await
+                .unwrap(),
+            "a scheduled key counts for only_if_none"
+        );
+        // Rotating again before k2 signs replaces k2 (it never signed), and k1 signs until
+        // the new key's activation.
+        assert!(
+            store
+                .add_key(&key("k3", 250, 350), 250, 750, false)
+                .await
+                .unwrap()
+        );
+        let keys = store.keys(250).await.unwrap();
+        assert_eq!(kids(&keys), ["k3", "k1"]);
         assert_eq!(
-            store.keys(500).await.unwrap().len(),
-            1,
-            "k1 unpublished after 500"
+            (keys[1].retired_at, keys[1].publish_until),
+            (Some(350), Some(750))
         );
+        // At once (k4 signs at 400): k3 signed since 350 and retires now; k1 stays as it was.
+        assert!(
+            store
+                .add_key(&key("k4", 400, 400), 400, 800, false)
+                .await
+                .unwrap()
+        );
+        let keys = store.keys(400).await.unwrap();
+        assert_eq!(kids(&keys), ["k4", "k3", "k1"]);
+        assert_eq!(
+            (keys[1].retired_at, keys[1].publish_until),
+            (Some(400), Some(800))
+        );
+        assert_eq!(
+            (keys[2].retired_at, keys[2].publish_until),
+            (Some(350), Some(750))
+        );
+        assert_eq!(
+            kids(&store.keys(750).await.unwrap()),
+            ["k4", "k3"],
+            "k1 unpublished"
+        );
+        assert_eq!(kids(&store.keys(800).await.unwrap()), ["k4"]);
+        // Two keys activating in the same second: the one added last is listed first.
+        assert!(
+            store
+                .add_key(&key("k5", 800, 800), 800, 900, false)
+                .await
+                .unwrap()
+        );
+        assert_eq!(kids(&store.keys(800).await.unwrap()), ["k5", "k4"]);
         assert!(format!("{:?}", keys[0]).contains("<redacted>"));
     }
 
@@ -685,6 +787,45 @@ mod tests {
             ["alice", "pithos"]
         );
         assert!(store.subjects(Some(&[])).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn keys_of_a_store_from_before_key_states_sign_since_their_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO signing_keys (kid, algorithm, private_pkcs8, created_at, retired_at, publish_until)
+             VALUES ('old', 'ES256', x'01', 100, 200, 900), ('cur', 'ES256', x'01', 200, NULL, NULL)",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).unwrap();
+        drop(store);
+        // An older release set the version back (the column stays), then a newer opens it.
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).unwrap();
+        let keys = store.keys(300).await.unwrap();
+        let rows: Vec<_> = keys
+            .iter()
+            .map(|k| (k.kid.as_str(), k.activates_at, k.retired_at))
+            .collect();
+        assert_eq!(rows, [("cur", 200, None), ("old", 100, Some(200))]);
+        // A newer store is never set back to an older version.
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 9).unwrap();
+        drop(conn);
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 9);
     }
 
     #[test]
