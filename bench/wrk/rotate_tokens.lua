@@ -1,5 +1,6 @@
 -- Scenario (b): a different API token on every request, cycling through the file named by
--- BENCH_TOKENS (one per line). Each wrk thread starts at its own offset.
+-- BENCH_TOKENS (one per line). Each wrk thread starts at its own offset. BENCH_SCHEME
+-- (default Bearer) is the scheme put before each: (h) sends Basic credentials.
 local tokens = {}
 local idx = 0
 local threads = 0
@@ -10,8 +11,9 @@ function setup(thread)
 end
 
 function init(args)
+  local scheme = os.getenv("BENCH_SCHEME") or "Bearer"
   for line in io.lines(os.getenv("BENCH_TOKENS")) do
-    tokens[#tokens + 1] = "Bearer " .. line
+    tokens[#tokens + 1] = scheme .. " " .. line
   end
   idx = offset or 0
 end

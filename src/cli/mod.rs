@@ -263,9 +263,10 @@ pub fn main() -> ExitCode {
             ..config.log.clone()
         })
     };
-    // Blocking work is the store's pool (4 connections), argon2 (one per core) and name
-    // resolution: a few threads do it all. Tokio's default (up to 512, each kept 10 s)
-    // grew ~40 threads under load, each with its own malloc arena (+60% RSS, measured).
+    // Blocking work is the store's pool (4 connections) and name resolution (argon2 has
+    // threads of its own, in `providers::basic`): a few threads do it all. Tokio's default
+    // (up to 512, each kept 10 s) grew ~40 threads under load, each with its own malloc
+    // arena (+60% RSS, measured).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)

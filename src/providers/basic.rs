@@ -9,16 +9,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHasher, SaltString};
 use async_trait::async_trait;
 use serde::Deserialize;
 
+use self::pool::PasswordPool;
 use super::{AuthContext, AuthError, Provider};
 use crate::credential::Credential;
 use crate::identity::{Identity, local_user_name};
 use crate::secret::{Secret, random_bytes};
 use crate::setting::ConfigError;
 use crate::store::Store;
+
+mod pool;
 
 /// `type: basic` options.
 #[derive(Debug, Clone, Deserialize)]
@@ -82,9 +85,12 @@ impl BasicConfig {
 pub struct BasicProvider {
     store: Arc<dyn Store>,
     limiter: FailureLimiter,
-    /// One password check per core at a time: each takes argon2's 19 MiB and ~50 ms of
-    /// CPU, so a burst of Basic attempts queues instead of taking memory without bound.
+    /// One password check per core at a time (running or queued for `pool`): each takes
+    /// ~50 ms of CPU, so a burst of Basic attempts waits here.
     checks: Arc<tokio::sync::Semaphore>,
+    /// The threads that run the checks, each in argon2 memory (19 MiB) of its own that it
+    /// reuses: the memory is bounded by the pool's size, not by the traffic.
+    pool: PasswordPool,
 }
 
 /// An argon2id hash (default parameters, as [`hash_password`] makes) of a random password
@@ -110,6 +116,7 @@ impl BasicProvider {
             checks: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
+            pool: PasswordPool::new(),
         }
     }
 }
@@ -121,16 +128,6 @@ pub fn hash_password(password: &Secret) -> Result<String, argon2::password_hash:
     Ok(Argon2::default()
         .hash_password(password.expose().as_bytes(), &salt)?
         .to_string())
-}
-
-fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
 }
 
 #[async_trait]
@@ -181,12 +178,11 @@ impl Provider for BasicProvider {
             .acquire_owned()
             .await
             .map_err(|e| AuthError::Unavailable(format!("password check failed: {e}")))?;
-        let ok = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            verify_password(password.expose(), &phc)
-        })
-        .await
-        .map_err(|e| AuthError::Unavailable(format!("password check failed: {e}")))?;
+        let ok = self
+            .pool
+            .verify(password, phc, permit)
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("password check failed: {e}")))?;
         match user {
             Some(u) if ok => {
                 attempt.succeeded();
@@ -373,6 +369,8 @@ fn lock(w: &Mutex<Window>) -> std::sync::MutexGuard<'_, Window> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use crate::identity::Names;
 
     use super::*;
@@ -380,17 +378,60 @@ mod tests {
 
     #[test]
     fn argon2_round_trip() {
+        let allocated = AtomicUsize::new(0);
+        let mut blocks = Vec::new();
+        let mut verify =
+            |password: &str, phc: &str| pool::verify_into(password, phc, &mut blocks, &allocated);
         let phc = hash_password(&Secret::new("correct horse")).unwrap();
         assert!(phc.starts_with("$argon2id$"), "{phc}");
-        assert!(verify_password("correct horse", &phc));
-        assert!(!verify_password("correct horsf", &phc));
-        assert!(!verify_password("x", "not a phc string"));
+        assert!(verify("correct horse", &phc));
+        assert!(!verify("correct horsf", &phc));
+        assert!(!verify("x", "not a phc string"));
         let again = hash_password(&Secret::new("correct horse")).unwrap();
         assert_ne!(phc, again, "salted");
-        // The unknown-user check costs what a real one does: same algorithm and parameters.
+        assert!(verify("correct horse", &again));
+        // The unknown-user check costs what a real one does: same algorithm and parameters,
+        // so the same memory (the buffer sized by the real hash is not grown for it).
         let params = |phc: &str| phc.split('$').take(4).collect::<Vec<_>>().join("$");
         assert_eq!(params(DUMMY_HASH), params(&phc));
-        assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+        assert!(!verify("correct horse", DUMMY_HASH));
+        assert_eq!(allocated.load(Ordering::Relaxed), 1);
+        assert_eq!(blocks.len(), 19 * 1024);
+    }
+
+    /// Right and wrong passwords and unknown users (the dummy hash) all run on the pool,
+    /// whose workers allocate their argon2 memory once each, not once per check.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checks_reuse_the_pool_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_alice(&dir).await;
+        let p = BasicProvider::new(&config(100, None, Duration::from_secs(60)), store);
+        assert_eq!(p.pool.buffers_allocated(), 0);
+        // An unknown user: refused, after a full check against the dummy hash.
+        assert_eq!(
+            p.authenticate(&cred("nobody", "pw"), &ctx("192.0.2.1"))
+                .await,
+            BAD
+        );
+        assert_eq!(p.pool.buffers_allocated(), 1);
+        for i in 0..12 {
+            let id = p
+                .authenticate(&cred("alice", "pw"), &ctx("192.0.2.1"))
+                .await
+                .unwrap();
+            assert_eq!(id.subject, "alice");
+            assert_eq!(
+                p.authenticate(&cred("alice", &format!("no-{i}")), &ctx("192.0.2.1"))
+                    .await,
+                BAD
+            );
+        }
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let buffers = p.pool.buffers_allocated();
+        assert!(
+            buffers <= workers.clamp(1, 4),
+            "{buffers} buffers for 25 checks"
+        );
     }
 
     /// A store in `dir` with user `alice`, password `pw`, role `staff`.
