@@ -200,6 +200,9 @@ mod tests {
             "server: { signin_url: \"http://127.0.0.1:4180/start?x=1\", envoy_redirect: true }",
             "server: { redirect_hosts: [api.example.org, \"*.Example.net\", \"fq.example.org.\"] }",
             "server: { redirect_hosts: [] }",
+            "server: { public_url: \"https://gw.example.org/authgate\" }",
+            "server: { public_url: \"http://authgate.authgate.svc:8080\" }",
+            "headers: oauth2-proxy\npolicy: { rules: [ { name: a, headers: default }, { name: b, headers: oauth2-proxy } ] }",
         ];
         for yaml in cases {
             Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
@@ -224,6 +227,19 @@ mod tests {
                 "server.signin_url",
             ),
             ("server: { signin_url: /oauth2/start }", "server.signin_url"),
+            ("server: { public_url: /keys }", "server.public_url"),
+            (
+                "server: { public_url: \"https://gw.example.org/\" }",
+                "server.public_url`: must not end with '/'",
+            ),
+            (
+                "server: { public_url: \"https://gw.example.org/x?a=1\" }",
+                "server.public_url`: must not hold a query",
+            ),
+            (
+                "server: { public_url: \"https://u@gw.example.org\" }",
+                "server.public_url`: must not hold userinfo",
+            ),
             (
                 "server: { signin_url: \"//auth.example.org/x\" }",
                 "server.signin_url",

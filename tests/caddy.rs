@@ -17,13 +17,14 @@ policy:
     - { name: admin, path: /admin, require: { roles: [admin] }, audience: admin-api }
 "#;
 
-/// The five headers authgate answers on a 2xx and the Caddyfile copies upstream.
-const IDENTITY: [&str; 5] = [
+/// The identity headers authgate answers on a 2xx and the Caddyfile copies upstream.
+const IDENTITY: [&str; 6] = [
     "authorization",
     "x-auth-request-user",
     "x-auth-request-email",
     "x-auth-request-roles",
     "x-auth-request-scopes",
+    "x-auth-request-attributes",
 ];
 
 /// The headers the upstream received, after checking that none of them carries a Caddy
@@ -306,12 +307,19 @@ async fn caddy_forward_auth_end_to_end() {
         .header("X-Auth-Request-User", "mallory")
         .header("X-Auth-Request-Roles", "admin")
         .header("X-Auth-Request-Status", "authenticated")
+        .header("X-Auth-Request-Attributes", r#"{"dept":"admin"}"#)
+        .header("X-Auth-Request-Groups", "admin")
+        .header("X-Auth-Request-Preferred-Username", "mallory")
         .header("X-Auth-Token", "forged")
         .send()
         .await
         .unwrap();
     let seen = upstream_headers(resp).await;
-    for name in IDENTITY.iter().chain(&["x-auth-token"]) {
+    for name in IDENTITY.iter().chain(&[
+        "x-auth-token",
+        "x-auth-request-groups",
+        "x-auth-request-preferred-username",
+    ]) {
         assert!(seen.get(*name).is_none(), "{name}: {seen}");
     }
     assert_eq!(header(&seen, "x-auth-request-status"), Some("anonymous"));
@@ -381,7 +389,7 @@ impl Direct {
 // carries (2.6-2.8 set placeholder text for the others, 2.9.0-2.11.1 keep the client's), so
 // every 2xx carries all five, empty where there is no value, on an anonymous route too.
 #[tokio::test(flavor = "multi_thread")]
-async fn forward_auth_2xx_carries_all_five_identity_headers() {
+async fn forward_auth_2xx_carries_every_identity_header() {
     let d = Direct::start();
     let resp = d
         .ask("/data", None)

@@ -216,6 +216,7 @@ async fn proxy_forms_and_browser_sign_in() {
     assert_eq!(resp.headers()["x-auth-request-email"], "");
     assert_eq!(resp.headers()["x-auth-request-roles"], "");
     assert_eq!(resp.headers()["x-auth-request-scopes"], "read:data");
+    assert_eq!(resp.headers()["x-auth-request-attributes"], "");
     assert_eq!(resp.headers()["x-auth-request-status"], "authenticated");
     assert_eq!(
         resp.headers()["x-envoy-auth-headers-to-remove"],
@@ -315,6 +316,7 @@ async fn proxy_forms_and_browser_sign_in() {
         "x-auth-request-email",
         "x-auth-request-roles",
         "x-auth-request-scopes",
+        "x-auth-request-attributes",
     ] {
         assert_eq!(resp.headers()[name], "", "{name}");
     }
@@ -374,18 +376,27 @@ async fn proxy_forms_and_browser_sign_in() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["rule"], "default");
 
-    // Well-known documents.
-    let discovery: Value = reqwest::get(authgate.url("/.well-known/openid-configuration"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(discovery["issuer"], "https://authgate.test");
-    assert_eq!(
-        discovery["jwks_uri"],
-        "https://authgate.test/.well-known/jwks.json"
-    );
+    // Well-known documents: OpenID discovery and RFC 8414 metadata, the same fields, each
+    // one a strict client (Authlib, the openidconnect crate) requires; the sign-in page as
+    // authorization_endpoint; every algorithm authgate may sign with, the configured first.
+    let expected = serde_json::json!({
+        "issuer": "https://authgate.test",
+        "jwks_uri": "https://authgate.test/.well-known/jwks.json",
+        "authorization_endpoint": "https://auth.example.org/oauth2/start",
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
+    });
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let resp = reqwest::get(authgate.url(path)).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.headers()["content-type"], "application/json", "{path}");
+        let discovery: Value = resp.json().await.unwrap();
+        assert_eq!(discovery, expected, "{path}");
+    }
     let resp = http
         .post(authgate.url("/.well-known/jwks.json"))
         .send()
@@ -1375,6 +1386,26 @@ async fn signing_algorithms_and_key_files() {
         assert_eq!(jwks.keys.len(), 1);
         let claims = verify_with_alg(&jwks, &jwt, "api", expected);
         assert_eq!(claims["sub"], "gina", "{alg} {file:?}");
+        // The metadata names every algorithm authgate may sign with, the configured one
+        // first, so that a client which cached it takes JWTs after mint.algorithm changes.
+        let discovery: Value = reqwest::get(authgate.url("/.well-known/openid-configuration"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let algs = &discovery["id_token_signing_alg_values_supported"];
+        assert_eq!(algs[0], alg, "{alg} {file:?}");
+        let mut algs: Vec<&str> = algs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        algs.sort_unstable();
+        assert_eq!(algs, ["ES256", "EdDSA", "RS256"], "{alg} {file:?}");
+        // Every JWK names its algorithm, so the longer list admits no other key.
+        assert!(jwks.keys.iter().all(|k| k.common.key_algorithm.is_some()));
         if file.is_some() {
             // File keys are rotated by editing mint.key_files, not in the store.
             let out = authgate.cli(&["keys", "rotate"], None);

@@ -142,6 +142,9 @@ async fn valid_token_passes_with_authgates_identity_only() {
         ("X-Auth-Request-Email", "admin@example.org"),
         ("X-Auth-Request-Roles", "admin"),
         ("X-Auth-Request-Scopes", "admin:all"),
+        ("X-Auth-Request-Attributes", r#"{"dept":"admin"}"#),
+        ("X-Auth-Request-Groups", "admin"),
+        ("X-Auth-Request-Preferred-Username", "admin"),
     ];
     let mut headers = vec![("Authorization", bearer.as_str())];
     headers.extend_from_slice(&forged);
@@ -165,6 +168,14 @@ async fn valid_token_passes_with_authgates_identity_only() {
     assert_eq!(seen["x-auth-request-roles"], serde_json::json!(["staff"]));
     // bob has no email: authgate sends the header empty, nginx drops it (and the client's).
     assert!(seen.get("x-auth-request-email").is_none(), "{seen}");
+    // No attributes, and no oauth2-proxy names in the default mode: none of the client's.
+    for gone in [
+        "x-auth-request-attributes",
+        "x-auth-request-groups",
+        "x-auth-request-preferred-username",
+    ] {
+        assert!(seen.get(gone).is_none(), "{gone}: {seen}");
+    }
     assert_ne!(
         seen["x-auth-request-scopes"],
         serde_json::json!(["admin:all"])

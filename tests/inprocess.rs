@@ -18,13 +18,17 @@ use jsonwebtoken::jwk::JwkSet;
 use serde_json::Value;
 
 /// The identity headers of an answer: present (empty when anonymous) on every 200.
-const IDENTITY: [&str; 5] = [
+const IDENTITY: [&str; 6] = [
     "authorization",
     "x-auth-request-user",
     "x-auth-request-email",
     "x-auth-request-roles",
     "x-auth-request-scopes",
+    "x-auth-request-attributes",
 ];
+
+/// What `headers: oauth2-proxy` adds, also on every 200 of such a route.
+const OAUTH2_PROXY: [&str; 2] = ["x-auth-request-groups", "x-auth-request-preferred-username"];
 
 /// The proxy's address: inside `trusted_proxies`, so its forwarded headers are read.
 fn peer() -> SocketAddr {
@@ -33,10 +37,15 @@ fn peer() -> SocketAddr {
 
 /// An app with an embedded store in `dir` and a small policy.
 async fn app(dir: &std::path::Path) -> Arc<App> {
+    app_with(dir, "", "").await
+}
+
+/// [`app`] with more `server` keys (`, key: value`) and more top-level sections.
+async fn app_with(dir: &std::path::Path, server: &str, sections: &str) -> Arc<App> {
     let yaml = format!(
         r#"
 store: {{ type: embedded, path: "{}" }}
-server: {{ listen: "127.0.0.1:0", trusted_proxies: ["127.0.0.1/32"] }}
+server: {{ listen: "127.0.0.1:0", trusted_proxies: ["127.0.0.1/32"]{server} }}
 admin: {{ listen: "127.0.0.1:0" }}
 mint: {{ issuer: "https://authgate.test", audience: api }}
 providers: [ {{ type: api_token }} ]
@@ -46,6 +55,8 @@ policy:
     - {{ name: health, path: /healthz, allow: anonymous }}
     - {{ name: data-read, path: /data, methods: [GET], require: {{ scopes: ["read:data"] }} }}
     - {{ name: data-write, path: /data, methods: [POST], require: {{ scopes: ["write:data"] }} }}
+    - {{ name: legacy, path: /legacy, headers: oauth2-proxy }}
+{sections}
 "#,
         dir.join("authgate.db").display()
     );
@@ -296,4 +307,139 @@ policy:
         json_body(resp).await,
         serde_json::json!({"error": "unauthorized", "reason": "no credential was presented"})
     );
+}
+
+/// The metadata documents: `jwks_uri` under `server.public_url` (backends on another host
+/// fetch the keys there), no `authorization_endpoint` without a sign-in URL (never an
+/// invented one), and the fields strict clients require, at both well-known paths.
+#[tokio::test]
+async fn discovery_points_jwks_uri_at_the_public_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with(
+        dir.path(),
+        r#", public_url: "http://authgate.internal:8080""#,
+        "",
+    )
+    .await;
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let resp = app
+            .clone()
+            .handle(
+                Request::get(path).body(Empty::<Bytes>::new()).unwrap(),
+                peer(),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert_eq!(header(&resp, "cache-control"), "public, max-age=3600");
+        assert_eq!(
+            json_body(resp).await,
+            serde_json::json!({
+                "issuer": "https://authgate.test",
+                "jwks_uri": "http://authgate.internal:8080/.well-known/jwks.json",
+                "response_types_supported": ["code"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
+            }),
+            "{path}"
+        );
+    }
+    // Only those two: RFC 8414's path-inserted form of another issuer is not authgate's.
+    let resp = app
+        .clone()
+        .handle(
+            Request::get("/.well-known/oauth-authorization-server/x")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+            peer(),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+/// `headers: oauth2-proxy` (here on one rule): the oauth2-proxy names beside authgate's
+/// own, `-Groups` the encoded roles and `-Preferred-Username` the user; every one present
+/// and empty on an anonymous answer of that mode; absent from routes of the default mode.
+#[tokio::test]
+async fn oauth2_proxy_mode_adds_groups_and_preferred_username() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with(
+        dir.path(),
+        "",
+        "    - { name: legacy-open, path: /open, allow: anonymous, headers: oauth2-proxy }",
+    )
+    .await;
+    let secret = generate_api_token().unwrap();
+    let now = authgate::unix_now();
+    let record = TokenRecord {
+        id: random_id("tok_").unwrap(),
+        hash: sha256(secret.expose().as_bytes()),
+        owner: "svc-report".to_owned(),
+        name: "inprocess".to_owned(),
+        roles: ["viewer,admin", "reporting"].into_iter().collect(),
+        attributes: [(
+            "team".to_owned(),
+            authgate::identity::AttributeValue::One("d\u{e9}v".to_owned()),
+        )]
+        .into_iter()
+        .collect(),
+        scopes: Some(["read:data"].into_iter().collect()),
+        created_at: now,
+        expires_at: None,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    app.store.insert_token(&record).await.unwrap();
+    let token = secret.expose();
+
+    let resp = app
+        .clone()
+        .handle(auth_request("GET", "/legacy/x", Some(token)), peer())
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(header(&resp, "x-auth-request-user"), "svc-report");
+    assert_eq!(
+        header(&resp, "x-auth-request-preferred-username"),
+        "svc-report"
+    );
+    assert_eq!(
+        header(&resp, "x-auth-request-roles"),
+        "reporting,viewer%2Cadmin"
+    );
+    assert_eq!(
+        header(&resp, "x-auth-request-groups"),
+        "reporting,viewer%2Cadmin"
+    );
+    assert_eq!(
+        header(&resp, "x-auth-request-attributes"),
+        r#"{"team":"d\u00e9v"}"#
+    );
+    assert_eq!(header(&resp, "x-auth-request-scopes"), "read:data");
+
+    // The default mode: authgate's names only.
+    let resp = app
+        .clone()
+        .handle(auth_request("GET", "/data", Some(token)), peer())
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        header(&resp, "x-auth-request-attributes"),
+        r#"{"team":"d\u00e9v"}"#
+    );
+    for name in OAUTH2_PROXY {
+        assert!(resp.headers().get(name).is_none(), "{name}");
+    }
+
+    // Anonymous in oauth2-proxy mode: every header of both sets, empty.
+    let resp = app
+        .clone()
+        .handle(auth_request("GET", "/open", Some("forged")), peer())
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    for name in IDENTITY.iter().chain(&OAUTH2_PROXY) {
+        assert_eq!(header(&resp, name), "", "{name}");
+    }
+    assert_eq!(header(&resp, "x-auth-request-status"), "anonymous");
 }

@@ -82,11 +82,25 @@ async fn nginx_auth_request_end_to_end() {
         .bearer_auth(&token)
         .header("X-Auth-Request-User", "mallory")
         .header("X-Auth-Request-Roles", "admin")
+        .header("X-Auth-Request-Attributes", r#"{"dept":"admin"}"#)
+        .header("X-Auth-Request-Groups", "admin")
+        .header("X-Auth-Request-Preferred-Username", "mallory")
         .send()
         .await
         .unwrap();
     let echo_seen = upstream_headers(resp).await;
     assert_eq!(echo_seen[":path"], "/data/items?x=1");
+    // authgate's attributes; the oauth2-proxy names (not answered in the default mode)
+    // removed, never the client's.
+    assert_eq!(
+        header(&echo_seen, "x-auth-request-attributes"),
+        Some(r#"{"dept":"physics"}"#)
+    );
+    assert_eq!(header(&echo_seen, "x-auth-request-groups"), None);
+    assert_eq!(
+        header(&echo_seen, "x-auth-request-preferred-username"),
+        None
+    );
     let authz = header(&echo_seen, "authorization").expect("upstream got Authorization");
     let jwt = authz.strip_prefix("Bearer ").expect("Bearer JWT");
     assert!(!jwt.contains("agt_"));
@@ -349,6 +363,78 @@ async fn nginx_auth_request_end_to_end() {
     for secret in [&token, &other_scope, &short, "alice-password", jwt] {
         assert!(!logs.contains(secret), "a secret is in the logs");
     }
+}
+
+/// The example routes authgate's public documents to it without auth_request: a backend
+/// fetches the JWKS through nginx and verifies the JWT nginx handed it; the metadata
+/// arrives unchanged; the rest of `/.well-known/` stays the app's, behind auth_request.
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_routes_the_public_documents_to_authgate() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), SECTIONS);
+    let token = create_token(&config, &["--user", "alice", "--scopes", "read:data"]);
+    let authgate = Authgate::start(&config);
+    let echo = Echo::start().await;
+    let nginx = Nginx::start(
+        dir.path(),
+        "deploy/nginx/authgate.conf",
+        authgate.data,
+        echo.addr,
+    );
+    let http = nginx.client();
+    let seen = upstream_headers(
+        http.get(nginx.url("/data"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let jwt = header(&seen, "authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .expect("a JWT upstream")
+        .to_owned();
+
+    // No credential needed for the keys.
+    let resp = http
+        .get(nginx.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let jwks: jsonwebtoken::jwk::JwkSet = resp.json().await.unwrap();
+    let claims = verify_with(&jwks, &jwt, "api");
+    assert_eq!(claims["sub"], "alice");
+
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let resp = http.get(nginx.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let through_nginx: Value = resp.json().await.unwrap();
+        let direct: Value = reqwest::get(authgate.url(path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(through_nginx, direct, "{path}");
+        assert_eq!(
+            through_nginx["jwks_uri"],
+            "https://authgate.test/.well-known/jwks.json"
+        );
+    }
+
+    // Any other /.well-known/ path is the app's, and needs a credential like the rest.
+    let resp = http
+        .get(nginx.url("/.well-known/security.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().get("www-authenticate").is_some());
 }
 
 fn authgate_now() -> i64 {

@@ -18,12 +18,13 @@ policy:
 "#;
 
 /// Every header a 2xx must carry for proxies that copy back only what the answer holds.
-const IDENTITY: [&str; 5] = [
+const IDENTITY: [&str; 6] = [
     "authorization",
     "x-auth-request-user",
     "x-auth-request-email",
     "x-auth-request-roles",
     "x-auth-request-scopes",
+    "x-auth-request-attributes",
 ];
 
 struct Setup {

@@ -111,9 +111,13 @@ impl OneOrMany {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum HeaderMode {
-    /// The JWT and `X-Auth-Request-User/-Email/-Roles/-Scopes`.
+    /// The JWT and `X-Auth-Request-User/-Email/-Roles/-Scopes/-Attributes`.
     #[default]
     Default,
     /// Also the keystonemiddleware set (`X-Identity-Status`, `X-User-Id`, `X-Roles`, ...).
     Keystone,
+    /// Also the names oauth2-proxy's `set_xauthrequest` answers with, for code written for
+    /// it: `X-Auth-Request-Groups` (the roles) and `X-Auth-Request-Preferred-Username`.
+    #[serde(rename = "oauth2-proxy")]
+    Oauth2Proxy,
 }

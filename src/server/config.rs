@@ -37,6 +37,10 @@ pub struct ServerConfig {
     pub envoy_redirect: bool,
     /// Realm named in `WWW-Authenticate`.
     pub realm: String,
+    /// The base URL under which backends reach authgate's `/.well-known/` documents (an
+    /// absolute http(s) URL without a trailing slash): the discovery documents' `jwks_uri`
+    /// is `<public_url>/.well-known/jwks.json`. Absent: `mint.issuer`.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +55,7 @@ impl Default for ServerConfig {
             redirect_hosts: None,
             envoy_redirect: false,
             realm: "authgate".to_owned(),
+            public_url: None,
         }
     }
 }
@@ -75,12 +80,33 @@ impl ServerConfig {
         {
             return Err(ConfigError::invalid("server.signin_url", why));
         }
+        if let Some(url) = &self.public_url
+            && let Some(why) = public_url_problem(url)
+        {
+            return Err(ConfigError::invalid("server.public_url", why));
+        }
         for (i, host) in self.redirect_hosts.iter().flatten().enumerate() {
             HostPattern::parse_listed(host)
                 .map_err(|why| ConfigError::invalid(format!("server.redirect_hosts[{i}]"), why))?;
         }
         Ok(())
     }
+}
+
+/// Why `server.public_url` cannot be the base of `jwks_uri`, if it cannot: an absolute
+/// `http(s)` URL with a host, and nothing after its path (no query, no fragment, no
+/// trailing slash), because `/.well-known/jwks.json` is appended to it as text.
+fn public_url_problem(url: &str) -> Option<&'static str> {
+    if let Some(why) = signin_url_problem(url) {
+        return Some(why);
+    }
+    if url.contains('?') {
+        return Some("must not hold a query ('?')");
+    }
+    if url.ends_with('/') {
+        return Some("must not end with '/' (/.well-known/jwks.json is appended)");
+    }
+    None
 }
 
 /// Why `server.signin_url` cannot be the base of a browser redirect, if it cannot: it must

@@ -1,5 +1,5 @@
 //! The data plane: routes `/auth`, `/ingress-auth`, `/auth/*`, `/forward-auth`, the
-//! well-known documents and the Astakos-compatible endpoints, runs one decision per
+//! well-known documents (the JWKS, and the metadata `discovery` builds) and the Astakos-compatible endpoints, runs one decision per
 //! sub-request (`decide`), and maps every outcome to its answer in one place (`respond`).
 //! It answers requests only; the `serve` module runs the listeners. Tests drive [`App::handle`]
 //! in-process.
@@ -15,11 +15,14 @@ use serde_json::json;
 
 mod config;
 mod decide;
+mod discovery;
+mod headers;
 mod respond;
 mod signin;
 
 pub use config::ServerConfig;
 use decide::Endpoint;
+use discovery::{Discovery, JWKS_PATH};
 use signin::SignIn;
 
 use crate::admin::AdminView;
@@ -92,6 +95,8 @@ pub struct App {
     challenge: Option<HeaderValue>,
     /// The browser sign-in redirect, when `server.signin_url` is set.
     signin: Option<SignIn>,
+    /// The OpenID / RFC 8414 metadata.
+    discovery: Discovery,
     /// Whether Envoy's path form redirects browsers too (`server.envoy_redirect`).
     envoy_redirect: bool,
     max_header_bytes: usize,
@@ -167,6 +172,7 @@ impl App {
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
             challenge,
             signin,
+            discovery: Discovery::new(config.server, config.mint),
             envoy_redirect: config.server.envoy_redirect,
             max_header_bytes: config.server.max_header_bytes,
             // Both validated by Config::validate.
@@ -235,12 +241,14 @@ impl App {
                 None,
             )
             .await
-        } else if path == "/.well-known/jwks.json" {
+        } else if path == JWKS_PATH {
             document(req.method(), self.minter.jwks(), "public, max-age=60")
-        } else if path == "/.well-known/openid-configuration" {
+        } else if path == "/.well-known/openid-configuration"
+            || path == "/.well-known/oauth-authorization-server"
+        {
             document(
                 req.method(),
-                self.minter.discovery(),
+                self.discovery.document(),
                 "public, max-age=3600",
             )
         } else {
