@@ -223,3 +223,212 @@ async fn rfc9068_profile_in_pyjwt_and_jose() {
     );
     assert_eq!(jose.claims(&legacy_jwt, "api", "ES256")["scopes"][0], "read:data");
 }
+
+/// The JWKS cache the verifiers of the rotation test keep: the test's scale of a backend's
+/// 5-10 minutes, as `rotation_lead: 20s` is its scale of the default 15 minutes.
+const SCALED_CACHE_SECONDS: u64 = 5;
+
+/// One library's verdict on one JWT at one moment of a rotation.
+struct Check {
+    at: Duration,
+    kid: String,
+    library: Library,
+    verdict: Value,
+}
+
+/// Mints a JWT and has both `verifiers` verify it, every 500 ms, until `done` says so (given
+/// the checks so far) or `limit` passes; `at` counts from `start`.
+async fn mint_and_verify_until(
+    authgate: &Authgate,
+    token: &str,
+    verifiers: &mut [Verifier; 2],
+    start: Instant,
+    limit: Duration,
+    mut done: impl FnMut(&[Check]) -> bool,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let mut ticks = tokio::time::interval(Duration::from_millis(500));
+    while start.elapsed() < limit && !done(&checks) {
+        ticks.tick().await;
+        let jwt = mint(authgate, token, "/data").await;
+        let at = start.elapsed();
+        for verifier in verifiers.iter_mut() {
+            checks.push(Check {
+                at,
+                kid: kid_of(&jwt),
+                library: verifier.library,
+                verdict: verifier.verify(&jwt, "api", Some(&["ES256"]), None, &[]),
+            });
+        }
+    }
+    checks
+}
+
+/// `keys rotate` under backends that cache the JWKS (for less than `mint.rotation_lead`):
+/// minting and verifying every 500 ms from before the rotation, through the switch and past
+/// it, no verification fails in either library, and each had fetched the new key before it
+/// met the first JWT the key signed (not through a refetch on an unknown kid). JWTs the
+/// previous key signed still verify after the switch.
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_never_refuses_a_cached_jwks_client() {
+    let dir = tempfile::tempdir().unwrap();
+    // 20 s exceeds the verifiers' cache (5 s) plus the servers' key reload interval (10 s).
+    let sections =
+        format!("{POLICY}\nmint: {{ issuer: \"{ISSUER}\", audience: api, rotation_lead: 20s }}\n");
+    let config = write_config(dir.path(), &sections);
+    let token = create_token(&config, &["--user", "jana", "--scopes", "read:data"]);
+    let authgate = Authgate::start(&config);
+    let first = mint(&authgate, &token, "/data").await;
+    let old_kid = kid_of(&first);
+    let mut verifiers = verifiers(&authgate, ISSUER, Some(SCALED_CACHE_SECONDS));
+    for verifier in &mut verifiers {
+        verifier.claims(&first, "api", "ES256");
+    }
+
+    let start = Instant::now();
+    let new_kid = rotate(&authgate, &[]);
+    assert_ne!(new_kid, old_kid);
+    let is_new = |c: &Check| c.kid == new_kid;
+    // Until the new key has signed for 5 s (the switch comes 20-30 s after the rotation).
+    let checks = mint_and_verify_until(
+        &authgate,
+        &token,
+        &mut verifiers,
+        start,
+        Duration::from_secs(60),
+        |checks| {
+            checks
+                .iter()
+                .find(|c| is_new(c))
+                .is_some_and(|c| start.elapsed() > c.at + Duration::from_secs(5))
+        },
+    )
+    .await;
+    let switch = checks
+        .iter()
+        .find(|c| is_new(c))
+        .expect("the next key did not sign within 60 s");
+    let before = checks.iter().filter(|c| !is_new(c)).count();
+    assert!(
+        switch.at >= Duration::from_secs(19),
+        "the next key signed {:?} after `keys rotate`, before its lead",
+        switch.at
+    );
+    let refused: Vec<_> = checks
+        .iter()
+        .filter(|c| c.verdict["ok"] != true)
+        .map(|c| format!("{:?} at {:?} ({}): {}", c.library, c.at, c.kid, c.verdict))
+        .collect();
+    assert!(refused.is_empty(), "refused during rotation:\n{}", refused.join("\n"));
+    for library in [Library::PyJwt, Library::Jose] {
+        let first_new = checks
+            .iter()
+            .find(|c| c.library == library && is_new(c))
+            .unwrap();
+        assert_eq!(
+            first_new.verdict["known_before"], true,
+            "{library:?} met the new key's first JWT before it had fetched the key: {}",
+            first_new.verdict
+        );
+        assert!(checks.iter().any(|c| c.library == library && is_new(c) && c.at > first_new.at));
+    }
+    for verifier in &mut verifiers {
+        assert_eq!(verifier.claims(&first, "api", "ES256")["sub"], "jana");
+    }
+    eprintln!(
+        "rotation: {} checks, {before} with the old key; the new key signed {:?} after \
+         `keys rotate`; no refusal",
+        checks.len(),
+        switch.at
+    );
+}
+
+/// `keys rotate --now` (the emergency path) has a cost for backends that cached the JWKS:
+/// the new key signs as soon as it is published (within the 10 s reload), so a library that
+/// fetched the JWKS in the last 30 s refuses its JWTs as signed by an unknown key (PyJWT
+/// `PyJWKClientError`, jose `ERR_JWKS_NO_MATCHING_KEY`) until that 30 s cooldown ends, then
+/// refetches on the unknown kid and takes them. JWTs of the previous key keep verifying.
+#[tokio::test(flavor = "multi_thread")]
+async fn emergency_rotation_costs_a_cached_client_its_refetch_cooldown() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), POLICY);
+    let token = create_token(&config, &["--user", "kurt", "--scopes", "read:data"]);
+    let authgate = Authgate::start(&config);
+    let first = mint(&authgate, &token, "/data").await;
+    // The libraries' default caches (PyJWT 300 s, jose 600 s, a 30 s refetch cooldown each);
+    // each fetches the JWKS on its first verification, just before the rotation.
+    let mut verifiers = verifiers(&authgate, ISSUER, None);
+    for verifier in &mut verifiers {
+        verifier.claims(&first, "api", "ES256");
+    }
+    let fetched = Instant::now();
+
+    let now_kid = rotate(&authgate, &["--now"]);
+    let accepted_new = |checks: &[Check], library: Library| {
+        checks.iter().any(|c| {
+            c.library == library && c.kid == now_kid && c.verdict["ok"] == true
+        })
+    };
+    let checks = mint_and_verify_until(
+        &authgate,
+        &token,
+        &mut verifiers,
+        fetched,
+        Duration::from_secs(60),
+        |checks| accepted_new(checks, Library::PyJwt) && accepted_new(checks, Library::Jose),
+    )
+    .await;
+    let mut report = Vec::new();
+    for library in [Library::PyJwt, Library::Jose] {
+        let mine: Vec<&Check> = checks.iter().filter(|c| c.library == library).collect();
+        let (old, new): (Vec<&Check>, Vec<&Check>) =
+            mine.iter().partition(|c| c.kid != now_kid);
+        assert!(
+            old.iter().all(|c| c.verdict["ok"] == true),
+            "{library:?} refused a JWT of the previous key"
+        );
+        let first_new = new.first().expect("keys rotate --now did not switch in 60 s");
+        assert!(first_new.at < Duration::from_secs(20), "switched at {:?}", first_new.at);
+        let accepted = new
+            .iter()
+            .position(|c| c.verdict["ok"] == true)
+            .unwrap_or_else(|| panic!("{library:?} never took the new key's JWTs"));
+        let (refused, taken) = new.split_at(accepted);
+        assert!(
+            !refused.is_empty(),
+            "{library:?} took the new key's first JWT {:?} after its JWKS fetch, within its \
+             refetch cooldown: {}",
+            first_new.at,
+            first_new.verdict
+        );
+        let expected_error = match library {
+            Library::PyJwt => "PyJWKClientError",
+            Library::Jose => "ERR_JWKS_NO_MATCHING_KEY",
+        };
+        for c in refused {
+            assert_eq!(c.verdict["error"], expected_error, "{library:?}: {}", c.verdict);
+            assert_eq!(c.verdict["known_before"], false, "{library:?}: {}", c.verdict);
+            // No refetch while cooling down: still the one fetch before the rotation.
+            assert_eq!(c.verdict["fetches"], 1, "{library:?}: {}", c.verdict);
+        }
+        // The cooldown ends 30 s after the fetch; then one refetch on the unknown kid.
+        let recovered = taken[0];
+        assert!(
+            (Duration::from_secs(29)..Duration::from_secs(40)).contains(&recovered.at),
+            "{library:?} took the new key {:?} after its fetch",
+            recovered.at
+        );
+        assert_eq!(recovered.verdict["fetches"], 2, "{library:?}: {}", recovered.verdict);
+        assert!(taken.iter().all(|c| c.verdict["ok"] == true), "{library:?}");
+        report.push(format!(
+            "{library:?} refused {} JWTs from {:?} to {:?} after its fetch",
+            refused.len(),
+            first_new.at,
+            refused.last().unwrap().at
+        ));
+    }
+    for verifier in &mut verifiers {
+        assert_eq!(verifier.claims(&first, "api", "ES256")["sub"], "kurt");
+    }
+    eprintln!("keys rotate --now: {}", report.join("; "));
+}
