@@ -192,13 +192,7 @@ async fn rfc9068_profile_in_pyjwt_and_jose() {
             "{library:?}"
         );
 
-        let verdict = verifier.verify(
-            &password_jwt,
-            "api",
-            Some(&["ES256"]),
-            typ,
-            &RFC9068_CLAIMS,
-        );
+        let verdict = verifier.verify(&password_jwt, "api", Some(&["ES256"]), typ, &RFC9068_CLAIMS);
         assert_eq!(verdict["ok"], true, "{library:?}: {verdict}");
         assert_eq!(verdict["claims"]["scope_all"], true, "{library:?}");
         assert_eq!(verdict["claims"]["scope"], "", "{library:?}");
@@ -216,12 +210,18 @@ async fn rfc9068_profile_in_pyjwt_and_jose() {
     let [_, mut jose] = verifiers(&authgate, ISSUER, None);
     let verdict = jose.verify(&legacy_jwt, "api", Some(&["ES256"]), Some("at+jwt"), &[]);
     assert_eq!(verdict["ok"], false, "{verdict}");
-    assert_eq!(verdict["error"], "ERR_JWT_CLAIM_VALIDATION_FAILED", "{verdict}");
+    assert_eq!(
+        verdict["error"], "ERR_JWT_CLAIM_VALIDATION_FAILED",
+        "{verdict}"
+    );
     assert!(
         verdict["message"].as_str().unwrap().contains("\"typ\""),
         "{verdict}"
     );
-    assert_eq!(jose.claims(&legacy_jwt, "api", "ES256")["scopes"][0], "read:data");
+    assert_eq!(
+        jose.claims(&legacy_jwt, "api", "ES256")["scopes"][0],
+        "read:data"
+    );
 }
 
 /// The JWKS cache the verifiers of the rotation test keep: the test's scale of a backend's
@@ -319,7 +319,11 @@ async fn rotation_never_refuses_a_cached_jwks_client() {
         .filter(|c| c.verdict["ok"] != true)
         .map(|c| format!("{:?} at {:?} ({}): {}", c.library, c.at, c.kid, c.verdict))
         .collect();
-    assert!(refused.is_empty(), "refused during rotation:\n{}", refused.join("\n"));
+    assert!(
+        refused.is_empty(),
+        "refused during rotation:\n{}",
+        refused.join("\n")
+    );
     for library in [Library::PyJwt, Library::Jose] {
         let first_new = checks
             .iter()
@@ -330,7 +334,11 @@ async fn rotation_never_refuses_a_cached_jwks_client() {
             "{library:?} met the new key's first JWT before it had fetched the key: {}",
             first_new.verdict
         );
-        assert!(checks.iter().any(|c| c.library == library && is_new(c) && c.at > first_new.at));
+        assert!(
+            checks
+                .iter()
+                .any(|c| c.library == library && is_new(c) && c.at > first_new.at)
+        );
     }
     for verifier in &mut verifiers {
         assert_eq!(verifier.claims(&first, "api", "ES256")["sub"], "jana");
@@ -365,9 +373,9 @@ async fn emergency_rotation_costs_a_cached_client_its_refetch_cooldown() {
 
     let now_kid = rotate(&authgate, &["--now"]);
     let accepted_new = |checks: &[Check], library: Library| {
-        checks.iter().any(|c| {
-            c.library == library && c.kid == now_kid && c.verdict["ok"] == true
-        })
+        checks
+            .iter()
+            .any(|c| c.library == library && c.kid == now_kid && c.verdict["ok"] == true)
     };
     let checks = mint_and_verify_until(
         &authgate,
@@ -381,14 +389,19 @@ async fn emergency_rotation_costs_a_cached_client_its_refetch_cooldown() {
     let mut report = Vec::new();
     for library in [Library::PyJwt, Library::Jose] {
         let mine: Vec<&Check> = checks.iter().filter(|c| c.library == library).collect();
-        let (old, new): (Vec<&Check>, Vec<&Check>) =
-            mine.iter().partition(|c| c.kid != now_kid);
+        let (old, new): (Vec<&Check>, Vec<&Check>) = mine.iter().partition(|c| c.kid != now_kid);
         assert!(
             old.iter().all(|c| c.verdict["ok"] == true),
             "{library:?} refused a JWT of the previous key"
         );
-        let first_new = new.first().expect("keys rotate --now did not switch in 60 s");
-        assert!(first_new.at < Duration::from_secs(20), "switched at {:?}", first_new.at);
+        let first_new = new
+            .first()
+            .expect("keys rotate --now did not switch in 60 s");
+        assert!(
+            first_new.at < Duration::from_secs(20),
+            "switched at {:?}",
+            first_new.at
+        );
         let accepted = new
             .iter()
             .position(|c| c.verdict["ok"] == true)
@@ -406,8 +419,16 @@ async fn emergency_rotation_costs_a_cached_client_its_refetch_cooldown() {
             Library::Jose => "ERR_JWKS_NO_MATCHING_KEY",
         };
         for c in refused {
-            assert_eq!(c.verdict["error"], expected_error, "{library:?}: {}", c.verdict);
-            assert_eq!(c.verdict["known_before"], false, "{library:?}: {}", c.verdict);
+            assert_eq!(
+                c.verdict["error"], expected_error,
+                "{library:?}: {}",
+                c.verdict
+            );
+            assert_eq!(
+                c.verdict["known_before"], false,
+                "{library:?}: {}",
+                c.verdict
+            );
             // No refetch while cooling down: still the one fetch before the rotation.
             assert_eq!(c.verdict["fetches"], 1, "{library:?}: {}", c.verdict);
         }
@@ -418,7 +439,11 @@ async fn emergency_rotation_costs_a_cached_client_its_refetch_cooldown() {
             "{library:?} took the new key {:?} after its fetch",
             recovered.at
         );
-        assert_eq!(recovered.verdict["fetches"], 2, "{library:?}: {}", recovered.verdict);
+        assert_eq!(
+            recovered.verdict["fetches"], 2,
+            "{library:?}: {}",
+            recovered.verdict
+        );
         assert!(taken.iter().all(|c| c.verdict["ok"] == true), "{library:?}");
         report.push(format!(
             "{library:?} refused {} JWTs from {:?} to {:?} after its fetch",
@@ -431,4 +456,75 @@ async fn emergency_rotation_costs_a_cached_client_its_refetch_cooldown() {
         assert_eq!(verifier.claims(&first, "api", "ES256")["sub"], "kurt");
     }
     eprintln!("keys rotate --now: {}", report.join("; "));
+}
+
+/// authgate serving at `http://127.0.0.1:<port>` with that as its issuer (a strict client
+/// requires the discovered `issuer` to be the URL it discovered from), a JWT it minted for
+/// the default route, and what `oauth4webapi` made of it.
+async fn strict_client_view() -> (String, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let sections = format!(
+        "{POLICY}\nserver: {{ listen: \"127.0.0.1:{port}\", trusted_proxies: [\"127.0.0.1/32\"] }}\n\
+         mint: {{ issuer: \"{issuer}\", audience: api }}\n"
+    );
+    let config = write_config(dir.path(), &sections);
+    let token = create_token(&config, &["--user", "lena", "--scopes", "read:data"]);
+    let authgate = Authgate::start(&config);
+    assert_eq!(authgate.url(""), issuer);
+    let jwt = mint(&authgate, &token, "/data").await;
+    let view = strict_discovery(&issuer, "api", &jwt);
+    (issuer, view)
+}
+
+/// What a strict client needs of one discovery document: `oauth4webapi` accepts it (a 200
+/// JSON object whose `issuer` is exactly the issuer discovered), its `jwks_uri` is
+/// authgate's JWKS, and through it `validateJwtAccessToken` (RFC 9068: `typ: at+jwt`, `iss`,
+/// `exp`, `aud`, `sub`, `iat`, `jti`, `client_id`, the signature) takes a minted JWT.
+fn assert_strict_client_took(issuer: &str, result: &Value, path: &str) {
+    assert_eq!(result["ok"], true, "{path}: {result}");
+    let metadata = &result["metadata"];
+    assert_eq!(metadata["issuer"], issuer, "{path}");
+    assert_eq!(
+        metadata["jwks_uri"],
+        format!("{issuer}/.well-known/jwks.json"),
+        "{path}"
+    );
+    assert_eq!(result["claims"]["sub"], "lena", "{path}");
+    assert_eq!(result["claims"]["iss"], issuer, "{path}");
+    assert_eq!(result["claims"]["aud"], "api", "{path}");
+}
+
+/// OpenID Connect Discovery (`/.well-known/openid-configuration`) through `oauth4webapi`;
+/// an authgate whose issuer is not where it is reached is refused on `issuer`.
+#[tokio::test(flavor = "multi_thread")]
+async fn openid_configuration_through_a_strict_client() {
+    let (issuer, view) = strict_client_view().await;
+    assert_strict_client_took(&issuer, &view["oidc"], "/.well-known/openid-configuration");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), POLICY);
+    let token = create_token(&config, &["--user", "lena", "--scopes", "read:data"]);
+    let authgate = Authgate::start(&config);
+    let jwt = mint(&authgate, &token, "/data").await;
+    let view = strict_discovery(&authgate.url(""), "api", &jwt);
+    assert_eq!(view["oidc"]["ok"], false, "{view}");
+    assert_eq!(view["oidc"]["step"], "processDiscoveryResponse", "{view}");
+    assert_eq!(
+        view["oidc"]["error"], "OAUTH_JSON_ATTRIBUTE_COMPARISON_FAILED",
+        "{view}"
+    );
+}
+
+/// OAuth 2.0 Authorization Server Metadata (RFC 8414,
+/// `/.well-known/oauth-authorization-server`) through `oauth4webapi`.
+#[tokio::test(flavor = "multi_thread")]
+async fn oauth_authorization_server_metadata_through_a_strict_client() {
+    let (issuer, view) = strict_client_view().await;
+    assert_strict_client_took(
+        &issuer,
+        &view["oauth2"],
+        "/.well-known/oauth-authorization-server",
+    );
 }
