@@ -42,4 +42,18 @@ if [ ! -d tests/peers/oidc/node_modules/oidc-provider ]; then
   (cd tests/peers/oidc && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# Backends' JWT libraries for tests/backends.rs: PyJWT in its own virtualenv, and node jose
+# and oauth4webapi (npm ci in tests/peers/backends).
+venv=tests/peers/backends/.venv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import jwt, cryptography' 2>/dev/null; then
+  echo "scripts/test.sh: installing PyJWT into $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q -r tests/peers/backends/requirements.txt
+fi
+if [ ! -d tests/peers/backends/node_modules/jose ] || [ ! -d tests/peers/backends/node_modules/oauth4webapi ]; then
+  echo "scripts/test.sh: installing jose and oauth4webapi (npm ci in tests/peers/backends)" >&2
+  (cd tests/peers/backends && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 exec cargo test --locked "$@"

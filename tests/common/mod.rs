@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod astakos;
+pub mod backends;
 pub mod caddy;
 pub mod keystone;
 pub mod oidc;
