@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v caddy >/dev/null 2>&1 || [ -x /usr/bin/caddy ] || missing+=(caddy)
+# Debian's python3 makes virtualenvs only with python3-venv (ensurepip) installed.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${missing[*]}" >&2
@@ -33,7 +35,10 @@ if [ ! -x "$venv/bin/keystone-manage" ]; then
   echo "scripts/test.sh: installing Keystone into $venv" >&2
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q -r tests/peers/keystone/requirements.txt
+  # Every dependency pinned (constraints.txt, frozen from a working install), so that a
+  # new upstream release cannot break a clean run.
+  "$venv/bin/pip" install -q -r tests/peers/keystone/requirements.txt \
+    -c tests/peers/keystone/constraints.txt
 fi
 
 # A real OpenID provider (npm oidc-provider) for tests/oidc.rs, on the machine's Node.

@@ -443,3 +443,36 @@ async fn oauth2_proxy_mode_adds_groups_and_preferred_username() {
     }
     assert_eq!(header(&resp, "x-auth-request-status"), "anonymous");
 }
+
+/// With the JWT in another header than Authorization, the client's Authorization is not
+/// replaced, so Envoy is told to remove it too (found in review: it reached the upstream).
+#[tokio::test]
+async fn envoy_removes_authorization_when_the_jwt_travels_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"
+store: {{ type: embedded, path: "{}" }}
+server: {{ listen: "127.0.0.1:0" }}
+admin: {{ listen: "127.0.0.1:0" }}
+mint: {{ issuer: "https://authgate.test", audience: api, header: X-Jwt, header_prefix: "" }}
+providers: [ {{ type: api_token }} ]
+policy: {{ default: allow_authenticated }}
+"#,
+        dir.path().join("authgate.db").display()
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    let app = App::build(&config.server_settings(), AccessLog::disabled())
+        .await
+        .unwrap();
+    let token = create_token(&app, "alice", &["read:data"]).await;
+    let resp = app
+        .clone()
+        .handle(auth_request("GET", "/data", Some(&token)), peer())
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(header(&resp, "x-jwt").starts_with("ey"));
+    assert_eq!(
+        header(&resp, "x-envoy-auth-headers-to-remove"),
+        "authorization, x-auth-token, x-storage-token, x-service-token"
+    );
+}

@@ -164,9 +164,16 @@ impl App {
     ) -> Response<Body> {
         let mut response = empty(StatusCode::OK);
         let headers = response.headers_mut();
+        // The client's Authorization is replaced by the JWT only when the JWT travels in
+        // Authorization; with another `mint.header` it must be removed like the rest.
+        let remove = if self.jwt_header == header::AUTHORIZATION {
+            RAW_CREDENTIAL_HEADERS
+        } else {
+            ANONYMOUS_HEADERS_TO_REMOVE
+        };
         headers.insert(
             HeaderName::from_static(ENVOY_HEADERS_TO_REMOVE),
-            HeaderValue::from_static(RAW_CREDENTIAL_HEADERS),
+            HeaderValue::from_static(remove),
         );
         headers.insert(self.jwt_header.clone(), minted.header.clone());
         headers.insert(
