@@ -24,7 +24,7 @@
 //! - `providers`: who a credential belongs to (api_token, basic, jwt, ...)
 //! - `mint`: signing keys and minted JWTs
 //! - `policy`: route rules and the decision
-//! - `store`: the `Store` trait and the embedded SQLite store
+//! - `store`: the `Store` trait, the embedded SQLite store and the Redis store
 //! - `telemetry`: logging and the access log
 //! - `metrics`: Prometheus counters
 //! - `credential`: the credential of a request

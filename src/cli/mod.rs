@@ -323,8 +323,10 @@ async fn run(command: Command, config: Config, access: AccessLog) -> Result<u8, 
 /// server holds the store, or when `create` says to: a server would not answer from a new
 /// file it did not open, and the missing one was most likely deleted or moved under it.
 fn open_store(config: &Config, create: bool) -> Result<Arc<dyn Store>, Failure> {
-    let store::StoreConfig::Embedded { path } = &config.store;
-    if !create && !path.exists() {
+    if let store::StoreConfig::Embedded { path } = &config.store
+        && !create
+        && !path.exists()
+    {
         let held = store::held_by_server(path).map_err(|e| {
             Failure::new(
                 EXIT_CANTCREAT,

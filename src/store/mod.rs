@@ -1,21 +1,26 @@
 //! State: API tokens (by SHA-256 of the secret), local users, signing keys. The [`Store`]
-//! trait is what the rest of authgate sees; `embedded` (SQLite) implements it, and a Redis
-//! implementation fits the same methods.
+//! trait is what the rest of authgate sees; `embedded` (SQLite) and `redis` implement it.
 
 mod file;
 mod pool;
+mod redis;
 mod sqlite;
+#[cfg(test)]
+mod suite;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
 
+pub use self::redis::RedisStore;
 pub use file::{held_by_server, lock_path};
 pub use sqlite::SqliteStore;
 
 use crate::identity::{Attributes, Names};
+use crate::secret::Secret;
 use crate::setting::ConfigError;
 
 /// `store`: where state lives.
@@ -28,10 +33,33 @@ pub enum StoreConfig {
         #[serde(default = "default_store_path")]
         path: PathBuf,
     },
+    /// A Redis server shared by every replica.
+    Redis {
+        /// `redis://[user[:password]@]host[:port][/db]`, or `rediss://` for TLS. A secret
+        /// when it holds a password.
+        url: Secret,
+        /// A file holding the password (instead of one in `url`).
+        #[serde(default)]
+        password_file: Option<PathBuf>,
+        /// Prefix of every key authgate writes.
+        #[serde(default = "default_redis_prefix")]
+        prefix: String,
+        /// Limit of every Redis call (connecting included).
+        #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+        timeout: Duration,
+    },
 }
 
 fn default_store_path() -> PathBuf {
     PathBuf::from("authgate.db")
+}
+
+fn default_redis_prefix() -> String {
+    "authgate:".into()
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 
 impl Default for StoreConfig {
@@ -45,9 +73,34 @@ impl Default for StoreConfig {
 impl StoreConfig {
     /// Rejects values that parse but make no sense, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let Self::Embedded { path } = self;
-        if path.as_os_str().is_empty() {
-            return Err(ConfigError::invalid("store.path", "must not be empty"));
+        match self {
+            Self::Embedded { path } => {
+                if path.as_os_str().is_empty() {
+                    return Err(ConfigError::invalid("store.path", "must not be empty"));
+                }
+            }
+            Self::Redis {
+                url,
+                password_file,
+                timeout,
+                ..
+            } => {
+                // Parsed only: checking a configuration never connects.
+                self::redis::parse_url(url.expose())
+                    .map_err(|reason| ConfigError::invalid("store.url", reason))?;
+                if password_file
+                    .as_ref()
+                    .is_some_and(|p| p.as_os_str().is_empty())
+                {
+                    return Err(ConfigError::invalid(
+                        "store.password_file",
+                        "must not be empty",
+                    ));
+                }
+                if timeout.is_zero() {
+                    return Err(ConfigError::invalid("store.timeout", "must be above zero"));
+                }
+            }
         }
         Ok(())
     }
@@ -186,6 +239,9 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// The Redis store could not be set up (its URL or password file).
+    #[error("cannot open the Redis store: {0}")]
+    RedisOpen(String),
     /// A query failed.
     #[error("store query failed: {0}")]
     Query(String),
@@ -258,6 +314,7 @@ pub trait Store: Send + Sync + 'static {
 pub fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     match config {
         StoreConfig::Embedded { path } => Ok(Arc::new(SqliteStore::open_serving(path)?)),
+        StoreConfig::Redis { .. } => Ok(Arc::new(RedisStore::open(config)?)),
     }
 }
 
@@ -265,5 +322,6 @@ pub fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
 pub fn open_for_command(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     match config {
         StoreConfig::Embedded { path } => Ok(Arc::new(SqliteStore::open(path)?)),
+        StoreConfig::Redis { .. } => Ok(Arc::new(RedisStore::open(config)?)),
     }
 }

@@ -1,0 +1,529 @@
+//! The Redis store: state shared by every replica in one Redis server, through the `redis`
+//! crate's connection manager (it reconnects by itself). Every call is bounded by the
+//! configured `timeout`; writes whose parts must go together are Lua scripts ([`scripts`]).
+//!
+//! # Data layout (every key under the configured prefix `<p>`)
+//!
+//! - `<p>tok:<sha256 hex>`: string, the id of the token with that secret hash
+//! - `<p>tok:id:<id>`: hash, the token's fields (`roles`, `attributes`, `scopes` as JSON;
+//!   absent optional fields are absent)
+//! - `<p>tokens`: set of all token ids
+//! - `<p>owner:<owner>`: set of the owner's token ids; `<p>live:<owner>`: those not revoked
+//! - `<p>owners:live`: set of owners with a token not revoked (for `subjects`)
+//! - `<p>user:<name>`: hash, the user's fields; `<p>users`: set of user names
+//! - `<p>keys`: hash, kid -> the signing key as JSON (`private_pkcs8` in hex, `seq` the
+//!   order of addition); `<p>keys:seq`: the counter behind `seq`
+
+mod scripts;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, ConnectionInfo, FromRedisValue, IntoConnectionInfo, Script};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+use super::{
+    KeyRecord, Store, StoreConfig, StoreError, TokenLookup, TokenRecord, TokenRef, UserRecord,
+};
+
+type Fields = HashMap<String, String>;
+
+/// The Redis-backed [`Store`].
+pub struct RedisStore {
+    client: Client,
+    prefix: String,
+    timeout: Duration,
+    /// Made on first use, so that opening never connects (nor needs a runtime).
+    manager: OnceCell<ConnectionManager>,
+}
+
+/// A signing key as kept in `<p>keys`.
+#[derive(Serialize, Deserialize)]
+struct StoredKey {
+    kid: String,
+    algorithm: String,
+    private_pkcs8: String,
+    created_at: i64,
+    activates_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retired_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    publish_until: Option<i64>,
+    #[serde(default)]
+    seq: i64,
+}
+
+/// Parses a Redis URL without connecting; the reason when it is not one.
+pub(super) fn parse_url(url: &str) -> Result<ConnectionInfo, String> {
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err("must be a redis:// or rediss:// URL".into());
+    }
+    url.into_connection_info().map_err(|e| e.to_string())
+}
+
+impl RedisStore {
+    /// Prepares the store of a `type: redis` configuration: parses the URL and reads the
+    /// password file; connects on first use.
+    pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        let StoreConfig::Redis {
+            url,
+            password_file,
+            prefix,
+            timeout,
+        } = config
+        else {
+            return Err(StoreError::RedisOpen("not a redis configuration".into()));
+        };
+        let mut info = parse_url(url.expose()).map_err(StoreError::RedisOpen)?;
+        if let Some(path) = password_file {
+            let password =
+                crate::setting::from_value_or_file("store", "password", None, Some(path))
+                    .map_err(|e| StoreError::RedisOpen(e.to_string()))?
+                    .unwrap_or_else(|| crate::secret::Secret::new(""));
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_password(password.expose());
+            info = info.set_redis_settings(settings);
+        }
+        let client = Client::open(info).map_err(|e| StoreError::RedisOpen(e.to_string()))?;
+        Ok(Self {
+            client,
+            prefix: prefix.clone(),
+            timeout: *timeout,
+            manager: OnceCell::new(),
+        })
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        self.manager
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_secs(1));
+                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+                    .map_err(redis_err)
+            })
+            .await
+            .cloned()
+    }
+
+    /// Runs `f` on a connection, bounded by the timeout.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = ::redis::RedisResult<T>>,
+    {
+        let con = self.connection().await?;
+        match tokio::time::timeout(self.timeout, f(con)).await {
+            Ok(result) => result.map_err(redis_err),
+            Err(_) => Err(StoreError::Query(format!(
+                "Redis did not answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// Runs `script` with the prefix and then `args` as `ARGV`.
+    async fn eval<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        args: &[&str],
+    ) -> Result<T, StoreError> {
+        self.call(|mut con| async move {
+            let mut invocation = script.prepare_invoke();
+            invocation.arg(&self.prefix);
+            for a in args {
+                invocation.arg(*a);
+            }
+            invocation.invoke_async(&mut con).await
+        })
+        .await
+    }
+
+    /// `HGETALL` of each key in one pipeline; absent keys come back empty.
+    async fn hashes(&self, keys: Vec<String>) -> Result<Vec<Fields>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.call(|mut con| async move {
+            let mut pipe = ::redis::pipe();
+            for k in &keys {
+                pipe.hgetall(k);
+            }
+            pipe.query_async(&mut con).await
+        })
+        .await
+    }
+
+    async fn members(&self, set: String) -> Result<Vec<String>, StoreError> {
+        self.call(|mut con| async move {
+            ::redis::cmd("SMEMBERS")
+                .arg(set)
+                .query_async(&mut con)
+                .await
+        })
+        .await
+    }
+}
+
+fn redis_err(e: ::redis::RedisError) -> StoreError {
+    StoreError::Query(format!("redis: {e}"))
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("redis: {what}"))
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Result<Vec<u8>, StoreError> {
+    if !text.len().is_multiple_of(2) {
+        return Err(corrupt("odd hex length"));
+    }
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or_else(|| corrupt("bad hex"))
+        })
+        .collect()
+}
+
+fn field<'a>(f: &'a Fields, name: &str) -> Result<&'a str, StoreError> {
+    f.get(name)
+        .map(String::as_str)
+        .ok_or_else(|| corrupt(&format!("field '{name}' missing")))
+}
+
+fn int(f: &Fields, name: &str) -> Result<Option<i64>, StoreError> {
+    f.get(name)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| corrupt(&format!("field '{name}' not a number")))
+        })
+        .transpose()
+}
+
+fn token_fields(t: &TokenRecord) -> Result<Vec<String>, StoreError> {
+    let mut out = vec![
+        "id".into(),
+        t.id.clone(),
+        "hash".into(),
+        hex(&t.hash),
+        "owner".into(),
+        t.owner.clone(),
+        "name".into(),
+        t.name.clone(),
+        "roles".into(),
+        to_json(&t.roles)?,
+        "attributes".into(),
+        to_json(&t.attributes)?,
+        "created_at".into(),
+        t.created_at.to_string(),
+    ];
+    let optional = [
+        ("scopes", t.scopes.as_ref().map(to_json).transpose()?),
+        ("expires_at", t.expires_at.map(|v| v.to_string())),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            out.extend([name.to_owned(), value]);
+        }
+    }
+    Ok(out)
+}
+
+fn token_from(f: &Fields) -> Result<TokenRecord, StoreError> {
+    let hash: [u8; 32] = unhex(field(f, "hash")?)?
+        .try_into()
+        .map_err(|_| corrupt("token hash is not 32 bytes"))?;
+    Ok(TokenRecord {
+        id: field(f, "id")?.to_owned(),
+        hash,
+        owner: field(f, "owner")?.to_owned(),
+        name: field(f, "name")?.to_owned(),
+        roles: from_json(field(f, "roles")?)?,
+        attributes: from_json(field(f, "attributes")?)?,
+        scopes: f.get("scopes").map(|s| from_json(s)).transpose()?,
+        created_at: int(f, "created_at")?.ok_or_else(|| corrupt("created_at missing"))?,
+        expires_at: int(f, "expires_at")?,
+        last_used_at: int(f, "last_used_at")?,
+        revoked_at: int(f, "revoked_at")?,
+    })
+}
+
+fn user_fields(u: &UserRecord) -> Result<Vec<String>, StoreError> {
+    let mut out = vec![
+        "username".into(),
+        u.username.clone(),
+        "password_hash".into(),
+        u.password_hash.clone(),
+        "roles".into(),
+        to_json(&u.roles)?,
+        "attributes".into(),
+        to_json(&u.attributes)?,
+        "created_at".into(),
+        u.created_at.to_string(),
+    ];
+    if let Some(email) = &u.email {
+        out.extend(["email".into(), email.clone()]);
+    }
+    Ok(out)
+}
+
+fn user_from(f: &Fields) -> Result<UserRecord, StoreError> {
+    Ok(UserRecord {
+        username: field(f, "username")?.to_owned(),
+        password_hash: field(f, "password_hash")?.to_owned(),
+        email: f.get("email").cloned(),
+        roles: from_json(field(f, "roles")?)?,
+        attributes: from_json(field(f, "attributes")?)?,
+        created_at: int(f, "created_at")?.ok_or_else(|| corrupt("created_at missing"))?,
+    })
+}
+
+fn key_from(stored: StoredKey) -> Result<(KeyRecord, i64), StoreError> {
+    Ok((
+        KeyRecord {
+            kid: stored.kid,
+            algorithm: stored.algorithm,
+            private_pkcs8: unhex(&stored.private_pkcs8)?,
+            created_at: stored.created_at,
+            activates_at: stored.activates_at,
+            retired_at: stored.retired_at,
+            publish_until: stored.publish_until,
+        },
+        stored.seq,
+    ))
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|mut con| async move { ::redis::cmd("PING").query_async::<()>(&mut con).await })
+            .await
+    }
+
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let fields = token_fields(token)?;
+        let hash = hex(&token.hash);
+        let mut args = vec![token.id.as_str(), hash.as_str(), token.owner.as_str()];
+        args.extend(fields.iter().map(String::as_str));
+        match self.eval::<i64>(&scripts::INSERT_TOKEN, &args).await? {
+            1 => Ok(()),
+            _ => Err(StoreError::Exists(format!("token '{}'", token.id))),
+        }
+    }
+
+    async fn lookup_token(&self, hash: &[u8; 32]) -> Result<Option<TokenLookup>, StoreError> {
+        let found: Option<(Fields, Fields)> =
+            self.eval(&scripts::LOOKUP_TOKEN, &[&hex(hash)]).await?;
+        let Some((token, owner)) = found else {
+            return Ok(None);
+        };
+        Ok(Some(TokenLookup {
+            token: token_from(&token)?,
+            owner: (!owner.is_empty()).then(|| user_from(&owner)).transpose()?,
+        }))
+    }
+
+    async fn list_tokens(&self, owner: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
+        let p = &self.prefix;
+        let set = match owner {
+            Some(o) => format!("{p}owner:{o}"),
+            None => format!("{p}tokens"),
+        };
+        let ids = self.members(set).await?;
+        let keys = ids.iter().map(|id| format!("{p}tok:id:{id}")).collect();
+        let mut tokens = self
+            .hashes(keys)
+            .await?
+            .iter()
+            .filter(|f| !f.is_empty())
+            .map(token_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        tokens.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(tokens)
+    }
+
+    async fn revoke_token(&self, token: TokenRef<'_>, at: i64) -> Result<bool, StoreError> {
+        let at = at.to_string();
+        let hash;
+        let (by, which) = match token {
+            TokenRef::Id(id) => ("id", id),
+            TokenRef::Hash(h) => {
+                hash = hex(h);
+                ("hash", hash.as_str())
+            }
+        };
+        let n: i64 = self.eval(&scripts::REVOKE_TOKEN, &[by, which, &at]).await?;
+        Ok(n == 1)
+    }
+
+    async fn record_last_used(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let times: Vec<String> = uses.iter().map(|(_, at)| at.to_string()).collect();
+        let mut args = Vec::with_capacity(uses.len() * 2);
+        for ((id, _), at) in uses.iter().zip(&times) {
+            args.extend([id.as_str(), at.as_str()]);
+        }
+        self.eval::<i64>(&scripts::RECORD_LAST_USED, &args).await?;
+        Ok(())
+    }
+
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        let fields = user_fields(user)?;
+        let mut args = vec![user.username.as_str()];
+        args.extend(fields.iter().map(String::as_str));
+        match self.eval::<i64>(&scripts::INSERT_USER, &args).await? {
+            1 => Ok(()),
+            _ => Err(StoreError::Exists(format!("user '{}'", user.username))),
+        }
+    }
+
+    async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        let key = format!("{}user:{username}", self.prefix);
+        let found = self.hashes(vec![key]).await?;
+        match found.first() {
+            Some(f) if !f.is_empty() => Ok(Some(user_from(f)?)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let p = &self.prefix;
+        let names = self.members(format!("{p}users")).await?;
+        let keys = names.iter().map(|n| format!("{p}user:{n}")).collect();
+        let mut users = self
+            .hashes(keys)
+            .await?
+            .iter()
+            .filter(|f| !f.is_empty())
+            .map(user_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        Ok(users)
+    }
+
+    async fn set_password(&self, username: &str, hash: &str) -> Result<bool, StoreError> {
+        let n: i64 = self.eval(&scripts::SET_PASSWORD, &[username, hash]).await?;
+        Ok(n == 1)
+    }
+
+    async fn remove_user(&self, username: &str, at: i64) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .eval(&scripts::REMOVE_USER, &[username, &at.to_string()])
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn subjects(&self, among: Option<&[String]>) -> Result<Vec<String>, StoreError> {
+        let (users, live) = (
+            format!("{}users", self.prefix),
+            format!("{}owners:live", self.prefix),
+        );
+        let names: BTreeSet<String> = match among {
+            None => self
+                .call(|mut con| async move {
+                    ::redis::cmd("SUNION")
+                        .arg(&users)
+                        .arg(&live)
+                        .query_async::<Vec<String>>(&mut con)
+                        .await
+                })
+                .await?
+                .into_iter()
+                .collect(),
+            Some([]) => BTreeSet::new(),
+            Some(among) => {
+                let (is_user, is_owner): (Vec<bool>, Vec<bool>) = self
+                    .call(|mut con| async move {
+                        ::redis::pipe()
+                            .cmd("SMISMEMBER")
+                            .arg(&users)
+                            .arg(among)
+                            .cmd("SMISMEMBER")
+                            .arg(&live)
+                            .arg(among)
+                            .query_async(&mut con)
+                            .await
+                    })
+                    .await?;
+                among
+                    .iter()
+                    .zip(is_user.iter().zip(&is_owner))
+                    .filter(|(_, (u, o))| **u || **o)
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            }
+        };
+        Ok(names.into_iter().collect())
+    }
+
+    async fn keys(&self, now: i64) -> Result<Vec<KeyRecord>, StoreError> {
+        let ring: Fields = self
+            .call(|mut con| async move {
+                ::redis::cmd("HGETALL")
+                    .arg(format!("{}keys", self.prefix))
+                    .query_async(&mut con)
+                    .await
+            })
+            .await?;
+        let mut keys = ring
+            .values()
+            .map(|json| key_from(from_json(json)?))
+            .collect::<Result<Vec<_>, _>>()?;
+        keys.retain(|(k, _)| k.publish_until.is_none_or(|until| until > now));
+        keys.sort_by(|(a, a_seq), (b, b_seq)| {
+            (b.activates_at, b_seq).cmp(&(a.activates_at, a_seq))
+        });
+        Ok(keys.into_iter().map(|(k, _)| k).collect())
+    }
+
+    async fn add_key(
+        &self,
+        key: &KeyRecord,
+        now: i64,
+        publish_until: i64,
+        only_if_none: bool,
+    ) -> Result<bool, StoreError> {
+        let stored = to_json(&StoredKey {
+            kid: key.kid.clone(),
+            algorithm: key.algorithm.clone(),
+            private_pkcs8: hex(&key.private_pkcs8),
+            created_at: key.created_at,
+            activates_at: key.activates_at,
+            retired_at: None,
+            publish_until: None,
+            seq: 0,
+        })?;
+        let (now, until) = (now.to_string(), publish_until.to_string());
+        let only = if only_if_none { "1" } else { "0" };
+        let added: i64 = self
+            .eval(&scripts::ADD_KEY, &[&stored, &now, &until, only])
+            .await?;
+        Ok(added == 1)
+    }
+}

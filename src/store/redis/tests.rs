@@ -1,0 +1,193 @@
+//! The store suite against a real `redis-server` (started here on a free port with a
+//! temporary directory; scripts/test.sh installs it), and what is Redis's own.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::secret::Secret;
+use crate::store::suite;
+
+/// A `redis-server` of the test's own, killed when dropped.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test.sh installs it)");
+        let server = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        server.wait_for_ping();
+        server
+    }
+
+    fn wait_for_ping(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let mut answer = [0u8; 64];
+                if s.write_all(b"PING\r\n").is_ok() {
+                    let n = s.read(&mut answer).unwrap_or(0);
+                    // `-NOAUTH` also means it is up.
+                    if n > 0 {
+                        return;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn config(&self, password_file: Option<std::path::PathBuf>) -> StoreConfig {
+        StoreConfig::Redis {
+            url: Secret::new(format!("redis://127.0.0.1:{}/3", self.port)),
+            password_file,
+            prefix: "t:".into(),
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    fn store(&self) -> RedisStore {
+        RedisStore::open(&self.config(None)).unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn tokens_users_and_keys_round_trip() {
+    let server = RedisServer::start(&[]);
+    suite::tokens_users_and_keys_round_trip(&server.store()).await;
+}
+
+#[tokio::test]
+async fn subjects_are_users_and_owners_of_live_tokens() {
+    let server = RedisServer::start(&[]);
+    suite::subjects_are_users_and_owners_of_live_tokens(&server.store()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_at_once_make_one_key_ring() {
+    let server = RedisServer::start(&[]);
+    let stores: Vec<Arc<RedisStore>> = (0..8).map(|_| Arc::new(server.store())).collect();
+    let key = |kid: String| KeyRecord {
+        kid,
+        algorithm: "ES256".into(),
+        private_pkcs8: vec![1],
+        created_at: 100,
+        activates_at: 100,
+        retired_at: None,
+        publish_until: None,
+    };
+    // Started together, as replicas are: each on its own task and connection.
+    let tasks: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let (s, key) = (s.clone(), key(format!("k{i}")));
+            tokio::spawn(async move { s.add_key(&key, 100, 0, true).await.unwrap() })
+        })
+        .collect();
+    let mut added = Vec::new();
+    for t in tasks {
+        added.push(t.await.unwrap());
+    }
+    assert_eq!(added.iter().filter(|a| **a).count(), 1, "{added:?}");
+    assert_eq!(stores[3].keys(100).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_password_file_is_used_and_a_wrong_password_fails_ping() {
+    let server = RedisServer::start(&["--requirepass", "s3cret"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let store = RedisStore::open(&server.config(Some(file.clone()))).unwrap();
+    store.ping().await.unwrap();
+    std::fs::write(&file, "wrong\n").unwrap();
+    let store = RedisStore::open(&server.config(Some(file))).unwrap();
+    assert!(matches!(store.ping().await, Err(StoreError::Query(_))));
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_ping_within_the_timeout() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = RedisStore::open(&StoreConfig::Redis {
+        url: Secret::new(format!("redis://127.0.0.1:{port}")),
+        password_file: None,
+        prefix: "t:".into(),
+        timeout: Duration::from_millis(300),
+    })
+    .unwrap();
+    let started = Instant::now();
+    assert!(store.ping().await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(store.lookup_token(&[0; 32]).await.is_err());
+}
+
+#[test]
+fn redis_configs_are_validated_without_connecting() {
+    use figment::providers::Format;
+    let parse = |yaml: &str| -> Result<StoreConfig, String> {
+        let config: StoreConfig = figment::Figment::from(figment::providers::Yaml::string(yaml))
+            .extract()
+            .map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    };
+    let config = parse("type: redis\nurl: rediss://u:pw@redis.invalid:6380/2\n").unwrap();
+    let StoreConfig::Redis {
+        prefix, timeout, ..
+    } = &config
+    else {
+        panic!("{config:?}")
+    };
+    assert_eq!(
+        (prefix.as_str(), *timeout),
+        ("authgate:", Duration::from_secs(2))
+    );
+    assert!(!format!("{config:?}").contains("pw"), "the URL is redacted");
+    let err = parse("type: redis\nurl: http://x\n").unwrap_err();
+    assert!(err.contains("store.url"), "{err}");
+    let err = parse("type: redis\nurl: redis://x\ntimeout: 0s\n").unwrap_err();
+    assert!(err.contains("store.timeout"), "{err}");
+    let err = parse("type: redis\nurl: redis://x\nport: 1\n").unwrap_err();
+    assert!(err.contains("port"), "{err}");
+}

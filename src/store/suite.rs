@@ -1,0 +1,224 @@
+//! The store test suite: backend-generic checks every [`Store`] implementation passes,
+//! called by one test per backend (`sqlite`'s and `redis`'s unit tests).
+
+use super::{KeyRecord, Store, StoreError, TokenRecord, TokenRef, UserRecord};
+use crate::identity::{Attributes, Names};
+use crate::secret::sha256;
+
+/// A token of `owner` whose secret is `secret`.
+pub fn token(id: &str, owner: &str, secret: &str) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        hash: sha256(secret.as_bytes()),
+        owner: owner.into(),
+        name: "t".into(),
+        roles: Names::from(["r"]),
+        attributes: Attributes::new(),
+        scopes: Some(Names::from(["read:data"])),
+        created_at: 1,
+        expires_at: None,
+        last_used_at: None,
+        revoked_at: None,
+    }
+}
+
+/// Tokens, users and the key ring: every method's answers.
+pub async fn tokens_users_and_keys_round_trip(store: &dyn Store) {
+    store.ping().await.unwrap();
+    let user = UserRecord {
+        username: "alice".into(),
+        password_hash: "$argon2id$x".into(),
+        email: Some("a@example.org".into()),
+        roles: Names::from(["admin"]),
+        attributes: Attributes::new(),
+        created_at: 5,
+    };
+    store.insert_user(&user).await.unwrap();
+    assert!(matches!(
+        store.insert_user(&user).await,
+        Err(StoreError::Exists(_))
+    ));
+    store
+        .insert_token(&token("tok_1", "alice", "s1"))
+        .await
+        .unwrap();
+    store
+        .insert_token(&token("tok_2", "bob", "s2"))
+        .await
+        .unwrap();
+
+    let found = store.lookup_token(&sha256(b"s1")).await.unwrap().unwrap();
+    assert_eq!(found.token, token("tok_1", "alice", "s1"));
+    assert_eq!(found.owner.as_ref(), Some(&user));
+    let bob = store.lookup_token(&sha256(b"s2")).await.unwrap().unwrap();
+    assert!(bob.owner.is_none());
+    assert!(
+        store
+            .lookup_token(&sha256(b"nope"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    store
+        .record_last_used(&[("tok_1".into(), 42)])
+        .await
+        .unwrap();
+    store
+        .record_last_used(&[("tok_1".into(), 41)])
+        .await
+        .unwrap();
+    let listed = store.list_tokens(Some("alice")).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].last_used_at, Some(42));
+
+    assert!(
+        store
+            .revoke_token(TokenRef::Hash(&sha256(b"s2")), 9)
+            .await
+            .unwrap()
+    );
+    assert!(!store.revoke_token(TokenRef::Id("tok_2"), 10).await.unwrap());
+    assert!(store.remove_user("alice", 11).await.unwrap());
+    let all = store.list_tokens(None).await.unwrap();
+    assert_eq!(
+        all.iter().map(|t| t.revoked_at).collect::<Vec<_>>(),
+        vec![Some(11), Some(9)]
+    );
+
+    let key = |kid: &str, created_at, activates_at| KeyRecord {
+        kid: kid.into(),
+        algorithm: "ES256".into(),
+        private_pkcs8: vec![1, 2],
+        created_at,
+        activates_at,
+        retired_at: None,
+        publish_until: None,
+    };
+    let kids = |keys: &[KeyRecord]| keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>();
+    assert!(
+        store
+            .add_key(&key("k1", 100, 100), 100, 0, true)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .add_key(&key("k0", 100, 100), 100, 0, true)
+            .await
+            .unwrap(),
+        "only_if_none"
+    );
+    assert_eq!(kids(&store.keys(100).await.unwrap()), ["k1"]);
+    // Scheduled: k2 published at 200, signs from 300; k1 retires then, published to 700.
+    assert!(
+        store
+            .add_key(&key("k2", 200, 300), 200, 700, false)
+            .await
+            .unwrap()
+    );
+    let keys = store.keys(200).await.unwrap();
+    assert_eq!(kids(&keys), ["k2", "k1"]);
+    assert_eq!(
+        (keys[1].retired_at, keys[1].publish_until),
+        (Some(300), Some(700))
+    );
+    assert_eq!((keys[0].activates_at, keys[0].retired_at), (300, None));
+    assert!(
+        !store
+            .add_key(&key("k9", 250, 250), 250, 0, true)
+            .await
+            .unwrap(),
+        "a scheduled key counts for only_if_none"
+    );
+    // Rotating again before k2 signs replaces k2 (it never signed), and k1 signs until
+    // the new key's activation.
+    assert!(
+        store
+            .add_key(&key("k3", 250, 350), 250, 750, false)
+            .await
+            .unwrap()
+    );
+    let keys = store.keys(250).await.unwrap();
+    assert_eq!(kids(&keys), ["k3", "k1"]);
+    assert_eq!(
+        (keys[1].retired_at, keys[1].publish_until),
+        (Some(350), Some(750))
+    );
+    // At once (k4 signs at 400): k3 signed since 350 and retires now; k1 stays as it was.
+    assert!(
+        store
+            .add_key(&key("k4", 400, 400), 400, 800, false)
+            .await
+            .unwrap()
+    );
+    let keys = store.keys(400).await.unwrap();
+    assert_eq!(kids(&keys), ["k4", "k3", "k1"]);
+    assert_eq!(
+        (keys[1].retired_at, keys[1].publish_until),
+        (Some(400), Some(800))
+    );
+    assert_eq!(
+        (keys[2].retired_at, keys[2].publish_until),
+        (Some(350), Some(750))
+    );
+    assert_eq!(
+        kids(&store.keys(750).await.unwrap()),
+        ["k4", "k3"],
+        "k1 unpublished"
+    );
+    assert_eq!(kids(&store.keys(800).await.unwrap()), ["k4"]);
+    // Two keys activating in the same second: the one added last is listed first.
+    assert!(
+        store
+            .add_key(&key("k5", 800, 800), 800, 900, false)
+            .await
+            .unwrap()
+    );
+    assert_eq!(kids(&store.keys(800).await.unwrap()), ["k5", "k4"]);
+    assert!(format!("{:?}", keys[0]).contains("<redacted>"));
+}
+
+/// The subject directory: users and owners of tokens not revoked.
+pub async fn subjects_are_users_and_owners_of_live_tokens(store: &dyn Store) {
+    for name in ["carol", "alice"] {
+        let user = UserRecord {
+            username: name.into(),
+            password_hash: "$argon2id$x".into(),
+            email: None,
+            roles: Names::default(),
+            attributes: Attributes::new(),
+            created_at: 1,
+        };
+        store.insert_user(&user).await.unwrap();
+    }
+    store
+        .insert_token(&token("tok_1", "pithos", "s1"))
+        .await
+        .unwrap();
+    store
+        .insert_token(&token("tok_2", "pithos", "s2"))
+        .await
+        .unwrap();
+    store
+        .insert_token(&token("tok_3", "alice", "s3"))
+        .await
+        .unwrap();
+    store
+        .insert_token(&token("tok_4", "gone", "s4"))
+        .await
+        .unwrap();
+    store.revoke_token(TokenRef::Id("tok_4"), 2).await.unwrap();
+    assert_eq!(
+        store.subjects(None).await.unwrap(),
+        ["alice", "carol", "pithos"]
+    );
+    let among: Vec<String> = ["pithos", "gone", "nobody", "alice", "alice", "ALICE"]
+        .map(String::from)
+        .to_vec();
+    assert_eq!(
+        store.subjects(Some(&among)).await.unwrap(),
+        ["alice", "pithos"]
+    );
+    assert!(store.subjects(Some(&[])).await.unwrap().is_empty());
+}
