@@ -584,6 +584,13 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn users_and_optional_fields_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("a.db")).unwrap();
+        suite::users_and_optional_fields_round_trip(&store).await;
+    }
+
+    #[tokio::test]
     async fn keys_of_a_store_from_before_key_states_sign_since_their_creation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");

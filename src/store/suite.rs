@@ -2,7 +2,7 @@
 //! called by one test per backend (`sqlite`'s and `redis`'s unit tests).
 
 use super::{KeyRecord, Store, StoreError, TokenRecord, TokenRef, UserRecord};
-use crate::identity::{Attributes, Names};
+use crate::identity::{AttributeValue, Attributes, Names};
 use crate::secret::sha256;
 
 /// A token of `owner` whose secret is `secret`.
@@ -221,4 +221,64 @@ pub async fn subjects_are_users_and_owners_of_live_tokens(store: &dyn Store) {
         ["alice", "pithos"]
     );
     assert!(store.subjects(Some(&[])).await.unwrap().is_empty());
+}
+
+/// Users changed and removed, and the optional fields of tokens and users kept as given.
+pub async fn users_and_optional_fields_round_trip(store: &dyn Store) {
+    let user = |name: &str, email: Option<&str>| UserRecord {
+        username: name.into(),
+        password_hash: "$argon2id$old".into(),
+        email: email.map(String::from),
+        roles: Names::default(),
+        attributes: Attributes::from_iter([
+            ("team".to_owned(), AttributeValue::One("ops".into())),
+            (
+                "projects".to_owned(),
+                AttributeValue::Many(vec!["a".into(), "b".into()]),
+            ),
+        ]),
+        created_at: 3,
+    };
+    store.insert_user(&user("zoe", None)).await.unwrap();
+    store
+        .insert_user(&user("bob", Some("b@example.org")))
+        .await
+        .unwrap();
+    assert!(store.get_user("nobody").await.unwrap().is_none());
+    assert_eq!(
+        store.get_user("zoe").await.unwrap(),
+        Some(user("zoe", None))
+    );
+    let names = |users: Vec<UserRecord>| users.into_iter().map(|u| u.username).collect::<Vec<_>>();
+    assert_eq!(names(store.list_users().await.unwrap()), ["bob", "zoe"]);
+
+    assert!(store.set_password("bob", "$argon2id$new").await.unwrap());
+    assert!(!store.set_password("nobody", "$argon2id$new").await.unwrap());
+    let bob = store.get_user("bob").await.unwrap().unwrap();
+    assert_eq!(bob.password_hash, "$argon2id$new");
+    assert_eq!(bob.email.as_deref(), Some("b@example.org"));
+
+    let mut full = token("tok_9", "bob", "s9");
+    full.scopes = None;
+    full.expires_at = Some(99);
+    store.insert_token(&full).await.unwrap();
+    let found = store.lookup_token(&sha256(b"s9")).await.unwrap().unwrap();
+    assert_eq!(found.token, full);
+    assert_eq!(
+        found.owner.map(|o| o.password_hash).as_deref(),
+        Some("$argon2id$new")
+    );
+
+    assert!(!store.remove_user("nobody", 5).await.unwrap());
+    assert!(store.remove_user("bob", 5).await.unwrap());
+    assert!(
+        !store.remove_user("bob", 6).await.unwrap(),
+        "removed already"
+    );
+    assert!(store.get_user("bob").await.unwrap().is_none());
+    assert_eq!(names(store.list_users().await.unwrap()), ["zoe"]);
+    let found = store.lookup_token(&sha256(b"s9")).await.unwrap().unwrap();
+    assert_eq!(found.token.revoked_at, Some(5));
+    assert!(found.owner.is_none(), "the owner is gone");
+    assert_eq!(store.subjects(None).await.unwrap(), ["zoe"]);
 }

@@ -20,12 +20,11 @@ struct RedisServer {
 
 impl RedisServer {
     fn start(extra: &[&str]) -> Self {
+        Self::start_on(free_port(), extra)
+    }
+
+    fn start_on(port: u16, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
@@ -76,6 +75,14 @@ impl RedisServer {
     }
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -93,6 +100,12 @@ async fn tokens_users_and_keys_round_trip() {
 async fn subjects_are_users_and_owners_of_live_tokens() {
     let server = RedisServer::start(&[]);
     suite::subjects_are_users_and_owners_of_live_tokens(&server.store()).await;
+}
+
+#[tokio::test]
+async fn users_and_optional_fields_round_trip() {
+    let server = RedisServer::start(&[]);
+    suite::users_and_optional_fields_round_trip(&server.store()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,11 +153,7 @@ async fn a_password_file_is_used_and_a_wrong_password_fails_ping() {
 
 #[tokio::test]
 async fn an_unreachable_redis_fails_ping_within_the_timeout() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let store = RedisStore::open(&StoreConfig::Redis {
         url: Secret::new(format!("redis://127.0.0.1:{port}")),
         password_file: None,
@@ -190,4 +199,34 @@ fn redis_configs_are_validated_without_connecting() {
     assert!(err.contains("store.timeout"), "{err}");
     let err = parse("type: redis\nurl: redis://x\nport: 1\n").unwrap_err();
     assert!(err.contains("port"), "{err}");
+}
+
+#[tokio::test]
+async fn the_store_reconnects_to_a_restarted_redis() {
+    let server = RedisServer::start(&[]);
+    let port = server.port;
+    let store = server.store();
+    store.insert_user(&user_named("ann")).await.unwrap();
+    drop(server);
+    assert!(store.ping().await.is_err(), "Redis is down");
+    let _server = RedisServer::start_on(port, &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.ping().await.is_err() {
+        assert!(Instant::now() < deadline, "no reconnection");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A new, empty server (no persistence): answers come from it.
+    assert!(store.get_user("ann").await.unwrap().is_none());
+    store.insert_user(&user_named("ann")).await.unwrap();
+}
+
+fn user_named(name: &str) -> UserRecord {
+    UserRecord {
+        username: name.into(),
+        password_hash: "$argon2id$x".into(),
+        email: None,
+        roles: Default::default(),
+        attributes: Default::default(),
+        created_at: 1,
+    }
 }
