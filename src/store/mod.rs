@@ -41,6 +41,9 @@ pub enum StoreConfig {
         /// A file holding the password (instead of one in `url`).
         #[serde(default)]
         password_file: Option<PathBuf>,
+        /// PEM file of the CA certificates to trust for `rediss://` instead of the system's.
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
         /// Prefix of every key authgate writes.
         #[serde(default = "default_redis_prefix")]
         prefix: String,
@@ -82,19 +85,25 @@ impl StoreConfig {
             Self::Redis {
                 url,
                 password_file,
+                ca_file,
                 timeout,
                 ..
             } => {
                 // Parsed only: checking a configuration never connects.
                 self::redis::parse_url(url.expose())
                     .map_err(|reason| ConfigError::invalid("store.url", reason))?;
-                if password_file
-                    .as_ref()
-                    .is_some_and(|p| p.as_os_str().is_empty())
-                {
+                for (key, file) in [
+                    ("store.password_file", password_file),
+                    ("store.ca_file", ca_file),
+                ] {
+                    if file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                        return Err(ConfigError::invalid(key, "must not be empty"));
+                    }
+                }
+                if ca_file.is_some() && !url.expose().starts_with("rediss://") {
                     return Err(ConfigError::invalid(
-                        "store.password_file",
-                        "must not be empty",
+                        "store.ca_file",
+                        "needs a rediss:// url (TLS)",
                     ));
                 }
                 if timeout.is_zero() {

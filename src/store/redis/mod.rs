@@ -14,24 +14,26 @@
 //! - `<p>keys`: hash, kid -> the signing key as JSON (`private_pkcs8` in hex, `seq` the
 //!   order of addition); `<p>keys:seq`: the counter behind `seq`
 
+mod record;
 mod scripts;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, ConnectionInfo, FromRedisValue, IntoConnectionInfo, Script};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
+use self::record::{
+    Fields, StoredKey, from_json, hex, key_from, to_json, token_fields, token_from, user_fields,
+    user_from,
+};
 use super::{
     KeyRecord, Store, StoreConfig, StoreError, TokenLookup, TokenRecord, TokenRef, UserRecord,
 };
-
-type Fields = HashMap<String, String>;
 
 /// The Redis-backed [`Store`].
 pub struct RedisStore {
@@ -40,22 +42,6 @@ pub struct RedisStore {
     timeout: Duration,
     /// Made on first use, so that opening never connects (nor needs a runtime).
     manager: OnceCell<ConnectionManager>,
-}
-
-/// A signing key as kept in `<p>keys`.
-#[derive(Serialize, Deserialize)]
-struct StoredKey {
-    kid: String,
-    algorithm: String,
-    private_pkcs8: String,
-    created_at: i64,
-    activates_at: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    retired_at: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    publish_until: Option<i64>,
-    #[serde(default)]
-    seq: i64,
 }
 
 /// Parses a Redis URL without connecting; the reason when it is not one.
@@ -73,6 +59,7 @@ impl RedisStore {
         let StoreConfig::Redis {
             url,
             password_file,
+            ca_file,
             prefix,
             timeout,
         } = config
@@ -91,7 +78,20 @@ impl RedisStore {
                 .set_password(password.expose());
             info = info.set_redis_settings(settings);
         }
-        let client = Client::open(info).map_err(|e| StoreError::RedisOpen(e.to_string()))?;
+        let client = match ca_file {
+            None => Client::open(info),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    StoreError::RedisOpen(format!("cannot read '{}': {e}", path.display()))
+                })?;
+                let certificates = ::redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                Client::build_with_tls(info, certificates)
+            }
+        }
+        .map_err(|e| StoreError::RedisOpen(e.to_string()))?;
         Ok(Self {
             client,
             prefix: prefix.clone(),
@@ -176,145 +176,6 @@ impl RedisStore {
 
 fn redis_err(e: ::redis::RedisError) -> StoreError {
     StoreError::Query(format!("redis: {e}"))
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("redis: {what}"))
-}
-
-fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Result<Vec<u8>, StoreError> {
-    if !text.len().is_multiple_of(2) {
-        return Err(corrupt("odd hex length"));
-    }
-    text.as_bytes()
-        .chunks(2)
-        .map(|pair| {
-            std::str::from_utf8(pair)
-                .ok()
-                .and_then(|p| u8::from_str_radix(p, 16).ok())
-                .ok_or_else(|| corrupt("bad hex"))
-        })
-        .collect()
-}
-
-fn field<'a>(f: &'a Fields, name: &str) -> Result<&'a str, StoreError> {
-    f.get(name)
-        .map(String::as_str)
-        .ok_or_else(|| corrupt(&format!("field '{name}' missing")))
-}
-
-fn int(f: &Fields, name: &str) -> Result<Option<i64>, StoreError> {
-    f.get(name)
-        .map(|v| {
-            v.parse()
-                .map_err(|_| corrupt(&format!("field '{name}' not a number")))
-        })
-        .transpose()
-}
-
-fn token_fields(t: &TokenRecord) -> Result<Vec<String>, StoreError> {
-    let mut out = vec![
-        "id".into(),
-        t.id.clone(),
-        "hash".into(),
-        hex(&t.hash),
-        "owner".into(),
-        t.owner.clone(),
-        "name".into(),
-        t.name.clone(),
-        "roles".into(),
-        to_json(&t.roles)?,
-        "attributes".into(),
-        to_json(&t.attributes)?,
-        "created_at".into(),
-        t.created_at.to_string(),
-    ];
-    let optional = [
-        ("scopes", t.scopes.as_ref().map(to_json).transpose()?),
-        ("expires_at", t.expires_at.map(|v| v.to_string())),
-    ];
-    for (name, value) in optional {
-        if let Some(value) = value {
-            out.extend([name.to_owned(), value]);
-        }
-    }
-    Ok(out)
-}
-
-fn token_from(f: &Fields) -> Result<TokenRecord, StoreError> {
-    let hash: [u8; 32] = unhex(field(f, "hash")?)?
-        .try_into()
-        .map_err(|_| corrupt("token hash is not 32 bytes"))?;
-    Ok(TokenRecord {
-        id: field(f, "id")?.to_owned(),
-        hash,
-        owner: field(f, "owner")?.to_owned(),
-        name: field(f, "name")?.to_owned(),
-        roles: from_json(field(f, "roles")?)?,
-        attributes: from_json(field(f, "attributes")?)?,
-        scopes: f.get("scopes").map(|s| from_json(s)).transpose()?,
-        created_at: int(f, "created_at")?.ok_or_else(|| corrupt("created_at missing"))?,
-        expires_at: int(f, "expires_at")?,
-        last_used_at: int(f, "last_used_at")?,
-        revoked_at: int(f, "revoked_at")?,
-    })
-}
-
-fn user_fields(u: &UserRecord) -> Result<Vec<String>, StoreError> {
-    let mut out = vec![
-        "username".into(),
-        u.username.clone(),
-        "password_hash".into(),
-        u.password_hash.clone(),
-        "roles".into(),
-        to_json(&u.roles)?,
-        "attributes".into(),
-        to_json(&u.attributes)?,
-        "created_at".into(),
-        u.created_at.to_string(),
-    ];
-    if let Some(email) = &u.email {
-        out.extend(["email".into(), email.clone()]);
-    }
-    Ok(out)
-}
-
-fn user_from(f: &Fields) -> Result<UserRecord, StoreError> {
-    Ok(UserRecord {
-        username: field(f, "username")?.to_owned(),
-        password_hash: field(f, "password_hash")?.to_owned(),
-        email: f.get("email").cloned(),
-        roles: from_json(field(f, "roles")?)?,
-        attributes: from_json(field(f, "attributes")?)?,
-        created_at: int(f, "created_at")?.ok_or_else(|| corrupt("created_at missing"))?,
-    })
-}
-
-fn key_from(stored: StoredKey) -> Result<(KeyRecord, i64), StoreError> {
-    Ok((
-        KeyRecord {
-            kid: stored.kid,
-            algorithm: stored.algorithm,
-            private_pkcs8: unhex(&stored.private_pkcs8)?,
-            created_at: stored.created_at,
-            activates_at: stored.activates_at,
-            retired_at: stored.retired_at,
-            publish_until: stored.publish_until,
-        },
-        stored.seq,
-    ))
 }
 
 #[async_trait]

@@ -65,6 +65,7 @@ impl RedisServer {
         StoreConfig::Redis {
             url: Secret::new(format!("redis://127.0.0.1:{}/3", self.port)),
             password_file,
+            ca_file: None,
             prefix: "t:".into(),
             timeout: Duration::from_secs(2),
         }
@@ -157,6 +158,7 @@ async fn an_unreachable_redis_fails_ping_within_the_timeout() {
     let store = RedisStore::open(&StoreConfig::Redis {
         url: Secret::new(format!("redis://127.0.0.1:{port}")),
         password_file: None,
+        ca_file: None,
         prefix: "t:".into(),
         timeout: Duration::from_millis(300),
     })
@@ -197,6 +199,8 @@ fn redis_configs_are_validated_without_connecting() {
     assert!(err.contains("store.url"), "{err}");
     let err = parse("type: redis\nurl: redis://x\ntimeout: 0s\n").unwrap_err();
     assert!(err.contains("store.timeout"), "{err}");
+    let err = parse("type: redis\nurl: redis://x\nca_file: ca.pem\n").unwrap_err();
+    assert!(err.contains("store.ca_file"), "{err}");
     let err = parse("type: redis\nurl: redis://x\nport: 1\n").unwrap_err();
     assert!(err.contains("port"), "{err}");
 }
@@ -229,4 +233,100 @@ fn user_named(name: &str) -> UserRecord {
         attributes: Default::default(),
         created_at: 1,
     }
+}
+
+#[tokio::test]
+async fn rediss_is_tls_verified_against_the_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (ca, cert, key) = (path("ca.pem"), path("cert.pem"), path("key.pem"));
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    std::fs::write(
+        path("leaf.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let ca_key = path("ca.key");
+    let csr = path("leaf.csr");
+    let ext = path("leaf.ext");
+    openssl(
+        &[
+            &["req", "-x509", "-days", "1", "-subj", "/CN=test CA"][..],
+            &ec,
+            &["-keyout", &ca_key, "-out", &ca],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-subj", "/CN=localhost"][..],
+            &ec,
+            &["-keyout", &key, "-out", &csr],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "1",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    let tls_port = free_port();
+    let (cert_s, key_s) = (cert.as_str(), key.as_str());
+    let port = tls_port.to_string();
+    let _server = RedisServer::start_on(
+        free_port(),
+        &[
+            "--tls-port",
+            &port,
+            "--tls-cert-file",
+            cert_s,
+            "--tls-key-file",
+            key_s,
+        ]
+        .into_iter()
+        .chain(["--tls-auth-clients", "no"])
+        .collect::<Vec<_>>(),
+    );
+    let config = |ca_file: Option<std::path::PathBuf>| StoreConfig::Redis {
+        url: Secret::new(format!("rediss://localhost:{tls_port}")),
+        password_file: None,
+        ca_file,
+        prefix: "t:".into(),
+        timeout: Duration::from_secs(2),
+    };
+    let store = RedisStore::open(&config(Some(ca.into()))).unwrap();
+    store.ping().await.unwrap();
+    store.insert_user(&user_named("ann")).await.unwrap();
+    assert!(store.get_user("ann").await.unwrap().is_some());
+    // Without the CA file, the system's roots do not know this certificate.
+    let untrusted = RedisStore::open(&config(None)).unwrap();
+    assert!(untrusted.ping().await.is_err());
+}
+
+fn openssl(args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl must be installed (scripts/test.sh installs it)");
+    assert!(status.success(), "openssl {args:?}");
 }
