@@ -591,6 +591,13 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn last_uses_in_large_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("a.db")).unwrap();
+        suite::last_uses_in_large_batches(&store).await;
+    }
+
+    #[tokio::test]
     async fn keys_of_a_store_from_before_key_states_sign_since_their_creation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");

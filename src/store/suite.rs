@@ -282,3 +282,32 @@ pub async fn users_and_optional_fields_round_trip(store: &dyn Store) {
     assert!(found.owner.is_none(), "the owner is gone");
     assert_eq!(store.subjects(None).await.unwrap(), ["zoe"]);
 }
+
+/// A batch of last uses larger than one script call: the latest use per token kept, in
+/// any order, and uses of unknown tokens ignored.
+pub async fn last_uses_in_large_batches(store: &dyn Store) {
+    store
+        .insert_token(&token("tok_1", "a", "s1"))
+        .await
+        .unwrap();
+    store
+        .insert_token(&token("tok_2", "b", "s2"))
+        .await
+        .unwrap();
+    let mut uses: Vec<(String, i64)> = (0..1200).map(|i| ("tok_1".into(), 10_000 - i)).collect();
+    uses.push(("tok_2".into(), 7));
+    uses.push(("tok_unknown".into(), 9));
+    uses.extend((0..300).map(|i| ("tok_2".into(), i)));
+    store.record_last_used(&uses).await.unwrap();
+    let last = |tokens: Vec<TokenRecord>| {
+        tokens
+            .into_iter()
+            .map(|t| (t.id, t.last_used_at))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        last(store.list_tokens(None).await.unwrap()),
+        [("tok_1".into(), Some(10_000)), ("tok_2".into(), Some(299))]
+    );
+    store.record_last_used(&[]).await.unwrap();
+}

@@ -35,6 +35,9 @@ use super::{
     KeyRecord, Store, StoreConfig, StoreError, TokenLookup, TokenRecord, TokenRef, UserRecord,
 };
 
+/// Last uses written by one script call (a pipeline holds as many calls as needed).
+const LAST_USES_PER_SCRIPT: usize = 500;
+
 /// The Redis-backed [`Store`].
 pub struct RedisStore {
     client: Client,
@@ -245,13 +248,26 @@ impl Store for RedisStore {
         if uses.is_empty() {
             return Ok(());
         }
-        let times: Vec<String> = uses.iter().map(|(_, at)| at.to_string()).collect();
-        let mut args = Vec::with_capacity(uses.len() * 2);
-        for ((id, _), at) in uses.iter().zip(&times) {
-            args.extend([id.as_str(), at.as_str()]);
+        // One pipeline: the script loaded (a no-op when it is), then one short script per
+        // chunk of uses, so that a large batch does not hold Redis in one long script.
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(scripts::RECORD_LAST_USED_SOURCE)
+            .ignore();
+        for chunk in uses.chunks(LAST_USES_PER_SCRIPT) {
+            let call = pipe
+                .cmd("EVALSHA")
+                .arg(scripts::RECORD_LAST_USED.get_hash())
+                .arg(0)
+                .arg(&self.prefix);
+            for (id, at) in chunk {
+                call.arg(id).arg(*at);
+            }
+            call.ignore();
         }
-        self.eval::<i64>(&scripts::RECORD_LAST_USED, &args).await?;
-        Ok(())
+        self.call(|mut con| async move { pipe.query_async::<()>(&mut con).await })
+            .await
     }
 
     async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError> {

@@ -73,9 +73,8 @@ return revoke(p, id, ARGV[4])
 });
 
 /// ARGV: prefix, then (id, at) pairs: each last use kept if later than the stored one.
-pub static RECORD_LAST_USED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+/// Its source is sent with `SCRIPT LOAD` in the same pipeline as its calls.
+pub const RECORD_LAST_USED_SOURCE: &str = r#"
 local p = ARGV[1]
 for i = 2, #ARGV, 2 do
   local k = p .. 'tok:id:' .. ARGV[i]
@@ -87,9 +86,11 @@ for i = 2, #ARGV, 2 do
   end
 end
 return 1
-"#,
-    )
-});
+"#;
+
+/// [`RECORD_LAST_USED_SOURCE`] as a script (its SHA-1 for `EVALSHA`).
+pub static RECORD_LAST_USED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(RECORD_LAST_USED_SOURCE));
 
 /// ARGV: prefix, username, then field/value pairs. 0 when the name is taken.
 pub static INSERT_USER: LazyLock<Script> = LazyLock::new(|| {

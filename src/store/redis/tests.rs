@@ -109,6 +109,12 @@ async fn users_and_optional_fields_round_trip() {
     suite::users_and_optional_fields_round_trip(&server.store()).await;
 }
 
+#[tokio::test]
+async fn last_uses_in_large_batches() {
+    let server = RedisServer::start(&[]);
+    suite::last_uses_in_large_batches(&server.store()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_starting_at_once_make_one_key_ring() {
     let server = RedisServer::start(&[]);
