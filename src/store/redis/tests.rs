@@ -336,3 +336,28 @@ fn openssl(args: &[&str]) {
         .expect("openssl must be installed (scripts/test.sh installs it)");
     assert!(status.success(), "openssl {args:?}");
 }
+
+#[tokio::test]
+async fn an_acl_user_and_password_in_the_url_and_a_database_number() {
+    let server = RedisServer::start(&[
+        "--user", "default", "off", "--user", "gate", "on", ">pw", "~*", "&*", "+@all",
+    ]);
+    let config = |url: String| StoreConfig::Redis {
+        url: Secret::new(url),
+        password_file: None,
+        ca_file: None,
+        prefix: "t:".into(),
+        timeout: Duration::from_secs(2),
+    };
+    let port = server.port;
+    let store = RedisStore::open(&config(format!("redis://gate:pw@127.0.0.1:{port}/5"))).unwrap();
+    store.insert_user(&user_named("ann")).await.unwrap();
+    let other_db =
+        RedisStore::open(&config(format!("redis://gate:pw@127.0.0.1:{port}/6"))).unwrap();
+    assert!(other_db.get_user("ann").await.unwrap().is_none());
+    let same_db = RedisStore::open(&config(format!("redis://gate:pw@127.0.0.1:{port}/5"))).unwrap();
+    assert!(same_db.get_user("ann").await.unwrap().is_some());
+    let wrong = RedisStore::open(&config(format!("redis://gate:no@127.0.0.1:{port}/5"))).unwrap();
+    let err = wrong.ping().await.unwrap_err().to_string();
+    assert!(!err.contains("no@"), "{err}");
+}
