@@ -173,6 +173,34 @@ mod tests {
     fn the_example_config_is_valid() {
         let text = include_str!("../config.example.yaml");
         Config::from_yaml(text).unwrap();
+        // Its commented `store: { type: redis }` alternative, put in place of the embedded one.
+        let redis: String = text
+            .lines()
+            .filter(|l| !l.starts_with("  type: embedded") && !l.starts_with("  path: /var/lib"))
+            .map(|l| match l.strip_prefix("  # ") {
+                Some(rest)
+                    if [
+                        "type: redis",
+                        "url:",
+                        "password_file:",
+                        "ca_file:",
+                        "prefix:",
+                        "timeout:",
+                    ]
+                    .iter()
+                    .any(|k| rest.starts_with(k)) =>
+                {
+                    format!("  {rest}\n")
+                }
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        let config = Config::from_yaml(&redis).unwrap();
+        assert!(
+            matches!(config.store, StoreConfig::Redis { .. }),
+            "{:?}",
+            config.store
+        );
     }
 
     #[test]
@@ -180,6 +208,8 @@ mod tests {
         let cases = [
             "server: { listen: \"127.0.0.1:0\", trusted_proxies: [\"10.0.0.0/8\", \"::1/128\"] }",
             "store: { type: embedded, path: /tmp/x.db }",
+            "store: { type: redis, url: \"redis://gate:pw@redis.invalid:6379/2\" }",
+            "store: { type: redis, url: \"rediss://redis.invalid\", ca_file: /ca.pem, password_file: /pw, prefix: \"x:\", timeout: 500ms }",
             "mint: { algorithm: EdDSA, ttl: 2m, audience: other }",
             "mint: { profile: legacy, rotation_lead: 0s, nbf_skew: 0s }",
             "mint: { profile: rfc9068, rotation_lead: 1h, nbf_skew: 5m, ttl: 10m }",
@@ -213,6 +243,19 @@ mod tests {
     fn rejected_configs_name_the_key() {
         let cases = [
             ("server: { listen: nowhere }", "server.listen"),
+            ("store: { type: redis, url: \"http://x\" }", "store.url"),
+            (
+                "store: { type: redis, url: \"redis://x\", timeout: 0s }",
+                "store.timeout",
+            ),
+            (
+                "store: { type: redis, url: \"redis://x\", ca_file: /ca.pem }",
+                "store.ca_file",
+            ),
+            (
+                "store: { type: redis, url: \"redis://x\", path: /x.db }",
+                "path",
+            ),
             ("server: { lisen: \"127.0.0.1:1\" }", "lisen"),
             (
                 "server: { trusted_proxies: [\"10.0.0.0/33\"] }",
