@@ -63,6 +63,7 @@ pub async fn serve(config: Config, access: AccessLog) -> Result<(), StartError> 
         }
     }
     let background = spawn_background(app.clone());
+    let events = spawn_store_events(app.clone());
     let hangups = tokio::spawn(ignore_hangups());
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
@@ -137,6 +138,9 @@ pub async fn serve(config: Config, access: AccessLog) -> Result<(), StartError> 
         tracing::warn!("shutdown timeout reached; closing the remaining connections");
     }
     background.abort();
+    if let Some(events) = events {
+        events.abort();
+    }
     hangups.abort();
     app.cache.flush_last_used(app.store.as_ref()).await;
     tracing::info!("stopped");
@@ -233,6 +237,32 @@ fn spawn_background(app: Arc<App>) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+/// For a store shared between processes: acts on changes made elsewhere as soon as they are
+/// heard (revoked tokens and changed users leave the decision cache, a rotation reloads the
+/// keys); after a lost subscription, the whole cache goes, since what changed meanwhile was
+/// not heard.
+fn spawn_store_events(app: Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
+    use crate::store::StoreEvent;
+    let mut events = app.store.events()?;
+    Some(tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let removed = match &event {
+                StoreEvent::TokenRevoked(id) => app.cache.invalidate_credential_id(id),
+                StoreEvent::UserChanged(name) => app.cache.invalidate_subject(name),
+                StoreEvent::Resubscribed => app.cache.clear(),
+                StoreEvent::KeysChanged => {
+                    if let Err(e) = app.minter.reload(app.store.as_ref()).await {
+                        app.metrics.store_error();
+                        tracing::warn!(error = %e, "could not reload signing keys; keeping the current ones");
+                    }
+                    0
+                }
+            };
+            tracing::debug!(?event, removed, "store event");
+        }
+    }))
 }
 
 async fn shutdown_signal() {

@@ -122,6 +122,45 @@ policy:
     let ready = reqwest::get(b.admin_url("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
 
+    // Revoked by the CLI while cached by both: each drops it on the published event, long
+    // before `cache.max_ttl` (10 s). Polled every 5 ms; the delay is printed.
+    let revoke = cli(
+        &config,
+        &["token", "revoke", "--secret-stdin"],
+        Some(&token),
+    );
+    assert!(revoke.status.success(), "{revoke:?}");
+    let revoked = Instant::now();
+    for replica in [&a, &b] {
+        while decide(replica, &token).await != 401 {
+            assert!(revoked.elapsed() < Duration::from_secs(1), "still accepted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    println!(
+        "revocation seen by both replicas after {:?}",
+        revoked.elapsed()
+    );
+
+    // A rotation: both replicas reload the key ring on the event, not after the 10 s reload.
+    let rotate = cli(&config, &["keys", "rotate"], None);
+    assert!(rotate.status.success(), "{rotate:?}");
+    let rotated = Instant::now();
+    for replica in [&a, &b] {
+        while kids(replica).await.len() != 2 {
+            assert!(
+                rotated.elapsed() < Duration::from_secs(2),
+                "new key not published"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    println!(
+        "new key published by both replicas after {:?}",
+        rotated.elapsed()
+    );
+    assert_eq!(kids(&a).await, kids(&b).await);
+
     // Redis gone: /readyz names the store, and a token not in the cache cannot be checked.
     drop(redis);
     let ready = reqwest::get(a.admin_url("/readyz")).await.unwrap();

@@ -276,6 +276,45 @@ impl DecisionCache {
         self.len() == 0
     }
 
+    /// Removes the valid entries `matches` picks (every shard is scanned: for changes heard
+    /// from the store, not per request); how many went.
+    fn remove_valid_where(&self, matches: impl Fn(&Authenticated) -> bool) -> usize {
+        let mut removed = 0;
+        for shard in self.table.shards() {
+            let mut evicted = Vec::new();
+            lock(shard).remove_where(
+                |v| matches!(v, Verdict::Valid(a) if matches(a)),
+                &mut evicted,
+            );
+            removed += evicted.len();
+            self.evicted(evicted);
+        }
+        removed
+    }
+
+    /// Removes the entries of the stored credential (API token) of this id; how many went.
+    pub fn invalidate_credential_id(&self, id: &str) -> usize {
+        self.remove_valid_where(|a| a.last_use.credential_id() == Some(id))
+    }
+
+    /// Removes the entries whose identity has this subject (a user's credentials and their
+    /// API tokens); how many went.
+    pub fn invalidate_subject(&self, subject: &str) -> usize {
+        self.remove_valid_where(|a| a.identity.subject == subject)
+    }
+
+    /// Removes every entry, invalid ones too; how many went.
+    pub fn clear(&self) -> usize {
+        let mut removed = 0;
+        for shard in self.table.shards() {
+            let mut evicted = Vec::new();
+            lock(shard).remove_where(|_| true, &mut evicted);
+            removed += evicted.len();
+            self.evicted(evicted);
+        }
+        removed
+    }
+
     /// Removes the entry for `key`.
     #[cfg(test)]
     fn invalidate(&self, key: [u8; 32]) {
@@ -486,5 +525,43 @@ mod tests {
         cache.sweep_all();
         assert_eq!(lock(&cache.identities).len(), 0);
         assert_eq!(cache.reuse_bytes(), 0, "given back with the identity");
+    }
+
+    #[tokio::test]
+    async fn entries_go_by_credential_id_by_subject_or_all() {
+        let (cache, _clock) = on_manual_clock(&config(10));
+        let with = |subject: &str, id: Option<&str>| {
+            let mut i = identity(None);
+            i.subject = subject.into();
+            i.credential_id = id.map(Into::into);
+            answer(i)
+        };
+        let entries = [
+            ([1; 32], with("alice", Some("tok_1"))),
+            ([2; 32], with("alice", Some("tok_2"))),
+            ([3; 32], with("alice", None)),
+            ([4; 32], with("bob", Some("tok_3"))),
+        ];
+        for (k, a) in entries {
+            cache.get_or_authenticate(k, async { Ok(a) }).await.unwrap();
+        }
+        cache
+            .get_or_authenticate([5; 32], async { Err(AuthError::Invalid("nope")) })
+            .await
+            .unwrap();
+        assert_eq!(cache.invalidate_credential_id("tok_1"), 1);
+        assert!(!cached(&cache, [1; 32]).await);
+        assert!(cached(&cache, [2; 32]).await);
+        assert_eq!(cache.invalidate_credential_id("tok_1"), 0);
+        assert_eq!(
+            cache.invalidate_subject("alice"),
+            2,
+            "tok_2 and the user's own"
+        );
+        assert!(cached(&cache, [4; 32]).await && cached(&cache, [5; 32]).await);
+        // 1 (invalid since `cached` looked it up again), 4 and 5.
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.clear(), 3, "invalid entries too");
+        assert!(cache.is_empty());
     }
 }

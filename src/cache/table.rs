@@ -171,6 +171,21 @@ impl<V: Clone, P> Shard<V, P> {
         self.ready.values().map(|slot| &slot.value)
     }
 
+    /// Removes the values `matches` picks into `evicted`.
+    pub(super) fn remove_where(
+        &mut self,
+        mut matches: impl FnMut(&V) -> bool,
+        evicted: &mut Vec<V>,
+    ) {
+        self.ready.retain(|_, slot| {
+            let picked = matches(&slot.value);
+            if picked {
+                evicted.push(slot.value.clone());
+            }
+            !picked
+        });
+    }
+
     /// Removes expired values into `evicted`.
     pub(super) fn sweep(&mut self, now: u64, evicted: &mut Vec<V>) {
         self.ready.retain(|_, slot| {

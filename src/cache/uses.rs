@@ -62,7 +62,6 @@ impl LastUse {
     }
 
     /// The stored credential's id.
-    #[cfg(test)]
     pub(super) fn credential_id(&self) -> Option<&str> {
         self.credential_id.as_deref()
     }

@@ -269,6 +269,33 @@ pub enum StoreError {
     Exists(String),
 }
 
+/// A change made by any replica (or the CLI) that others must act on, heard through
+/// [`Store::events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// The token of this id was revoked.
+    TokenRevoked(String),
+    /// The user of this name changed (password) or was removed.
+    UserChanged(String),
+    /// The key ring changed (a rotation).
+    KeysChanged,
+    /// The subscription was (re)established: what happened while it was down was not
+    /// heard, so everything cached must go.
+    Resubscribed,
+}
+
+impl StoreEvent {
+    /// Parses a message as published (`revoke-token <id>`, `user <name>`, `keys`).
+    pub fn parse(message: &str) -> Option<Self> {
+        match message.split_once(' ') {
+            Some(("revoke-token", id)) => Some(Self::TokenRevoked(id.to_owned())),
+            Some(("user", name)) => Some(Self::UserChanged(name.to_owned())),
+            None if message == "keys" => Some(Self::KeysChanged),
+            _ => None,
+        }
+    }
+}
+
 /// What authgate keeps. Every method is one round trip to the backend.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -316,6 +343,13 @@ pub trait Store: Send + Sync + 'static {
         publish_until: i64,
         only_if_none: bool,
     ) -> Result<bool, StoreError>;
+
+    /// Changes made elsewhere (other replicas, the CLI), for a store shared between
+    /// processes; `None` for one that is not (each call starts a subscription, which ends
+    /// when the receiver is dropped and the next event is heard). Needs a Tokio runtime.
+    fn events(&self) -> Option<tokio::sync::mpsc::Receiver<StoreEvent>> {
+        None
+    }
 }
 
 /// Opens the configured store for a server: an embedded store is created when missing,

@@ -13,6 +13,8 @@
 //! - `<p>user:<name>`: hash, the user's fields; `<p>users`: set of user names
 //! - `<p>keys`: hash, kid -> the signing key as JSON (`private_pkcs8` in hex, `seq` the
 //!   order of addition); `<p>keys:seq`: the counter behind `seq`
+//! - `<p>events`: pub/sub channel of changes (`revoke-token <id>`, `user <name>`, `keys`),
+//!   published by the scripts that make them
 
 mod record;
 mod scripts;
@@ -26,13 +28,15 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, ConnectionInfo, FromRedisValue, IntoConnectionInfo, Script};
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
+use tokio::sync::mpsc::{Sender, channel};
 
 use self::record::{
     Fields, StoredKey, from_json, hex, key_from, to_json, token_fields, token_from, user_fields,
     user_from,
 };
 use super::{
-    KeyRecord, Store, StoreConfig, StoreError, TokenLookup, TokenRecord, TokenRef, UserRecord,
+    KeyRecord, Store, StoreConfig, StoreError, StoreEvent, TokenLookup, TokenRecord, TokenRef,
+    UserRecord,
 };
 
 /// Last uses written by one script call (a pipeline holds as many calls as needed).
@@ -174,6 +178,57 @@ impl RedisStore {
                 .await
         })
         .await
+    }
+}
+
+/// Longest wait between two attempts to subscribe again.
+const MAX_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(5);
+
+/// Subscribes to `channel` on a dedicated connection and sends what is heard to `tx`,
+/// [`StoreEvent::Resubscribed`] first on every (re)subscription; reconnects with a backoff
+/// doubling up to [`MAX_RESUBSCRIBE_DELAY`]. Ends when `tx`'s receiver is gone.
+async fn listen(client: Client, channel: String, timeout: Duration, tx: Sender<StoreEvent>) {
+    use futures_util::StreamExt;
+    let first_delay = Duration::from_millis(50);
+    let mut delay = first_delay;
+    loop {
+        let subscribed = tokio::time::timeout(timeout, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, ::redis::RedisError>(pubsub)
+        })
+        .await;
+        match subscribed {
+            Ok(Ok(pubsub)) => {
+                tracing::info!(%channel, "subscribed to store events");
+                delay = first_delay;
+                if tx.send(StoreEvent::Resubscribed).await.is_err() {
+                    return;
+                }
+                let mut messages = pubsub.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    let Ok(payload) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    match StoreEvent::parse(&payload) {
+                        Some(event) => {
+                            if tx.send(event).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => tracing::debug!(%payload, "unknown store event ignored"),
+                    }
+                }
+                tracing::warn!(%channel, "store event subscription lost; subscribing again");
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot subscribe to store events"),
+            Err(_) => tracing::warn!(?timeout, "cannot subscribe to store events: timed out"),
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MAX_RESUBSCRIBE_DELAY);
     }
 }
 
@@ -402,5 +457,12 @@ impl Store for RedisStore {
             .eval(&scripts::ADD_KEY, &[&stored, &now, &until, only])
             .await?;
         Ok(added == 1)
+    }
+
+    fn events(&self) -> Option<tokio::sync::mpsc::Receiver<StoreEvent>> {
+        let (tx, rx) = channel(1024);
+        let channel = format!("{}events", self.prefix);
+        tokio::spawn(listen(self.client.clone(), channel, self.timeout, tx));
+        Some(rx)
     }
 }

@@ -2,7 +2,8 @@
 //! and writes that must go together (a token and its indexes, a revocation and the subject
 //! directory, the key ring) cannot interleave with another replica's. `ARGV[1]` is always
 //! the key prefix; keys built from it inside a script are the reason Cluster is not
-//! supported (a script's keys must be declared there).
+//! supported (a script's keys must be declared there). Writes that other replicas must hear
+//! of publish a message on `<prefix>events` (see [`crate::store::StoreEvent`]).
 
 use std::sync::LazyLock;
 
@@ -20,6 +21,7 @@ local function revoke(p, id, at)
   local live = p .. 'live:' .. owner
   redis.call('SREM', live, id)
   if redis.call('SCARD', live) == 0 then redis.call('SREM', p .. 'owners:live', owner) end
+  redis.call('PUBLISH', p .. 'events', 'revoke-token ' .. id)
   return 1
 end
 "#;
@@ -113,6 +115,7 @@ pub static SET_PASSWORD: LazyLock<Script> = LazyLock::new(|| {
 local k = ARGV[1] .. 'user:' .. ARGV[2]
 if redis.call('EXISTS', k) == 0 then return 0 end
 redis.call('HSET', k, 'password_hash', ARGV[3])
+redis.call('PUBLISH', ARGV[1] .. 'events', 'user ' .. ARGV[2])
 return 1
 "#,
     )
@@ -128,6 +131,7 @@ redis.call('SREM', p .. 'users', name)
 for _, id in ipairs(redis.call('SMEMBERS', p .. 'owner:' .. name)) do
   revoke(p, id, ARGV[3])
 end
+redis.call('PUBLISH', p .. 'events', 'user ' .. name)
 return 1
 "#
     ))
@@ -171,6 +175,7 @@ for kid, k in pairs(keys) do
 end
 new.seq = redis.call('INCR', p .. 'keys:seq')
 redis.call('HSET', ring, new.kid, cjson.encode(new))
+redis.call('PUBLISH', p .. 'events', 'keys')
 return 1
 "#,
     )
