@@ -22,10 +22,26 @@ impl RedisServer {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let child = Self::spawn(port, dir.path());
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// Kills the server and starts an empty one on the same port (nothing is persisted).
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.port, self._dir.path());
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> Child {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(dir)
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
@@ -35,11 +51,7 @@ impl RedisServer {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self {
-            child,
-            port,
-            _dir: dir,
-        }
+        child
     }
 }
 
@@ -79,11 +91,9 @@ async fn kids(authgate: &Authgate) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn replicas_share_one_redis_store() {
-    let redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("authgate.yaml");
+/// A configuration on `redis` in `dir`.
+fn redis_config(dir: &std::path::Path, redis: &RedisServer) -> std::path::PathBuf {
+    let config = dir.join("authgate.yaml");
     std::fs::write(
         &config,
         format!(
@@ -103,6 +113,14 @@ policy:
         ),
     )
     .unwrap();
+    config
+}
+
+#[tokio::test]
+async fn replicas_share_one_redis_store() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = redis_config(dir.path(), &redis);
     let check = cli(&config, &["check-config"], None);
     assert!(check.status.success(), "{check:?}");
 
@@ -169,4 +187,27 @@ policy:
     assert_eq!(body["store"], "unreachable", "{body}");
     let unknown = format!("agt_{}", "A".repeat(43));
     assert_eq!(decide(&a, &unknown).await, 503);
+}
+
+/// A replica that lost its subscription (Redis restarted) clears its decision cache once
+/// subscribed again: nothing changed during the gap outlives it. Here the restarted Redis
+/// is empty, so the token cached before is unknown after.
+#[tokio::test]
+async fn a_lost_subscription_clears_the_cache() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = redis_config(dir.path(), &redis);
+    let a = Authgate::start(&config);
+    let token = create_token(&config, &["--user", "alice", "--scopes", "read:data"]);
+    assert_eq!(decide(&a, &token).await, 200);
+    redis.restart();
+    let restarted = Instant::now();
+    while decide(&a, &token).await != 401 {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(5),
+            "cached answer kept"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("cache cleared {:?} after the restart", restarted.elapsed());
 }

@@ -368,3 +368,26 @@ pub fn open_for_command(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreErr
         StoreConfig::Redis { .. } => Ok(Arc::new(RedisStore::open(config)?)),
     }
 }
+
+#[cfg(test)]
+mod event_tests {
+    use super::StoreEvent;
+
+    #[test]
+    fn events_parse_as_published() {
+        let cases = [
+            (
+                "revoke-token tok_1",
+                Some(StoreEvent::TokenRevoked("tok_1".into())),
+            ),
+            ("user alice", Some(StoreEvent::UserChanged("alice".into()))),
+            ("keys", Some(StoreEvent::KeysChanged)),
+            ("keys now", None),
+            ("flush", None),
+            ("", None),
+        ];
+        for (message, event) in cases {
+            assert_eq!(StoreEvent::parse(message), event, "{message}");
+        }
+    }
+}
