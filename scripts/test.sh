@@ -11,6 +11,8 @@ command -v caddy >/dev/null 2>&1 || [ -x /usr/bin/caddy ] || missing+=(caddy)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 # The rediss:// test makes its certificates with the openssl command.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The browser tests drive Debian's chromium (with playwright-core, below).
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
 # Debian's python3 makes virtualenvs only with python3-venv (ensurepip) installed.
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 
@@ -63,6 +65,12 @@ fi
 if [ ! -d tests/peers/backends/node_modules/jose ] || [ ! -d tests/peers/backends/node_modules/oauth4webapi ]; then
   echo "scripts/test.sh: installing jose and oauth4webapi (npm ci in tests/peers/backends)" >&2
   (cd tests/peers/backends && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# playwright-core (no bundled browsers: it drives Debian's chromium) for the browser tests.
+if [ ! -d tests/peers/browser/node_modules/playwright-core ]; then
+  echo "scripts/test.sh: installing playwright-core (npm ci in tests/peers/browser)" >&2
+  (cd tests/peers/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 exec cargo test --locked "$@"

@@ -4,6 +4,7 @@
 
 pub mod astakos;
 pub mod backends;
+pub mod browser;
 pub mod caddy;
 pub mod keystone;
 pub mod oidc;
