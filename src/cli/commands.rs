@@ -6,7 +6,7 @@ use crate::mint::{KEY_RELOAD_INTERVAL, Minter, rotate};
 use crate::policy::{Decision, Target};
 use crate::providers::hash_password;
 use crate::secret::{Secret, generate_api_token, random_id, sha256};
-use crate::store::{self, TokenRecord, TokenRef, UserRecord};
+use crate::store::{self, StoreConfig, TokenRecord, TokenRef, UserRecord};
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
@@ -131,10 +131,18 @@ pub(super) async fn token(
             if !revoked {
                 return Err(input_err("no such active token"));
             }
-            eprintln!(
-                "revoked; running servers stop accepting it within cache.max_ttl ({})",
-                humantime::format_duration(config.cache.max_ttl)
-            );
+            match &config.store {
+                // Published on the store's event channel: every replica drops it at once.
+                StoreConfig::Redis { .. } => {
+                    eprintln!("revoked; every running server stops accepting it at once")
+                }
+                // A server on the same file hears nothing: its cached answer stands until
+                // the entry ends.
+                StoreConfig::Embedded { .. } => eprintln!(
+                    "revoked; running servers stop accepting it within cache.max_ttl ({})",
+                    humantime::format_duration(config.cache.max_ttl)
+                ),
+            }
             Ok(0)
         }
     }

@@ -19,8 +19,10 @@ use crate::telemetry::LogConfig;
 
 /// Exit code for a bad configuration (EX_USAGE).
 mod commands;
+mod migrate;
 
 use commands::{keys, policy_check, token, user};
+use migrate::store_migrate;
 
 const EXIT_CONFIG: u8 = 64;
 /// Exit code for bad command input (EX_DATAERR).
@@ -74,6 +76,25 @@ enum Command {
     /// Ask the route policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Move state between stores.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copy tokens, users and signing keys from an embedded store file into a Redis store
+    /// (idempotent: what the Redis store has already is left alone). The Redis store's other
+    /// settings (password_file, ca_file, prefix, timeout) come from the configuration's
+    /// `store` section when it is a Redis one.
+    Migrate {
+        /// The embedded store file (SQLite) to copy from; it is only read.
+        #[arg(long)]
+        from: PathBuf,
+        /// The Redis URL to copy to (redis:// or rediss://).
+        #[arg(long)]
+        to: String,
+    },
 }
 
 /// How a command that changes the store opens it.
@@ -316,6 +337,9 @@ async fn run(command: Command, config: Config, access: AccessLog) -> Result<u8, 
             method,
             url,
         }) => policy_check(&config, user, roles, scopes, attributes, &method, &url).await,
+        Command::Store(StoreCommand::Migrate { from, to }) => {
+            store_migrate(&config, &from, to).await
+        }
     }
 }
 

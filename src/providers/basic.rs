@@ -17,9 +17,9 @@ use self::pool::PasswordPool;
 use super::{AuthContext, AuthError, Provider};
 use crate::credential::Credential;
 use crate::identity::{Identity, local_user_name};
-use crate::secret::{Secret, random_bytes};
+use crate::secret::{Secret, random_bytes, sha256};
 use crate::setting::ConfigError;
-use crate::store::Store;
+use crate::store::{Attempt, Store, StoreError};
 
 mod pool;
 
@@ -161,13 +161,29 @@ impl Provider for BasicProvider {
             FailureKey::Ip(ctx.client_ip),
             FailureKey::User(username.clone()),
         ];
-        // Reserved before the check, so that parallel guesses cannot all pass the limit.
+        // Reserved before the check, so that parallel guesses cannot all pass the limit:
+        // in this process, then in the counters every replica shares (a shared store).
         let attempt = self.limiter.reserve(&keys)?;
-        let user = self
+        let shared = self.shared_counters(&keys);
+        let unavailable = |e: StoreError| AuthError::Unavailable(e.to_string());
+        let shared = match self
             .store
-            .get_user(&username)
+            .reserve_attempt(&shared, self.limiter.window)
             .await
-            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+            .map_err(unavailable)?
+        {
+            Attempt::Refused(wait) => {
+                return Err(AuthError::RateLimited {
+                    retry_after: wait.max(Duration::from_secs(1)),
+                });
+            }
+            Attempt::Admitted => Some(SharedAttempt {
+                store: Arc::clone(&self.store),
+                counters: shared.into_iter().map(|(name, _)| name).collect(),
+            }),
+            Attempt::NotShared => None,
+        };
+        let user = self.store.get_user(&username).await.map_err(unavailable)?;
         let phc = user
             .as_ref()
             .map_or_else(|| DUMMY_HASH.to_owned(), |u| u.password_hash.clone());
@@ -186,6 +202,9 @@ impl Provider for BasicProvider {
         match user {
             Some(u) if ok => {
                 attempt.succeeded();
+                if let Some(shared) = shared {
+                    shared.forgive().await;
+                }
                 Ok(Identity {
                     subject: u.username.clone(),
                     native_id: None,
@@ -202,8 +221,73 @@ impl Provider for BasicProvider {
             }
             _ => {
                 attempt.failed();
+                // The shared attempt stays counted: it was a failure.
+                if let Some(shared) = shared {
+                    shared.keep();
+                }
                 Err(AuthError::Invalid("invalid user name or password"))
             }
+        }
+    }
+}
+
+impl BasicProvider {
+    /// The names and limits of `keys` in the store's shared counters: hashed, so that user
+    /// names and addresses are not stored as such.
+    fn shared_counters(&self, keys: &[FailureKey]) -> Vec<(String, u32)> {
+        keys.iter()
+            .map(|key| {
+                let (kind, text) = match key {
+                    FailureKey::UserAt(user, ip) => ("ua", format!("{user}\0{ip}")),
+                    FailureKey::Ip(ip) => ("ip", ip.to_string()),
+                    FailureKey::User(user) => ("u", user.clone()),
+                };
+                let digest = sha256(text.as_bytes());
+                let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+                (format!("{kind}:{hex}"), self.limiter.limit_of(key))
+            })
+            .collect()
+    }
+}
+
+/// An attempt counted in the store's shared counters. Unless kept (a failure) or forgiven
+/// (a success), it is taken back when dropped: a store error or a cancelled request is not
+/// a failed guess.
+struct SharedAttempt {
+    store: Arc<dyn Store>,
+    counters: Vec<String>,
+}
+
+impl SharedAttempt {
+    /// The attempt stays counted.
+    fn keep(mut self) {
+        self.counters.clear();
+    }
+
+    /// Takes the attempt back; a store that cannot be reached leaves it counted (stricter,
+    /// never looser).
+    async fn forgive(mut self) {
+        let counters = std::mem::take(&mut self.counters);
+        if let Err(e) = self.store.forgive_attempt(&counters).await {
+            tracing::warn!(error = %e, "cannot take back a shared Basic attempt");
+        }
+    }
+}
+
+impl Drop for SharedAttempt {
+    fn drop(&mut self) {
+        if self.counters.is_empty() {
+            return;
+        }
+        // Dropped without an outcome: taken back in the background (Drop cannot wait).
+        let counters = std::mem::take(&mut self.counters);
+        let store = Arc::clone(&self.store);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = store.forgive_attempt(&counters).await {
+                    tracing::warn!(error = %e, "cannot take back a shared Basic attempt");
+                }
+            });
         }
     }
 }

@@ -2,6 +2,7 @@
 //! trait is what the rest of authgate sees; `embedded` (SQLite) and `redis` implement it.
 
 mod file;
+mod migrate;
 mod pool;
 mod redis;
 mod sqlite;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 
 pub use self::redis::RedisStore;
 pub use file::{held_by_server, lock_path};
+pub use migrate::{Migrated, migrate};
 pub use sqlite::SqliteStore;
 
 use crate::identity::{Attributes, Names};
@@ -50,6 +52,12 @@ pub enum StoreConfig {
         /// Limit of every Redis call (connecting included).
         #[serde(default = "default_redis_timeout", with = "humantime_serde")]
         timeout: Duration,
+        /// How often the event subscription's connection is checked with a PING (answered
+        /// within `timeout`): a connection cut without a word (a dropped NAT entry, a
+        /// half-open TCP connection) is noticed within `keepalive` + `timeout`, then the
+        /// replica subscribes again and clears its decision cache.
+        #[serde(default = "default_redis_keepalive", with = "humantime_serde")]
+        keepalive: Duration,
     },
 }
 
@@ -65,6 +73,10 @@ fn default_redis_timeout() -> Duration {
     Duration::from_secs(2)
 }
 
+fn default_redis_keepalive() -> Duration {
+    Duration::from_secs(5)
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         Self::Embedded {
@@ -74,6 +86,36 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
+    /// A Redis store at `url` with every other setting as configured in `self` when it is a
+    /// Redis one, else the defaults.
+    pub fn redis_at(&self, url: Secret) -> Self {
+        match self.clone() {
+            Self::Redis {
+                password_file,
+                ca_file,
+                prefix,
+                timeout,
+                keepalive,
+                ..
+            } => Self::Redis {
+                url,
+                password_file,
+                ca_file,
+                prefix,
+                timeout,
+                keepalive,
+            },
+            Self::Embedded { .. } => Self::Redis {
+                url,
+                password_file: None,
+                ca_file: None,
+                prefix: default_redis_prefix(),
+                timeout: default_redis_timeout(),
+                keepalive: default_redis_keepalive(),
+            },
+        }
+    }
+
     /// Rejects values that parse but make no sense, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         match self {
@@ -87,6 +129,7 @@ impl StoreConfig {
                 password_file,
                 ca_file,
                 timeout,
+                keepalive,
                 ..
             } => {
                 // Parsed only: checking a configuration never connects.
@@ -108,6 +151,12 @@ impl StoreConfig {
                 }
                 if timeout.is_zero() {
                     return Err(ConfigError::invalid("store.timeout", "must be above zero"));
+                }
+                if keepalive.is_zero() {
+                    return Err(ConfigError::invalid(
+                        "store.keepalive",
+                        "must be above zero",
+                    ));
                 }
             }
         }
@@ -296,6 +345,17 @@ impl StoreEvent {
     }
 }
 
+/// The answer of [`Store::reserve_attempt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Counted in every shared counter: go on.
+    Admitted,
+    /// A shared counter is full until its window ends, this long from now.
+    Refused(std::time::Duration),
+    /// This store keeps no shared counters.
+    NotShared,
+}
+
 /// What authgate keeps. Every method is one round trip to the backend.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -343,6 +403,27 @@ pub trait Store: Send + Sync + 'static {
         publish_until: i64,
         only_if_none: bool,
     ) -> Result<bool, StoreError>;
+
+    /// Counts one attempt against each of `counters` (a name and its limit) in windows of
+    /// `window` shared by every replica, or none: refused with the time until the first
+    /// full counter's window ends. An attempt counts as a failure from the moment it is
+    /// admitted until [`Store::forgive_attempt`] takes it back, so parallel attempts on
+    /// several replicas cannot all pass the limit. A store that is not shared between
+    /// processes admits everything ([`Attempt::NotShared`]): the process's own limiter
+    /// is the whole limit there.
+    async fn reserve_attempt(
+        &self,
+        counters: &[(String, u32)],
+        window: std::time::Duration,
+    ) -> Result<Attempt, StoreError> {
+        let _ = (counters, window);
+        Ok(Attempt::NotShared)
+    }
+    /// Takes back an attempt [`Store::reserve_attempt`] admitted (it succeeded).
+    async fn forgive_attempt(&self, counters: &[String]) -> Result<(), StoreError> {
+        let _ = counters;
+        Ok(())
+    }
 
     /// Changes made elsewhere (other replicas, the CLI), for a store shared between
     /// processes; `None` for one that is not (each call starts a subscription, which ends

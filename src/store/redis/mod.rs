@@ -13,9 +13,12 @@
 //! - `<p>user:<name>`: hash, the user's fields; `<p>users`: set of user names
 //! - `<p>keys`: hash, kid -> the signing key as JSON (`private_pkcs8` in hex, `seq` the
 //!   order of addition); `<p>keys:seq`: the counter behind `seq`
+//! - `<p>fail:<name>`: attempt counters with a TTL ([`attempts`])
 //! - `<p>events`: pub/sub channel of changes (`revoke-token <id>`, `user <name>`, `keys`),
 //!   published by the scripts that make them
 
+mod attempts;
+mod import;
 mod record;
 mod scripts;
 #[cfg(test)]
@@ -27,7 +30,7 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, ConnectionInfo, FromRedisValue, IntoConnectionInfo, Script};
 use async_trait::async_trait;
-use tokio::sync::OnceCell;
+use std::sync::{Mutex, PoisonError};
 use tokio::sync::mpsc::{Sender, channel};
 
 use self::record::{
@@ -35,8 +38,8 @@ use self::record::{
     user_from,
 };
 use super::{
-    KeyRecord, Store, StoreConfig, StoreError, StoreEvent, TokenLookup, TokenRecord, TokenRef,
-    UserRecord,
+    Attempt, KeyRecord, Store, StoreConfig, StoreError, StoreEvent, TokenLookup, TokenRecord,
+    TokenRef, UserRecord,
 };
 
 /// Last uses written by one script call (a pipeline holds as many calls as needed).
@@ -47,8 +50,11 @@ pub struct RedisStore {
     client: Client,
     prefix: String,
     timeout: Duration,
-    /// Made on first use, so that opening never connects (nor needs a runtime).
-    manager: OnceCell<ConnectionManager>,
+    /// How often the event subscription is checked.
+    keepalive: Duration,
+    /// Made on first use, so that opening never connects (nor needs a runtime); replaced
+    /// after a call timed out (see [`RedisStore::call`]).
+    manager: Mutex<Option<ConnectionManager>>,
 }
 
 /// Parses a Redis URL without connecting; the reason when it is not one.
@@ -69,6 +75,7 @@ impl RedisStore {
             ca_file,
             prefix,
             timeout,
+            keepalive,
         } = config
         else {
             return Err(StoreError::RedisOpen("not a redis configuration".into()));
@@ -103,38 +110,69 @@ impl RedisStore {
             client,
             prefix: prefix.clone(),
             timeout: *timeout,
-            manager: OnceCell::new(),
+            keepalive: *keepalive,
+            manager: Mutex::new(None),
         })
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        self.manager
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(2)
-                    .set_max_delay(Duration::from_secs(1));
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-                    .map_err(redis_err)
-            })
-            .await
-            .cloned()
+    fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        let mut slot = self.manager.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(manager) = &*slot {
+            return Ok(manager.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            .map_err(redis_err)?;
+        *slot = Some(manager.clone());
+        Ok(manager)
+    }
+
+    /// Drops the connection manager, so that the next call connects anew.
+    fn reset(&self) {
+        *self.manager.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Runs `f` on a connection, bounded by the timeout.
+    ///
+    /// A call that failed because its connection had broken (Redis restarted, the
+    /// connection reset) is made once more: the manager reconnects meanwhile, so the first
+    /// request after a restart is answered instead of failing. A retried write whose first
+    /// attempt did reach Redis answers as a repeat does (an insert finds its record there,
+    /// a revocation finds the token revoked): it is never lost. A call that timed out is not
+    /// retried (Redis may be hung: that is a 503), but its connection is replaced: the
+    /// manager does not drop a connection that stopped answering without closing (a cut),
+    /// and every later call would wait on it.
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = ::redis::RedisResult<T>>,
     {
-        let con = self.connection().await?;
-        match tokio::time::timeout(self.timeout, f(con)).await {
-            Ok(result) => result.map_err(redis_err),
-            Err(_) => Err(StoreError::Query(format!(
-                "Redis did not answer within {:?}",
-                self.timeout
-            ))),
+        let mut retried = false;
+        loop {
+            let con = self.connection()?;
+            match tokio::time::timeout(self.timeout, f(con)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if !retried && (e.is_io_error() || e.is_connection_dropped()) => {
+                    tracing::debug!(error = %e, "Redis connection broken; trying again");
+                    retried = true;
+                }
+                Ok(Err(e)) if e.is_timeout() => {
+                    self.reset();
+                    return Err(redis_err(e));
+                }
+                Ok(Err(e)) => return Err(redis_err(e)),
+                Err(_) => {
+                    self.reset();
+                    return Err(StoreError::Query(format!(
+                        "Redis did not answer within {:?}",
+                        self.timeout
+                    )));
+                }
+            }
         }
     }
 
@@ -160,9 +198,10 @@ impl RedisStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        let keys = &keys;
         self.call(|mut con| async move {
             let mut pipe = ::redis::pipe();
-            for k in &keys {
+            for k in keys {
                 pipe.hgetall(k);
             }
             pipe.query_async(&mut con).await
@@ -171,6 +210,7 @@ impl RedisStore {
     }
 
     async fn members(&self, set: String) -> Result<Vec<String>, StoreError> {
+        let set = &set;
         self.call(|mut con| async move {
             ::redis::cmd("SMEMBERS")
                 .arg(set)
@@ -186,9 +226,16 @@ const MAX_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(5);
 
 /// Subscribes to `channel` on a dedicated connection and sends what is heard to `tx`,
 /// [`StoreEvent::Resubscribed`] first on every (re)subscription; reconnects with a backoff
-/// doubling up to [`MAX_RESUBSCRIBE_DELAY`]. Ends when `tx`'s receiver is gone.
-async fn listen(client: Client, channel: String, timeout: Duration, tx: Sender<StoreEvent>) {
-    use futures_util::StreamExt;
+/// doubling up to [`MAX_RESUBSCRIBE_DELAY`]. The connection is checked with a PING every
+/// `keepalive`: one not answered within `timeout` counts as lost (a cut that closed
+/// nothing would otherwise leave the replica deaf). Ends when `tx`'s receiver is gone.
+async fn listen(
+    client: Client,
+    channel: String,
+    timeout: Duration,
+    keepalive: Duration,
+    tx: Sender<StoreEvent>,
+) {
     let first_delay = Duration::from_millis(50);
     let mut delay = first_delay;
     loop {
@@ -205,21 +252,12 @@ async fn listen(client: Client, channel: String, timeout: Duration, tx: Sender<S
                 if tx.send(StoreEvent::Resubscribed).await.is_err() {
                     return;
                 }
-                let mut messages = pubsub.into_on_message();
-                while let Some(msg) = messages.next().await {
-                    let Ok(payload) = msg.get_payload::<String>() else {
-                        continue;
-                    };
-                    match StoreEvent::parse(&payload) {
-                        Some(event) => {
-                            if tx.send(event).await.is_err() {
-                                return;
-                            }
-                        }
-                        None => tracing::debug!(%payload, "unknown store event ignored"),
+                match relay(pubsub, timeout, keepalive, &tx).await {
+                    Heard::ReceiverGone => return,
+                    Heard::Lost(why) => {
+                        tracing::warn!(%channel, why, "store event subscription lost; subscribing again");
                     }
                 }
-                tracing::warn!(%channel, "store event subscription lost; subscribing again");
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot subscribe to store events"),
             Err(_) => tracing::warn!(?timeout, "cannot subscribe to store events: timed out"),
@@ -229,6 +267,55 @@ async fn listen(client: Client, channel: String, timeout: Duration, tx: Sender<S
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(MAX_RESUBSCRIBE_DELAY);
+    }
+}
+
+/// How a subscription ended.
+enum Heard {
+    /// Nobody listens any more.
+    ReceiverGone,
+    /// The connection closed or stopped answering.
+    Lost(&'static str),
+}
+
+/// Sends the events heard on `pubsub` to `tx`, checking the connection every `keepalive`.
+async fn relay(
+    pubsub: ::redis::aio::PubSub,
+    timeout: Duration,
+    keepalive: Duration,
+    tx: &Sender<StoreEvent>,
+) -> Heard {
+    use futures_util::StreamExt;
+    let (mut sink, mut messages) = pubsub.split();
+    let mut check = tokio::time::interval(keepalive);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    check.tick().await;
+    loop {
+        tokio::select! {
+            msg = messages.next() => {
+                let Some(msg) = msg else {
+                    return Heard::Lost("connection closed");
+                };
+                let Ok(payload) = msg.get_payload::<String>() else {
+                    continue;
+                };
+                match StoreEvent::parse(&payload) {
+                    Some(event) => {
+                        if tx.send(event).await.is_err() {
+                            return Heard::ReceiverGone;
+                        }
+                    }
+                    None => tracing::debug!(%payload, "unknown store event ignored"),
+                }
+            }
+            _ = check.tick() => {
+                match tokio::time::timeout(timeout, sink.ping::<::redis::Value>()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => return Heard::Lost("PING failed"),
+                    Err(_) => return Heard::Lost("PING not answered in time"),
+                }
+            }
+        }
     }
 }
 
@@ -321,6 +408,7 @@ impl Store for RedisStore {
             }
             call.ignore();
         }
+        let pipe = &pipe;
         self.call(|mut con| async move { pipe.query_async::<()>(&mut con).await })
             .await
     }
@@ -376,12 +464,13 @@ impl Store for RedisStore {
             format!("{}users", self.prefix),
             format!("{}owners:live", self.prefix),
         );
+        let (users, live) = (&users, &live);
         let names: BTreeSet<String> = match among {
             None => self
                 .call(|mut con| async move {
                     ::redis::cmd("SUNION")
-                        .arg(&users)
-                        .arg(&live)
+                        .arg(users)
+                        .arg(live)
                         .query_async::<Vec<String>>(&mut con)
                         .await
                 })
@@ -394,10 +483,10 @@ impl Store for RedisStore {
                     .call(|mut con| async move {
                         ::redis::pipe()
                             .cmd("SMISMEMBER")
-                            .arg(&users)
+                            .arg(users)
                             .arg(among)
                             .cmd("SMISMEMBER")
-                            .arg(&live)
+                            .arg(live)
                             .arg(among)
                             .query_async(&mut con)
                             .await
@@ -459,10 +548,28 @@ impl Store for RedisStore {
         Ok(added == 1)
     }
 
+    async fn reserve_attempt(
+        &self,
+        counters: &[(String, u32)],
+        window: Duration,
+    ) -> Result<Attempt, StoreError> {
+        self.reserve(counters, window).await
+    }
+
+    async fn forgive_attempt(&self, counters: &[String]) -> Result<(), StoreError> {
+        self.forgive(counters).await
+    }
+
     fn events(&self) -> Option<tokio::sync::mpsc::Receiver<StoreEvent>> {
         let (tx, rx) = channel(1024);
         let channel = format!("{}events", self.prefix);
-        tokio::spawn(listen(self.client.clone(), channel, self.timeout, tx));
+        tokio::spawn(listen(
+            self.client.clone(),
+            channel,
+            self.timeout,
+            self.keepalive,
+            tx,
+        ));
         Some(rx)
     }
 }

@@ -68,6 +68,7 @@ impl RedisServer {
             ca_file: None,
             prefix: "t:".into(),
             timeout: Duration::from_secs(2),
+            keepalive: Duration::from_secs(5),
         }
     }
 
@@ -167,6 +168,7 @@ async fn an_unreachable_redis_fails_ping_within_the_timeout() {
         ca_file: None,
         prefix: "t:".into(),
         timeout: Duration::from_millis(300),
+        keepalive: Duration::from_secs(5),
     })
     .unwrap();
     let started = Instant::now();
@@ -191,20 +193,25 @@ fn redis_configs_are_validated_without_connecting() {
     };
     let config = parse("type: redis\nurl: rediss://u:pw@redis.invalid:6380/2\n").unwrap();
     let StoreConfig::Redis {
-        prefix, timeout, ..
+        prefix,
+        timeout,
+        keepalive,
+        ..
     } = &config
     else {
         panic!("{config:?}")
     };
     assert_eq!(
-        (prefix.as_str(), *timeout),
-        ("authgate:", Duration::from_secs(2))
+        (prefix.as_str(), *timeout, *keepalive),
+        ("authgate:", Duration::from_secs(2), Duration::from_secs(5))
     );
     assert!(!format!("{config:?}").contains("pw"), "the URL is redacted");
     let err = parse("type: redis\nurl: http://x\n").unwrap_err();
     assert!(err.contains("store.url"), "{err}");
     let err = parse("type: redis\nurl: redis://x\ntimeout: 0s\n").unwrap_err();
     assert!(err.contains("store.timeout"), "{err}");
+    let err = parse("type: redis\nurl: redis://x\nkeepalive: 0s\n").unwrap_err();
+    assert!(err.contains("store.keepalive"), "{err}");
     let err = parse("type: redis\nurl: redis://x\nca_file: ca.pem\n").unwrap_err();
     assert!(err.contains("store.ca_file"), "{err}");
     let err = parse("type: redis\nurl: redis://x\nport: 1\n").unwrap_err();
@@ -317,6 +324,7 @@ async fn rediss_is_tls_verified_against_the_ca_file() {
         ca_file,
         prefix: "t:".into(),
         timeout: Duration::from_secs(2),
+        keepalive: Duration::from_secs(5),
     };
     let store = RedisStore::open(&config(Some(ca.into()))).unwrap();
     store.ping().await.unwrap();
@@ -348,6 +356,7 @@ async fn an_acl_user_and_password_in_the_url_and_a_database_number() {
         ca_file: None,
         prefix: "t:".into(),
         timeout: Duration::from_secs(2),
+        keepalive: Duration::from_secs(5),
     };
     let port = server.port;
     let store = RedisStore::open(&config(format!("redis://gate:pw@127.0.0.1:{port}/5"))).unwrap();
@@ -360,4 +369,75 @@ async fn an_acl_user_and_password_in_the_url_and_a_database_number() {
     let wrong = RedisStore::open(&config(format!("redis://gate:no@127.0.0.1:{port}/5"))).unwrap();
     let err = wrong.ping().await.unwrap_err().to_string();
     assert!(!err.contains("no@"), "{err}");
+}
+
+/// Shared attempt counters: admitted until a counter is full, refused with the time left
+/// in its window, taken back by `forgive`, all counters or none.
+#[tokio::test]
+async fn attempt_counters_are_shared_and_all_or_nothing() {
+    let server = RedisServer::start(&[]);
+    let (a, b) = (server.store(), server.store());
+    let window = Duration::from_secs(60);
+    let counters = |names: &[(&str, u32)]| -> Vec<(String, u32)> {
+        names.iter().map(|(n, l)| ((*n).to_owned(), *l)).collect()
+    };
+    let both = counters(&[("u:x", 3), ("ip:y", 2)]);
+    assert_eq!(
+        a.reserve_attempt(&both, window).await.unwrap(),
+        Attempt::Admitted
+    );
+    assert_eq!(
+        b.reserve_attempt(&both, window).await.unwrap(),
+        Attempt::Admitted
+    );
+    // ip:y is full (2 of 2): refused, with about the window left, and u:x not counted.
+    let Attempt::Refused(wait) = a.reserve_attempt(&both, window).await.unwrap() else {
+        panic!("a full counter must refuse");
+    };
+    assert!(wait > Duration::from_secs(50) && wait <= window, "{wait:?}");
+    let only_user = counters(&[("u:x", 3)]);
+    assert_eq!(
+        b.reserve_attempt(&only_user, window).await.unwrap(),
+        Attempt::Admitted
+    );
+    assert!(matches!(
+        a.reserve_attempt(&only_user, window).await.unwrap(),
+        Attempt::Refused(_)
+    ));
+    // A success taken back frees one place, on every replica.
+    b.forgive_attempt(&["u:x".to_owned(), "ip:y".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(
+        a.reserve_attempt(&both, window).await.unwrap(),
+        Attempt::Admitted
+    );
+    // Counters of a short window end by themselves.
+    let short = counters(&[("u:z", 1)]);
+    let ms = Duration::from_millis(200);
+    assert_eq!(
+        a.reserve_attempt(&short, ms).await.unwrap(),
+        Attempt::Admitted
+    );
+    assert!(matches!(
+        a.reserve_attempt(&short, ms).await.unwrap(),
+        Attempt::Refused(_)
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.reserve_attempt(&short, ms).await.unwrap() != Attempt::Admitted {
+        assert!(Instant::now() < deadline, "the window did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Forgiving a counter that is gone creates nothing.
+    a.forgive_attempt(&["u:never".to_owned()]).await.unwrap();
+    let exists: i64 = a
+        .call(|mut con| async move {
+            ::redis::cmd("EXISTS")
+                .arg("t:fail:u:never")
+                .query_async(&mut con)
+                .await
+        })
+        .await
+        .unwrap();
+    assert_eq!(exists, 0);
 }
