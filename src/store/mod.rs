@@ -58,6 +58,10 @@ pub enum StoreConfig {
         /// replica subscribes again and clears its decision cache.
         #[serde(default = "default_redis_keepalive", with = "humantime_serde")]
         keepalive: Duration,
+        /// Redis Sentinel nodes (`host:port`): the URL's host then names the master they
+        /// watch, and authgate follows a failover to the new master.
+        #[serde(default)]
+        sentinels: Vec<String>,
     },
 }
 
@@ -96,6 +100,7 @@ impl StoreConfig {
                 prefix,
                 timeout,
                 keepalive,
+                sentinels,
                 ..
             } => Self::Redis {
                 url,
@@ -104,6 +109,7 @@ impl StoreConfig {
                 prefix,
                 timeout,
                 keepalive,
+                sentinels,
             },
             Self::Embedded { .. } => Self::Redis {
                 url,
@@ -112,6 +118,7 @@ impl StoreConfig {
                 prefix: default_redis_prefix(),
                 timeout: default_redis_timeout(),
                 keepalive: default_redis_keepalive(),
+                sentinels: Vec::new(),
             },
         }
     }
@@ -130,8 +137,13 @@ impl StoreConfig {
                 ca_file,
                 timeout,
                 keepalive,
+                sentinels,
                 ..
             } => {
+                for node in sentinels {
+                    self::redis::sentinel_addr(node)
+                        .map_err(|e| ConfigError::invalid("store.sentinels", e.to_string()))?;
+                }
                 // Parsed only: checking a configuration never connects.
                 self::redis::parse_url(url.expose())
                     .map_err(|reason| ConfigError::invalid("store.url", reason))?;

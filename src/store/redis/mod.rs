@@ -21,16 +21,20 @@ mod attempts;
 mod import;
 mod record;
 mod scripts;
+mod target;
 #[cfg(test)]
 mod tests;
+
+use self::target::Target;
+pub use self::target::sentinel_addr;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, ConnectionInfo, FromRedisValue, IntoConnectionInfo, Script};
+use ::redis::{ConnectionInfo, FromRedisValue, IntoConnectionInfo, Script};
 use async_trait::async_trait;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::mpsc::{Sender, channel};
 
 use self::record::{
@@ -47,7 +51,7 @@ const LAST_USES_PER_SCRIPT: usize = 500;
 
 /// The Redis-backed [`Store`].
 pub struct RedisStore {
-    client: Client,
+    target: Arc<Target>,
     prefix: String,
     timeout: Duration,
     /// How often the event subscription is checked.
@@ -76,6 +80,7 @@ impl RedisStore {
             prefix,
             timeout,
             keepalive,
+            sentinels,
         } = config
         else {
             return Err(StoreError::RedisOpen("not a redis configuration".into()));
@@ -92,22 +97,9 @@ impl RedisStore {
                 .set_password(password.expose());
             info = info.set_redis_settings(settings);
         }
-        let client = match ca_file {
-            None => Client::open(info),
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    StoreError::RedisOpen(format!("cannot read '{}': {e}", path.display()))
-                })?;
-                let certificates = ::redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                };
-                Client::build_with_tls(info, certificates)
-            }
-        }
-        .map_err(|e| StoreError::RedisOpen(e.to_string()))?;
+        let target = Target::new(info, ca_file.as_deref(), sentinels)?;
         Ok(Self {
-            client,
+            target: Arc::new(target),
             prefix: prefix.clone(),
             timeout: *timeout,
             keepalive: *keepalive,
@@ -115,20 +107,28 @@ impl RedisStore {
         })
     }
 
-    fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        let mut slot = self.manager.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(manager) = &*slot {
+    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        if let Some(manager) = &*self.manager.lock().unwrap_or_else(PoisonError::into_inner) {
             return Ok(manager.clone());
         }
+        let client = match tokio::time::timeout(self.timeout, self.target.client()).await {
+            Ok(client) => client.map_err(redis_err)?,
+            Err(_) => {
+                return Err(StoreError::Query(format!(
+                    "no Redis master named by the sentinels within {:?}",
+                    self.timeout
+                )));
+            }
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
-        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            .map_err(redis_err)?;
-        *slot = Some(manager.clone());
-        Ok(manager)
+        let manager = ConnectionManager::new_lazy_with_config(client, config).map_err(redis_err)?;
+        // Two calls may have made one each: the first stored is kept for everyone.
+        let mut slot = self.manager.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(slot.get_or_insert(manager).clone())
     }
 
     /// Drops the connection manager, so that the next call connects anew.
@@ -153,11 +153,21 @@ impl RedisStore {
     {
         let mut retried = false;
         loop {
-            let con = self.connection()?;
+            let con = self.connection().await?;
             match tokio::time::timeout(self.timeout, f(con)).await {
                 Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) if !retried && (e.is_io_error() || e.is_connection_dropped()) => {
+                Ok(Err(e))
+                    if !retried
+                        && (e.is_io_error()
+                            || e.is_connection_dropped()
+                            || e.kind()
+                                == ::redis::ErrorKind::Server(
+                                    ::redis::ServerErrorKind::ReadOnly,
+                                )) =>
+                {
+                    // A new connection (to the new master, after a failover).
                     tracing::debug!(error = %e, "Redis connection broken; trying again");
+                    self.reset();
                     retried = true;
                 }
                 Ok(Err(e)) if e.is_timeout() => {
@@ -230,7 +240,7 @@ const MAX_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(5);
 /// `keepalive`: one not answered within `timeout` counts as lost (a cut that closed
 /// nothing would otherwise leave the replica deaf). Ends when `tx`'s receiver is gone.
 async fn listen(
-    client: Client,
+    target: Arc<Target>,
     channel: String,
     timeout: Duration,
     keepalive: Duration,
@@ -240,7 +250,7 @@ async fn listen(
     let mut delay = first_delay;
     loop {
         let subscribed = tokio::time::timeout(timeout, async {
-            let mut pubsub = client.get_async_pubsub().await?;
+            let mut pubsub = target.client().await?.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, ::redis::RedisError>(pubsub)
         })
@@ -564,7 +574,7 @@ impl Store for RedisStore {
         let (tx, rx) = channel(1024);
         let channel = format!("{}events", self.prefix);
         tokio::spawn(listen(
-            self.client.clone(),
+            Arc::clone(&self.target),
             channel,
             self.timeout,
             self.keepalive,

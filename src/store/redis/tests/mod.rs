@@ -11,6 +11,9 @@ use super::*;
 use crate::secret::Secret;
 use crate::store::suite;
 
+mod sentinel;
+use ::redis::ConnectionAddr;
+
 /// A `redis-server` of the test's own, killed when dropped.
 struct RedisServer {
     child: Child,
@@ -69,6 +72,7 @@ impl RedisServer {
             prefix: "t:".into(),
             timeout: Duration::from_secs(2),
             keepalive: Duration::from_secs(5),
+            sentinels: Vec::new(),
         }
     }
 
@@ -169,6 +173,7 @@ async fn an_unreachable_redis_fails_ping_within_the_timeout() {
         prefix: "t:".into(),
         timeout: Duration::from_millis(300),
         keepalive: Duration::from_secs(5),
+        sentinels: Vec::new(),
     })
     .unwrap();
     let started = Instant::now();
@@ -210,6 +215,8 @@ fn redis_configs_are_validated_without_connecting() {
     assert!(err.contains("store.url"), "{err}");
     let err = parse("type: redis\nurl: redis://x\ntimeout: 0s\n").unwrap_err();
     assert!(err.contains("store.timeout"), "{err}");
+    let err = parse("type: redis\nurl: redis://x\nsentinels: [\"a b:1\"]\n").unwrap_err();
+    assert!(err.contains("store.sentinels"), "{err}");
     let err = parse("type: redis\nurl: redis://x\nkeepalive: 0s\n").unwrap_err();
     assert!(err.contains("store.keepalive"), "{err}");
     let err = parse("type: redis\nurl: redis://x\nca_file: ca.pem\n").unwrap_err();
@@ -325,6 +332,7 @@ async fn rediss_is_tls_verified_against_the_ca_file() {
         prefix: "t:".into(),
         timeout: Duration::from_secs(2),
         keepalive: Duration::from_secs(5),
+        sentinels: Vec::new(),
     };
     let store = RedisStore::open(&config(Some(ca.into()))).unwrap();
     store.ping().await.unwrap();
@@ -357,6 +365,7 @@ async fn an_acl_user_and_password_in_the_url_and_a_database_number() {
         prefix: "t:".into(),
         timeout: Duration::from_secs(2),
         keepalive: Duration::from_secs(5),
+        sentinels: Vec::new(),
     };
     let port = server.port;
     let store = RedisStore::open(&config(format!("redis://gate:pw@127.0.0.1:{port}/5"))).unwrap();
