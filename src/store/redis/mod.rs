@@ -1,5 +1,6 @@
-//! The Redis store: state shared by every replica in one Redis server, through the `redis`
-//! crate's connection manager (it reconnects by itself). Every call is bounded by the
+//! The Redis store: state shared by every replica in one Redis server (standalone, behind
+//! Sentinel, or a Cluster: [`target`]), through the `redis` crate's connection manager or
+//! cluster connection (both reconnect by themselves). Every call is bounded by the
 //! configured `timeout`; writes whose parts must go together are Lua scripts ([`scripts`]).
 //!
 //! # Data layout (every key under the configured prefix `<p>`)
@@ -18,6 +19,7 @@
 //!   published by the scripts that make them
 
 mod attempts;
+mod conn;
 mod import;
 mod record;
 mod scripts;
@@ -25,8 +27,9 @@ mod target;
 #[cfg(test)]
 mod tests;
 
+use self::conn::Conn;
 use self::target::Target;
-pub use self::target::sentinel_addr;
+pub(super) use self::target::sentinel_addr;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -58,7 +61,7 @@ pub struct RedisStore {
     keepalive: Duration,
     /// Made on first use, so that opening never connects (nor needs a runtime); replaced
     /// after a call timed out (see [`RedisStore::call`]).
-    manager: Mutex<Option<ConnectionManager>>,
+    manager: Mutex<Option<Conn>>,
 }
 
 /// Parses a Redis URL without connecting; the reason when it is not one.
@@ -81,6 +84,7 @@ impl RedisStore {
             timeout,
             keepalive,
             sentinels,
+            cluster,
         } = config
         else {
             return Err(StoreError::RedisOpen("not a redis configuration".into()));
@@ -97,7 +101,7 @@ impl RedisStore {
                 .set_password(password.expose());
             info = info.set_redis_settings(settings);
         }
-        let target = Target::new(info, ca_file.as_deref(), sentinels)?;
+        let target = Target::new(info, ca_file.as_deref(), sentinels, *cluster, *timeout)?;
         Ok(Self {
             target: Arc::new(target),
             prefix: prefix.clone(),
@@ -107,9 +111,23 @@ impl RedisStore {
         })
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+    async fn connection(&self) -> Result<Conn, StoreError> {
         if let Some(manager) = &*self.manager.lock().unwrap_or_else(PoisonError::into_inner) {
             return Ok(manager.clone());
+        }
+        if let Some(cluster) = self.target.cluster() {
+            let connected = tokio::time::timeout(self.timeout, cluster.get_async_connection());
+            let conn = match connected.await {
+                Ok(conn) => Conn::Cluster(conn.map_err(redis_err)?),
+                Err(_) => {
+                    return Err(StoreError::Query(format!(
+                        "Redis Cluster not reached within {:?}",
+                        self.timeout
+                    )));
+                }
+            };
+            let mut slot = self.manager.lock().unwrap_or_else(PoisonError::into_inner);
+            return Ok(slot.get_or_insert(conn).clone());
         }
         let client = match tokio::time::timeout(self.timeout, self.target.client()).await {
             Ok(client) => client.map_err(redis_err)?,
@@ -125,7 +143,9 @@ impl RedisStore {
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
-        let manager = ConnectionManager::new_lazy_with_config(client, config).map_err(redis_err)?;
+        let manager = Conn::Single(
+            ConnectionManager::new_lazy_with_config(client, config).map_err(redis_err)?,
+        );
         // Two calls may have made one each: the first stored is kept for everyone.
         let mut slot = self.manager.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(slot.get_or_insert(manager).clone())
@@ -148,7 +168,7 @@ impl RedisStore {
     /// and every later call would wait on it.
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = ::redis::RedisResult<T>>,
     {
         let mut retried = false;
@@ -193,8 +213,10 @@ impl RedisStore {
         args: &[&str],
     ) -> Result<T, StoreError> {
         self.call(|mut con| async move {
+            // The prefix is also the one declared key: a cluster routes the script to the
+            // node of its slot, which (the prefix holding a hash tag) is every key's.
             let mut invocation = script.prepare_invoke();
-            invocation.arg(&self.prefix);
+            invocation.key(&self.prefix).arg(&self.prefix);
             for a in args {
                 invocation.arg(*a);
             }
@@ -411,7 +433,8 @@ impl Store for RedisStore {
             let call = pipe
                 .cmd("EVALSHA")
                 .arg(scripts::RECORD_LAST_USED.get_hash())
-                .arg(0)
+                .arg(1)
+                .arg(&self.prefix)
                 .arg(&self.prefix);
             for (id, at) in chunk {
                 call.arg(id).arg(*at);

@@ -1,8 +1,9 @@
 //! The Lua scripts of the Redis store: each runs atomically on the server, so that checks
 //! and writes that must go together (a token and its indexes, a revocation and the subject
 //! directory, the key ring) cannot interleave with another replica's. `ARGV[1]` is always
-//! the key prefix; keys built from it inside a script are the reason Cluster is not
-//! supported (a script's keys must be declared there). Writes that other replicas must hear
+//! the key prefix, which is also the one declared key (`KEYS[1]`): the keys a script builds
+//! from it all lie in its slot when the prefix holds a hash tag, as Redis Cluster requires
+//! (see [`super::target`]). Writes that other replicas must hear
 //! of publish a message on `<prefix>events` (see [`crate::store::StoreEvent`]).
 
 use std::sync::LazyLock;

@@ -1,4 +1,5 @@
-//! Where the Redis server is: one address, or the master that Redis Sentinel names.
+//! Where the Redis server is: one address, the master that Redis Sentinel names, or a
+//! Redis Cluster.
 //!
 //! With `sentinels`, the URL's host is the name of the master Sentinel watches (`redis://
 //! :password@mymaster/0`); its user, password, database and TLS apply to the master. The
@@ -6,9 +7,16 @@
 //! failover the next connection goes to the new master; the store makes one whenever a
 //! call found its connection broken, timed out or was refused by a demoted master
 //! (`READONLY`).
+//!
+//! With `cluster: true`, the URL names one node of the cluster (the client learns the others
+//! from it), and the prefix must hold a hash tag (`{authgate}:`) so that every key authgate
+//! writes lies in one slot: the store's Lua scripts read and write several keys, which
+//! Cluster allows only within one slot. Events are subscribed to on the URL's node (plain
+//! pub/sub messages reach every node of a cluster).
 
 use std::path::Path;
 
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{Client, ConnectionAddr, ConnectionInfo, RedisResult, TlsCertificates, TlsMode};
 
@@ -20,6 +28,13 @@ pub(super) enum Target {
     Fixed(Client),
     /// The current master of a Sentinel-watched group.
     Sentinel(tokio::sync::Mutex<SentinelClient>),
+    /// A Redis Cluster, and its node in the URL (for the event subscription).
+    Cluster {
+        /// The cluster (boxed: the largest variant by far, made once).
+        cluster: Box<ClusterClient>,
+        /// The URL's node.
+        seed: Client,
+    },
 }
 
 impl Target {
@@ -28,6 +43,8 @@ impl Target {
         info: ConnectionInfo,
         ca_file: Option<&Path>,
         sentinels: &[String],
+        cluster: bool,
+        timeout: std::time::Duration,
     ) -> Result<Self, StoreError> {
         let open = |e: redis::RedisError| StoreError::RedisOpen(e.to_string());
         let certificates = ca_file
@@ -42,11 +59,25 @@ impl Target {
                 root_cert: Some(pem),
             });
         if sentinels.is_empty() {
-            let client = match certificates {
-                None => Client::open(info),
-                Some(certificates) => Client::build_with_tls(info, certificates),
-            };
-            return client.map(Self::Fixed).map_err(open);
+            let client = match certificates.clone() {
+                None => Client::open(info.clone()),
+                Some(certificates) => Client::build_with_tls(info.clone(), certificates),
+            }
+            .map_err(open)?;
+            if !cluster {
+                return Ok(Self::Fixed(client));
+            }
+            let mut builder = ClusterClientBuilder::new([info])
+                .connection_timeout(timeout)
+                .response_timeout(timeout);
+            if let Some(certificates) = certificates {
+                builder = builder.certs(certificates);
+            }
+            let cluster = builder.build().map_err(open)?;
+            return Ok(Self::Cluster {
+                cluster: Box::new(cluster),
+                seed: client,
+            });
         }
         let (master, tls) = match info.addr() {
             ConnectionAddr::Tcp(host, _) => (host.clone(), false),
@@ -86,12 +117,21 @@ impl Target {
         match self {
             Self::Fixed(client) => Ok(client.clone()),
             Self::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+            Self::Cluster { seed, .. } => Ok(seed.clone()),
+        }
+    }
+
+    /// The cluster, when it is one.
+    pub(super) fn cluster(&self) -> Option<&ClusterClient> {
+        match self {
+            Self::Cluster { cluster, .. } => Some(cluster),
+            _ => None,
         }
     }
 }
 
 /// `host:port` of a Sentinel (port 26379 when absent).
-pub fn sentinel_addr(node: &str) -> Result<ConnectionAddr, StoreError> {
+pub(in crate::store) fn sentinel_addr(node: &str) -> Result<ConnectionAddr, StoreError> {
     let bad = || {
         StoreError::RedisOpen(format!(
             "sentinel '{node}' is not host:port (e.g. 10.0.0.5:26379)"

@@ -11,6 +11,7 @@ use super::*;
 use crate::secret::Secret;
 use crate::store::suite;
 
+mod cluster;
 mod sentinel;
 use ::redis::ConnectionAddr;
 
@@ -73,6 +74,7 @@ impl RedisServer {
             timeout: Duration::from_secs(2),
             keepalive: Duration::from_secs(5),
             sentinels: Vec::new(),
+            cluster: false,
         }
     }
 
@@ -174,6 +176,7 @@ async fn an_unreachable_redis_fails_ping_within_the_timeout() {
         timeout: Duration::from_millis(300),
         keepalive: Duration::from_secs(5),
         sentinels: Vec::new(),
+        cluster: false,
     })
     .unwrap();
     let started = Instant::now();
@@ -333,6 +336,7 @@ async fn rediss_is_tls_verified_against_the_ca_file() {
         timeout: Duration::from_secs(2),
         keepalive: Duration::from_secs(5),
         sentinels: Vec::new(),
+        cluster: false,
     };
     let store = RedisStore::open(&config(Some(ca.into()))).unwrap();
     store.ping().await.unwrap();
@@ -366,6 +370,7 @@ async fn an_acl_user_and_password_in_the_url_and_a_database_number() {
         timeout: Duration::from_secs(2),
         keepalive: Duration::from_secs(5),
         sentinels: Vec::new(),
+        cluster: false,
     };
     let port = server.port;
     let store = RedisStore::open(&config(format!("redis://gate:pw@127.0.0.1:{port}/5"))).unwrap();

@@ -81,6 +81,7 @@ impl SentinelGroup {
             timeout: Duration::from_secs(1),
             keepalive: Duration::from_secs(1),
             sentinels: vec![format!("127.0.0.1:{}", self.sentinel_port)],
+            cluster: false,
         })
         .unwrap()
     }
