@@ -186,6 +186,7 @@ mod tests {
                         "ca_file:",
                         "prefix:",
                         "timeout:",
+                        "keepalive:",
                     ]
                     .iter()
                     .any(|k| rest.starts_with(k)) =>
@@ -197,7 +198,10 @@ mod tests {
             .collect();
         let config = Config::from_yaml(&redis).unwrap();
         assert!(
-            matches!(config.store, StoreConfig::Redis { .. }),
+            matches!(
+                config.store,
+                StoreConfig::Redis { keepalive, .. } if keepalive == std::time::Duration::from_secs(5)
+            ),
             "{:?}",
             config.store
         );
