@@ -1,6 +1,6 @@
 //! Route policy: ordered rules matched on host, path and method, each naming what the
 //! identity must hold. [`Policy::evaluate`] is pure: no I/O, no clock. Host and path
-//! patterns live in [`host`] and [`path`].
+//! patterns live in the private modules `host` and `path`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
