@@ -149,6 +149,7 @@ fn redis_values() -> Value {
             "store": { "type": "redis", "url": "redis://redis-master.redis.svc.cluster.local:6379/0" },
             "mint": { "issuer": "https://auth.example.org", "audience": "api" },
             "providers": [{ "type": "api_token" }, { "type": "basic" }],
+            "cache": { "max_entries": 1_000_000 },
         },
         "secrets": { "redisPassword": { "secretName": "redis-auth", "key": "password" } },
         "autoscaling": { "enabled": true, "minReplicas": 3, "maxReplicas": 6 },
@@ -365,6 +366,8 @@ fn redis_store_with_three_replicas_and_an_autoscaler() {
         "{config}"
     );
     assert!(config.contains("type: redis\n"), "{config}");
+    // A large number stays an integer (not 1e+06, which authgate would refuse).
+    assert!(config.contains("max_entries: 1000000\n"), "{config}");
     let (code, stdout, stderr) = check_config(config);
     assert_eq!(
         (code, stdout.as_str()),
