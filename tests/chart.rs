@@ -229,11 +229,12 @@ fn default_values_render_a_hardened_single_replica_on_a_volume() {
         c["volumeMounts"],
         json!([
             { "name": "config", "mountPath": "/etc/authgate", "readOnly": true },
+            { "name": "tmp", "mountPath": "/tmp" },
             { "name": "state", "mountPath": "/var/lib/authgate" }
         ])
     );
     assert_eq!(
-        pod["volumes"][1],
+        pod["volumes"][2],
         json!({ "name": "state", "persistentVolumeClaim": { "claimName": "authgate" } })
     );
     assert_eq!(
@@ -350,12 +351,13 @@ fn redis_store_with_three_replicas_and_an_autoscaler() {
         c["volumeMounts"],
         json!([
             { "name": "config", "mountPath": "/etc/authgate", "readOnly": true },
+            { "name": "tmp", "mountPath": "/tmp" },
             { "name": "redis-password", "mountPath": "/run/secrets/authgate/redis", "readOnly": true }
         ])
     );
     let pod = &r.object("Deployment")["spec"]["template"]["spec"];
     assert_eq!(
-        pod["volumes"][1],
+        pod["volumes"][2],
         json!({ "name": "redis-password", "secret": {
             "secretName": "redis-auth", "defaultMode": 256,
             "items": [{ "key": "password", "path": "password" }] } })
