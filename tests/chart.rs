@@ -654,3 +654,50 @@ fn notes_print_the_ingress_annotations() {
     assert_eq!(list(&r.notes), list(&example));
     assert!(list(&example).starts_with("Authorization, X-Auth-Request-User,"));
 }
+
+/// The rendered configuration serves: the real binary started on it (listeners moved to
+/// free loopback ports, the store to a temporary directory) answers the Deployment's
+/// probes on the admin listener, and the decision endpoint on the data one.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rendered_configuration_serves_the_probes() {
+    let r = Rendered::ok(json!({}));
+    let c = r.container();
+    let dir = tempfile::tempdir().unwrap();
+    let config = r
+        .config()
+        .replace("listen: 0.0.0.0:8080", "listen: 127.0.0.1:0")
+        .replace("listen: 0.0.0.0:9090", "listen: 127.0.0.1:0")
+        .replace(
+            "path: /var/lib/authgate/authgate.db",
+            &format!("path: {}", dir.path().join("authgate.db").display()),
+        );
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config).unwrap();
+    let authgate = Authgate::start(&path);
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["port"], "admin");
+        let url = authgate.admin_url(get["path"].as_str().unwrap());
+        let ready = eventually(std::time::Duration::from_secs(10), async || {
+            reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        assert!(ready, "{probe}: {url}");
+        // Not on the data listener.
+        let data = reqwest::get(authgate.url(get["path"].as_str().unwrap()))
+            .await
+            .unwrap();
+        assert_ne!(data.status(), 200, "{probe} on the data port");
+    }
+    // The default policy: /healthz is anonymous, anything else needs a credential.
+    let ask = |uri: &'static str| {
+        reqwest::Client::new()
+            .get(authgate.url("/auth"))
+            .header("X-Original-URI", uri)
+            .header("X-Original-Method", "GET")
+            .header("Host", "api.example.org")
+            .send()
+    };
+    assert_eq!(ask("/healthz").await.unwrap().status(), 200);
+    assert_eq!(ask("/data").await.unwrap().status(), 401);
+}
