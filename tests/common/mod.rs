@@ -6,6 +6,7 @@ pub mod astakos;
 pub mod backends;
 pub mod browser;
 pub mod caddy;
+pub mod deploy;
 pub mod keystone;
 pub mod oidc;
 
