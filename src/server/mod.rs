@@ -17,6 +17,7 @@ mod config;
 mod decide;
 mod discovery;
 mod headers;
+mod portal;
 mod respond;
 mod signin;
 
@@ -32,6 +33,7 @@ use crate::forward::{Family, TrustedProxies};
 use crate::metrics::Metrics;
 use crate::mint::{MintConfig, MintError, Minter};
 use crate::policy::{HeaderMode, Policy};
+use crate::portal::{Portal, PortalConfig, Route as PortalRoute};
 use crate::providers::{ApiTokenProvider, AuthContext, Chain, ProvidersConfig};
 pub use crate::reply::Body;
 use crate::reply::{document, json_response};
@@ -58,6 +60,8 @@ pub struct Settings<'a> {
     pub astakos_api: &'a AstakosApiConfig,
     /// `headers`.
     pub headers: HeaderMode,
+    /// `portal`.
+    pub portal: &'a PortalConfig,
 }
 
 /// Why the app could not be built.
@@ -106,6 +110,8 @@ pub struct App {
     headers: HeaderMode,
     astakos_api: AstakosApiConfig,
     api_tokens: ApiTokenProvider,
+    /// The token portal and API, when `portal.enabled`.
+    portal: Option<Portal>,
 }
 
 /// Cheap unique request ids: a random per-process prefix and a counter.
@@ -147,6 +153,7 @@ impl App {
     pub async fn build(config: &Settings<'_>, access: AccessLog) -> Result<Arc<Self>, BuildError> {
         let store = store::open(config.store)?;
         let api_tokens = ApiTokenProvider::new(store.clone());
+        let portal = Portal::new(config.portal, store.clone())?;
         let minter = Minter::new(config.mint, store.as_ref(), true).await?;
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
@@ -183,6 +190,7 @@ impl App {
             headers: config.headers,
             astakos_api: config.astakos_api.clone(),
             api_tokens,
+            portal,
         }))
     }
 
@@ -230,6 +238,10 @@ impl App {
                 Some(&suffix),
             )
             .await
+        } else if let Some(portal) = &self.portal
+            && let Some(route) = PortalRoute::of(path)
+        {
+            self.portal(portal, route, req, peer).await
         } else if let Some(endpoint) = self.astakos_api.route(path) {
             self.astakos_api(endpoint, req, peer).await
         } else if path == "/forward-auth" {
