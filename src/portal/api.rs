@@ -95,7 +95,13 @@ where
                 return Err(PortalError::UnsupportedMediaType("application/json"));
             }
             let bytes = read_body(body).await?;
-            let request: CreateRequest = serde_json::from_slice(&bytes).map_err(|e| {
+            // An object only: serde would also read a struct from an array.
+            let request: CreateRequest = match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v @ Value::Object(_)) => serde_json::from_value(v),
+                Ok(_) => Err(serde::de::Error::custom("expected a JSON object")),
+                Err(e) => Err(e),
+            }
+            .map_err(|e| {
                 PortalError::BadRequest(format!("the body is not a token request: {e}"))
             })?;
             let lifetime = match request.expires_in {

@@ -185,7 +185,8 @@ mod tests {
     #[test]
     fn same_origin_table() {
         use CsrfError::*;
-        let cases: &[(&[(&str, &str)], Result<(), CsrfError>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Result<(), CsrfError>);
+        let cases: &[Case<'_>] = &[
             (&[("sec-fetch-site", "same-origin")], Ok(())),
             (&[("sec-fetch-site", "Same-Origin")], Ok(())),
             (&[("sec-fetch-site", "same-site")], Err(CrossSite)),

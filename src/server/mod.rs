@@ -112,6 +112,9 @@ pub struct App {
     api_tokens: ApiTokenProvider,
     /// The token portal and API, when `portal.enabled`.
     portal: Option<Portal>,
+    /// Each challenge in a field of its own, for the portal (browsers, unlike nginx, read
+    /// every field, but not several schemes in one).
+    portal_challenges: Vec<HeaderValue>,
 }
 
 /// Cheap unique request ids: a random per-process prefix and a counter.
@@ -165,6 +168,11 @@ impl App {
         let challenge =
             HeaderValue::from_str(&chain.challenges(&config.server.realm).join(", ")).ok();
         let policy = config.policy.clone();
+        let portal_challenges = chain
+            .challenges(&config.server.realm)
+            .iter()
+            .filter_map(|c| HeaderValue::from_str(c).ok())
+            .collect();
         let signin = SignIn::new(config.server, &policy)?;
         for warning in config.astakos_api.warnings() {
             tracing::warn!("{warning}");
@@ -191,6 +199,7 @@ impl App {
             astakos_api: config.astakos_api.clone(),
             api_tokens,
             portal,
+            portal_challenges,
         }))
     }
 

@@ -77,9 +77,7 @@ impl App {
                     json!({"error": "unauthorized",
                            "reason": "the token portal needs a credential (its policy rule must not be anonymous)"}),
                 );
-                if let Some(c) = &self.challenge {
-                    r.headers_mut().insert(header::WWW_AUTHENTICATE, c.clone());
-                }
+                self.portal_challenges(&mut r);
                 r
             }
             _ => {
@@ -92,8 +90,21 @@ impl App {
                 );
                 r.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                if r.status() == StatusCode::UNAUTHORIZED {
+                    self.portal_challenges(&mut r);
+                }
                 r
             }
+        }
+    }
+
+    /// One `WWW-Authenticate` field per scheme: a browser picks Basic out of separate
+    /// fields, not out of one that lists several schemes.
+    fn portal_challenges(&self, response: &mut Response<Body>) {
+        let headers = response.headers_mut();
+        headers.remove(header::WWW_AUTHENTICATE);
+        for c in &self.portal_challenges {
+            headers.append(header::WWW_AUTHENTICATE, c.clone());
         }
     }
 }
