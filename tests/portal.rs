@@ -619,3 +619,65 @@ async fn portal_in_a_real_browser() {
         .await
     );
 }
+
+/// With the Redis store, a token revoked through one replica's API stops working on the
+/// other replica as soon as it hears the revocation, far within its cache.max_ttl (60 s).
+#[tokio::test]
+async fn revocation_reaches_every_replica() {
+    let redis = redis::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("authgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+store: {{ type: redis, url: "{}", prefix: "portal:", timeout: 1s }}
+server: {{ listen: "127.0.0.1:0", trusted_proxies: ["127.0.0.1/32"] }}
+admin: {{ listen: "127.0.0.1:0" }}
+mint: {{ issuer: "https://authgate.test", audience: api }}
+cache: {{ max_ttl: 60s }}
+policy:
+  rules:
+    - {{ name: token-api, path: /api/tokens }}
+    - {{ name: data, path: /data, require: {{ scopes: ["read:data"] }} }}
+portal: {{ enabled: true, grantable_scopes: ["read:data"] }}
+"#,
+            redis.url(2)
+        ),
+    )
+    .unwrap();
+    add_user(&config, &["alice"], PASSWORD);
+    let a = Authgate::start(&config);
+    let b = Authgate::start(&config);
+    let (api_a, api_b) = (Api::new(&a), Api::new(&b));
+    let (status, created) = api_a
+        .create(
+            As::User("alice"),
+            json!({"name": "ci", "scopes": ["read:data"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["secret"].as_str().unwrap();
+    // B has it cached (a second answer within max_ttl comes from the cache).
+    assert_eq!(api_b.auth(secret).await, StatusCode::OK);
+    assert_eq!(api_b.auth(secret).await, StatusCode::OK);
+    let (status, _) = api_a
+        .revoke(As::User("alice"), created["id"].as_str().unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(api_a.auth(secret).await, StatusCode::UNAUTHORIZED);
+    let started = std::time::Instant::now();
+    assert!(
+        eventually_every(
+            Duration::from_millis(20),
+            Duration::from_secs(5),
+            async || { api_b.auth(secret).await == StatusCode::UNAUTHORIZED }
+        )
+        .await,
+        "replica B still accepts the revoked token"
+    );
+    eprintln!(
+        "replica B refused the revoked token after {:?}",
+        started.elapsed()
+    );
+}

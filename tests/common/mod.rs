@@ -8,6 +8,7 @@ pub mod browser;
 pub mod caddy;
 pub mod keystone;
 pub mod oidc;
+pub mod redis;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener as StdListener};
