@@ -174,14 +174,16 @@ impl Context<'_> {
             revoked_at: None,
         };
         self.store.insert_token(&record).await?;
+        // Names and subjects may come from users and IdPs: escaped, so that no value can
+        // end a pretty log line.
         tracing::info!(
             target: "authgate::audit",
             action = "token.create",
             via = via.as_str(),
-            actor = ?identity.subject,
-            owner = ?record.owner,
+            actor = %identity.subject.escape_debug(),
+            owner = %record.owner.escape_debug(),
             token_id = %record.id,
-            name = ?record.name,
+            name = %record.name.escape_debug(),
             scopes = ?record.scopes,
             expires_at = record.expires_at,
             "API token created"
@@ -235,8 +237,8 @@ impl Context<'_> {
             target: "authgate::audit",
             action = "token.revoke",
             via = via.as_str(),
-            actor = ?caller.identity.subject,
-            owner = ?token.owner,
+            actor = %caller.identity.subject.escape_debug(),
+            owner = %token.owner.escape_debug(),
             token_id = %token.id,
             cache_entries_dropped = dropped,
             "API token revoked"
