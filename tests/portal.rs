@@ -174,10 +174,19 @@ async fn api_statuses_limits_and_admins() {
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    // An empty list.
+    // An empty list; the headers a reverse proxy (Caddy, Traefik) adds do not matter.
     let (status, body) = api.list(alice, "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({"owner": "alice", "tokens": []}));
+    let (status, body) = api
+        .send(
+            api.request(Method::GET, "/api/tokens", alice)
+                .header("X-Forwarded-Host", "elsewhere.example")
+                .header("X-Forwarded-Proto", "http")
+                .header("X-Original-URI", "/data"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 
     // Created: the secret once, never a hash; it works on /auth at once.
     let (status, ci) = api

@@ -280,4 +280,28 @@ mod tests {
         let replica = FormTokens::new(Some(&Secret::new("k".repeat(32)))).unwrap();
         assert_eq!(replica.check(&alice, Some(&t)), Ok(()));
     }
+
+    proptest::proptest! {
+        /// `Origin` is the client's: no value panics the check, and what passes names the
+        /// portal's own scheme, host and port (up to case, a trailing dot, the default port).
+        #[test]
+        fn only_the_own_origin_passes(value in proptest::prop_oneof![
+            "[ -~]{0,40}",
+            "https?://[aA]uth\\.example\\.org\\.?(:[0-9]{1,6})?[/@?#.a-z]{0,3}",
+            "[hH][tT]{2}[pP][sS]?://[a-z.]{0,20}(:8080)?",
+        ]) {
+            let Ok(header) = http::HeaderValue::from_str(&value) else { return Ok(()) };
+            let mut h = HeaderMap::new();
+            h.insert(http::header::ORIGIN, header);
+            if check_same_origin(&h, &own()).is_ok() {
+                let v = value.trim().to_ascii_lowercase();
+                let port = v
+                    .strip_prefix("http://auth.example.org")
+                    .map(|rest| rest.strip_prefix('.').unwrap_or(rest))
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .and_then(|p| p.parse::<u16>().ok());
+                proptest::prop_assert_eq!(port, Some(8080), "{:?} passed", value);
+            }
+        }
+    }
 }

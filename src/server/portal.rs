@@ -45,7 +45,7 @@ impl App {
             .trim_start_matches('/')
             .to_owned();
         let original = OriginalRequest::from_parts(
-            &parts,
+            &own_request(&parts),
             peer.ip(),
             Family::Envoy,
             Some(&own_target),
@@ -107,4 +107,32 @@ impl App {
             headers.append(header::WWW_AUTHENTICATE, c.clone());
         }
     }
+}
+
+/// The request as the portal judges it: itself. The headers by which a proxy describes
+/// *another* request (`X-Original-*`, `X-Forwarded-Host/-Uri/-Method`) mean nothing here,
+/// and reverse proxies such as Caddy and Traefik add `X-Forwarded-Host` to every request
+/// they pass on, so they are left out rather than refused as on `/auth/<path>`; `Host`
+/// (which those proxies keep) and the path are the request's own.
+fn own_request(parts: &http::request::Parts) -> http::request::Parts {
+    use crate::forward::names::{
+        X_FORWARDED_HOST, X_FORWARDED_METHOD, X_FORWARDED_URI, X_ORIGINAL_METHOD, X_ORIGINAL_URI,
+        X_ORIGINAL_URL,
+    };
+    let mut own = Request::new(());
+    *own.method_mut() = parts.method.clone();
+    *own.uri_mut() = parts.uri.clone();
+    let headers = own.headers_mut();
+    *headers = parts.headers.clone();
+    for name in [
+        &X_ORIGINAL_URL,
+        &X_ORIGINAL_URI,
+        &X_ORIGINAL_METHOD,
+        &X_FORWARDED_URI,
+        &X_FORWARDED_METHOD,
+        &X_FORWARDED_HOST,
+    ] {
+        headers.remove(name);
+    }
+    own.into_parts().0
 }
