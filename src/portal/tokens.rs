@@ -196,12 +196,11 @@ impl Context<'_> {
         if !is_token_id(id) {
             return Err(PortalError::NotFound);
         }
-        let owner = (!self.is_admin(caller.identity)).then_some(caller.identity.subject.as_str());
+        // Another user's token is "not found" too: its existence is not the caller's.
         self.store
-            .list_tokens(owner)
+            .get_token(id)
             .await?
-            .into_iter()
-            .find(|t| t.id == id)
+            .filter(|t| t.owner == caller.identity.subject || self.is_admin(caller.identity))
             .ok_or(PortalError::NotFound)
     }
 
