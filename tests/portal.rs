@@ -309,6 +309,31 @@ async fn api_statuses_limits_and_admins() {
         "{body}"
     );
 
+    // A body larger than the portal reads: 413.
+    let (status, _) = api
+        .send(
+            api.request(Method::POST, "/api/tokens", alice)
+                .header("Origin", api.origin())
+                .header("Content-Type", "application/json")
+                .body(format!(r#"{{"name": "{}"}}"#, "n".repeat(20_000))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // One token by id: the owner's, not another user's (404), any for an admin.
+    let path = format!("/api/tokens/{ci_id}");
+    let (status, one) = api.send(api.request(Method::GET, &path, alice)).await;
+    assert_eq!((status, &one["name"]), (StatusCode::OK, &json!("ci")));
+    assert!(!one.to_string().contains(&ci_secret));
+    let (status, _) = api
+        .send(api.request(Method::GET, &path, As::User("bob")))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = api
+        .send(api.request(Method::GET, &path, As::User("root")))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
     // Owners: a user sees only their own; an admin anyone's.
     let (status, body) = api.list(As::User("bob"), "?owner=alice").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -692,4 +717,40 @@ portal: {{ enabled: true, grantable_scopes: ["read:data"] }}
         "replica B refused the revoked token after {:?}",
         started.elapsed()
     );
+}
+
+/// A rule that lets anyone through gives the portal nobody to act for: 401, not a page.
+#[tokio::test]
+async fn an_anonymous_rule_gives_the_portal_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        r#"
+policy:
+  rules:
+    - { name: open, path: /portal, allow: anonymous }
+portal: { enabled: true, grantable_scopes: ["read:data"] }
+"#,
+    );
+    let authgate = Authgate::start(&config);
+    let api = Api::new(&authgate);
+    let (status, body) = api
+        .send(api.request(Method::GET, "/portal", As::Nobody))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(reason(&body).contains("must not be anonymous"), "{body}");
+    // No rule for the API: the default (deny) wants a credential first.
+    let (status, body) = api
+        .send(api.request(Method::GET, "/api/tokens", As::Nobody))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+    // Off (the default): neither path exists.
+    let off = tempfile::tempdir().unwrap();
+    let authgate = Authgate::start(&write_config(off.path(), ""));
+    let api = Api::new(&authgate);
+    for path in ["/portal", "/api/tokens", "/portal/static/portal.js"] {
+        let (status, body) = api.send(api.request(Method::GET, path, As::Nobody)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::secret::Secret;
-use crate::setting::ConfigError;
+use crate::setting::{ConfigError, from_value_or_file};
 
 /// The scope an API token needs to manage its owner's tokens through `/api/tokens`.
 pub const MANAGE_SCOPE: &str = "tokens:manage";
@@ -108,21 +108,31 @@ impl PortalConfig {
                 ));
             }
         }
-        if self.csrf_key.is_some() && self.csrf_key_file.is_some() {
-            return Err(ConfigError::invalid(
-                "portal.csrf_key",
-                "give csrf_key or csrf_key_file, not both",
-            ));
-        }
-        if let Some(key) = &self.csrf_key
-            && key.expose().len() < 32
-        {
-            return Err(ConfigError::invalid(
-                "portal.csrf_key",
-                "must be at least 32 bytes",
-            ));
-        }
+        self.csrf_key()?;
         Ok(())
+    }
+
+    /// The form-token key, read from `csrf_key` or `csrf_key_file` (at least 32 bytes);
+    /// `None` when neither is given.
+    pub(super) fn csrf_key(&self) -> Result<Option<Secret>, ConfigError> {
+        let key = from_value_or_file(
+            "portal",
+            "csrf_key",
+            self.csrf_key.as_ref(),
+            self.csrf_key_file.as_deref(),
+        )?;
+        if key.as_ref().is_some_and(|k| k.expose().len() < 32) {
+            let name = if self.csrf_key_file.is_some() {
+                "portal.csrf_key_file"
+            } else {
+                "portal.csrf_key"
+            };
+            return Err(ConfigError::invalid(
+                name,
+                "the key must be at least 32 bytes",
+            ));
+        }
+        Ok(key)
     }
 }
 
@@ -195,6 +205,10 @@ mod tests {
             ("{ example_url: \"https://a/$(id)\" }", "portal.example_url"),
             ("{ csrf_key: short }", "portal.csrf_key"),
             ("{ csrf_key: x, csrf_key_file: /x }", "portal.csrf_key"),
+            (
+                "{ csrf_key_file: /nonexistent/key }",
+                "portal.csrf_key_file",
+            ),
             ("{ enable: true }", "enable"),
         ] {
             match parse(yaml) {

@@ -29,7 +29,7 @@ use crate::credential::{self, Credential};
 use crate::forward::OriginalRequest;
 use crate::identity::Identity;
 use crate::reply::Body;
-use crate::setting::{ConfigError, from_value_or_file};
+use crate::setting::ConfigError;
 use crate::store::{Store, StoreError};
 use csrf::{CsrfError, FormTokens};
 
@@ -219,18 +219,7 @@ impl Portal {
         if !config.enabled {
             return Ok(None);
         }
-        let key = from_value_or_file(
-            "portal",
-            "csrf_key",
-            config.csrf_key.as_ref(),
-            config.csrf_key_file.as_deref(),
-        )?;
-        if key.as_ref().is_some_and(|k| k.expose().len() < 32) {
-            return Err(ConfigError::invalid(
-                "portal.csrf_key_file",
-                "the key must be at least 32 bytes",
-            ));
-        }
+        let key = config.csrf_key()?;
         let forms = FormTokens::new(key.as_ref())
             .map_err(|e| ConfigError::invalid("portal.csrf_key", e.to_string()))?;
         Ok(Some(Self {
