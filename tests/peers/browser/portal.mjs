@@ -54,8 +54,18 @@ scenario(async (browser, args) => {
     curl === `curl -H "Authorization: Bearer ${secret}" ${origin}/`,
     `the curl line to use (got ${curl})`,
   );
-  // The copy button appears with the script (the CSP allows it from this origin).
-  await page.getByRole('button', { name: 'Copy secret' }).waitFor({ state: 'visible' });
+  // The copy button appears with the script (the CSP allows it from this origin) and
+  // copies the secret.
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
+  await page.getByRole('button', { name: 'Copy secret' }).click();
+  await page.getByRole('button', { name: 'Copied' }).waitFor({ state: 'visible' });
+  const copied = await page.evaluate(() => navigator.clipboard.readText());
+  expect(copied === secret, `the clipboard holds the secret (got ${copied})`);
+  // Readable on a phone: nothing wider than the screen.
+  const overflow = await page.evaluate(
+    () => document.documentElement.scrollWidth - window.innerWidth,
+  );
+  expect(overflow <= 0, `no horizontal scrolling on a phone (${overflow} px too wide)`);
   await page.screenshot({ path: `${args.artifacts}/new-token.png`, fullPage: true });
 
   const auth_before = await decide(args.auth, secret);
@@ -66,6 +76,10 @@ scenario(async (browser, args) => {
   await visible(page, 'active');
   await visible(page, '1 of at most 3 tokens are live');
   await page.screenshot({ path: `${args.artifacts}/list.png`, fullPage: true });
+  const listOverflow = await page.evaluate(
+    () => document.documentElement.scrollWidth - window.innerWidth,
+  );
+  expect(listOverflow <= 0, `the list fits a phone (${listOverflow} px too wide)`);
 
   // Revoke it through the page, with the confirmation.
   await page.getByRole('button', { name: 'Revoke ci-deploy' }).click();
