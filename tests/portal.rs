@@ -754,3 +754,97 @@ portal: { enabled: true, grantable_scopes: ["read:data"] }
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
     }
 }
+
+/// Behind a real nginx (deploy/nginx/portal.conf): the policy's host rules and the CSRF
+/// origin check read the Host nginx passes on (the client's, with its port).
+#[tokio::test]
+async fn behind_nginx() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        r#"
+policy:
+  rules:
+    - { name: token-portal, host: auth.example.org, path: /portal }
+    - { name: token-api, host: auth.example.org, path: /api/tokens }
+portal: { enabled: true, grantable_scopes: ["read:data"] }
+"#,
+    );
+    add_user(&config, &["alice"], PASSWORD);
+    let authgate = Authgate::start(&config);
+    let nginx = Nginx::start(
+        dir.path(),
+        "deploy/nginx/portal.conf",
+        authgate.data,
+        authgate.data,
+    );
+    let client = Client::builder()
+        .resolve("auth.example.org", nginx.addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let origin = format!("http://auth.example.org:{}", nginx.addr.port());
+    let at = |path: &str| format!("{origin}{path}");
+    let resp = client
+        .get(at("/api/tokens"))
+        .basic_auth("alice", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let create = |from: &str| {
+        client
+            .post(at("/api/tokens"))
+            .basic_auth("alice", Some(PASSWORD))
+            .header("Origin", from)
+            .json(&json!({"name": from, "scopes": ["read:data"]}))
+            .send()
+    };
+    assert_eq!(create(&origin).await.unwrap().status(), StatusCode::CREATED);
+    for other in [
+        "http://auth.example.org",
+        "https://auth.example.org",
+        "http://evil.example",
+    ] {
+        let other = other.to_owned();
+        assert_eq!(
+            create(&other).await.unwrap().status(),
+            StatusCode::FORBIDDEN,
+            "{other}"
+        );
+    }
+    // The page's form, posted as a browser posts it; the curl line names this origin.
+    let page = client
+        .get(at("/portal"))
+        .basic_auth("alice", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csrf = form_token(&page.text().await.unwrap());
+    let created = client
+        .post(at("/portal/tokens"))
+        .basic_auth("alice", Some(PASSWORD))
+        .header("Origin", &origin)
+        .form(&[("name", "web"), ("scope", "read:data"), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::OK);
+    let html = created.text().await.unwrap();
+    assert!(html.contains(&format!("&#34; {origin}/</code>")), "{html}");
+    // Another host name is not the portal's: the policy's default denies it.
+    let resp = Client::builder()
+        .resolve("other.example.org", nginx.addr)
+        .build()
+        .unwrap()
+        .get(format!(
+            "http://other.example.org:{}/api/tokens",
+            nginx.addr.port()
+        ))
+        .basic_auth("alice", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+}
