@@ -1,6 +1,8 @@
 //! The data plane: routes `/auth`, `/ingress-auth`, `/auth/*`, `/forward-auth`, the
-//! well-known documents (the JWKS, and the metadata `discovery` builds) and the Astakos-compatible endpoints, runs one decision per
-//! sub-request (`decide`), and maps every outcome to its answer in one place (`respond`).
+//! well-known documents (the JWKS, and the metadata `discovery` builds), the
+//! Astakos-compatible endpoints and the token portal (`portal`: its caller is decided here
+//! too), runs one decision per sub-request (`decide`), and maps every outcome to its answer
+//! in one place (`respond`).
 //! It answers requests only; the `serve` module runs the listeners. Tests drive [`App::handle`]
 //! in-process.
 
