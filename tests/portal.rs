@@ -595,6 +595,14 @@ async fn pages_refuse_forged_posts_and_escape_names() {
         .await
         .unwrap();
     assert_eq!(page.status(), StatusCode::UNAUTHORIZED);
+    let resp = api
+        .request(Method::DELETE, "/portal", alice)
+        .header("Origin", &own)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers()["allow"], "GET, HEAD");
     assert_eq!(
         api.request(Method::GET, "/portal/nothing", alice)
             .send()

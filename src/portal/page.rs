@@ -169,7 +169,8 @@ where
             }
         }
         (Route::Revoke, &Method::POST) => revoke(ctx, forms, caller, parts, body).await,
-        (Route::Page | Route::Revoke, _) => Err(PortalError::MethodNotAllowed("GET, HEAD, POST")),
+        (Route::Page, _) => Err(PortalError::MethodNotAllowed("GET, HEAD")),
+        (Route::Revoke, _) => Err(PortalError::MethodNotAllowed("GET, HEAD, POST")),
         (Route::Create, _) => Err(PortalError::MethodNotAllowed("POST")),
         _ => Err(PortalError::NotFound),
     };
