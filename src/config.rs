@@ -15,6 +15,7 @@ use crate::astakos_api::AstakosApiConfig;
 use crate::cache::CacheConfig;
 use crate::mint::MintConfig;
 use crate::policy::{HeaderMode, Policy};
+use crate::portal::PortalConfig;
 use crate::providers::ProvidersConfig;
 use crate::server::{ServerConfig, Settings};
 pub use crate::setting::ConfigError;
@@ -46,6 +47,8 @@ pub struct Config {
     pub headers: HeaderMode,
     /// Logging.
     pub log: LogConfig,
+    /// The self-service token portal and `/api/tokens`.
+    pub portal: PortalConfig,
 }
 
 impl Config {
@@ -85,6 +88,7 @@ impl Config {
             policy: &self.policy,
             astakos_api: &self.astakos_api,
             headers: self.headers,
+            portal: &self.portal,
         }
     }
 
@@ -104,6 +108,7 @@ impl Config {
         self.providers.validate()?;
         self.astakos_api.validate()?;
         self.log.validate()?;
+        self.portal.validate()?;
         Ok(())
     }
 

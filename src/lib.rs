@@ -18,6 +18,7 @@
 //! - `serve`: listeners, background work, signals, drain
 //! - `config`: the aggregate configuration, loading, checks across sections
 //! - `server`: the data plane: routes, one decision, the one error-to-answer map
+//! - `portal`: the self-service token portal (`/portal`) and token API (`/api/tokens`)
 //! - `admin`: `/metrics`, `/livez`, `/readyz`
 //! - `astakos_api`: Astakos-compatible endpoints: token validation, user catalogs
 //! - `cache`: the decision cache, interned identities, reuse budget, last uses
@@ -47,6 +48,7 @@ pub mod identity;
 pub mod metrics;
 pub mod mint;
 pub mod policy;
+pub mod portal;
 pub mod providers;
 pub mod reply;
 pub mod secret;

@@ -164,6 +164,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_answer_read_before_an_invalidation_is_not_kept() {
+        use tokio::sync::Notify;
+        let cache = Arc::new(DecisionCache::new(&config(10)));
+        let (read, go) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let lookup = {
+            let (cache, read, go) = (cache.clone(), read.clone(), go.clone());
+            tokio::spawn(async move {
+                let asked = cache.get_or_authenticate(key(1), async move {
+                    read.notify_one();
+                    go.notified().await;
+                    Ok(answer(identity(None)))
+                });
+                asked.await.map(|(v, _)| matches!(v, Verdict::Valid(_)))
+            })
+        };
+        // The lookup has read tok_1 as valid; then tok_1 is revoked and invalidated.
+        read.notified().await;
+        assert_eq!(cache.invalidate_credential_id("tok_1"), 0);
+        go.notify_one();
+        assert_eq!(
+            lookup.await.unwrap(),
+            Ok(true),
+            "the request that asked first"
+        );
+        assert!(!cached(&cache, key(1)).await, "the answer is not kept");
+        assert_eq!(flights(&cache), 0);
+    }
+
+    #[tokio::test]
     async fn abandoned_lookups_leave_nothing_behind() {
         let cache = DecisionCache::new(&config(10));
         for i in 0..10 {

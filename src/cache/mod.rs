@@ -282,10 +282,13 @@ impl DecisionCache {
         let mut removed = 0;
         for shard in self.table.shards() {
             let mut evicted = Vec::new();
-            lock(shard).remove_where(
+            let mut s = lock(shard);
+            s.remove_where(
                 |v| matches!(v, Verdict::Valid(a) if matches(a)),
                 &mut evicted,
             );
+            forget_flights(&mut s);
+            drop(s);
             removed += evicted.len();
             self.evicted(evicted);
         }
@@ -308,7 +311,10 @@ impl DecisionCache {
         let mut removed = 0;
         for shard in self.table.shards() {
             let mut evicted = Vec::new();
-            lock(shard).remove_where(|_| true, &mut evicted);
+            let mut s = lock(shard);
+            s.remove_where(|_| true, &mut evicted);
+            forget_flights(&mut s);
+            drop(s);
             removed += evicted.len();
             self.evicted(evicted);
         }
@@ -341,6 +347,13 @@ impl Landing<Verdict, Answered> for DecisionCache {
     fn evicted(&self, evicted: Vec<Verdict>) {
         self.ended_uses.note(evicted.iter().filter_map(last_use));
     }
+}
+
+/// Detaches the shard's lookups in flight: one may have read the store before the change
+/// that an invalidation acts on (a revocation), so its answer goes to the requests that
+/// wait for it but is not filed; a request arriving now starts a lookup of its own.
+fn forget_flights(shard: &mut FlightShard<Verdict, Answered>) {
+    shard.pending.clear();
 }
 
 /// Takes the credential's last use since the previous time, if it has an id and was used.

@@ -74,6 +74,9 @@ impl Store for RefusingStore {
     async fn list_tokens(&self, owner: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
         self.inner.list_tokens(owner).await
     }
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.get_token(id).await
+    }
     async fn revoke_token(&self, token: TokenRef<'_>, at: i64) -> Result<bool, StoreError> {
         self.inner.revoke_token(token, at).await
     }

@@ -110,7 +110,7 @@ impl App {
         response
     }
 
-    async fn decide_for(
+    pub(super) async fn decide_for(
         &self,
         parts: &http::request::Parts,
         original: &OriginalRequest,

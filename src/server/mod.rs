@@ -1,6 +1,8 @@
 //! The data plane: routes `/auth`, `/ingress-auth`, `/auth/*`, `/forward-auth`, the
-//! well-known documents (the JWKS, and the metadata `discovery` builds) and the Astakos-compatible endpoints, runs one decision per
-//! sub-request (`decide`), and maps every outcome to its answer in one place (`respond`).
+//! well-known documents (the JWKS, and the metadata `discovery` builds), the
+//! Astakos-compatible endpoints and the token portal (`portal`: its caller is decided here
+//! too), runs one decision per sub-request (`decide`), and maps every outcome to its answer
+//! in one place (`respond`).
 //! It answers requests only; the `serve` module runs the listeners. Tests drive [`App::handle`]
 //! in-process.
 
@@ -17,6 +19,7 @@ mod config;
 mod decide;
 mod discovery;
 mod headers;
+mod portal;
 mod respond;
 mod signin;
 
@@ -32,6 +35,7 @@ use crate::forward::{Family, TrustedProxies};
 use crate::metrics::Metrics;
 use crate::mint::{MintConfig, MintError, Minter};
 use crate::policy::{HeaderMode, Policy};
+use crate::portal::{Portal, PortalConfig, Route as PortalRoute};
 use crate::providers::{ApiTokenProvider, AuthContext, Chain, ProvidersConfig};
 pub use crate::reply::Body;
 use crate::reply::{document, json_response};
@@ -58,6 +62,8 @@ pub struct Settings<'a> {
     pub astakos_api: &'a AstakosApiConfig,
     /// `headers`.
     pub headers: HeaderMode,
+    /// `portal`.
+    pub portal: &'a PortalConfig,
 }
 
 /// Why the app could not be built.
@@ -106,6 +112,11 @@ pub struct App {
     headers: HeaderMode,
     astakos_api: AstakosApiConfig,
     api_tokens: ApiTokenProvider,
+    /// The token portal and API, when `portal.enabled`.
+    portal: Option<Portal>,
+    /// Each challenge in a field of its own, for the portal (browsers, unlike nginx, read
+    /// every field, but not several schemes in one).
+    portal_challenges: Vec<HeaderValue>,
 }
 
 /// Cheap unique request ids: a random per-process prefix and a counter.
@@ -147,6 +158,7 @@ impl App {
     pub async fn build(config: &Settings<'_>, access: AccessLog) -> Result<Arc<Self>, BuildError> {
         let store = store::open(config.store)?;
         let api_tokens = ApiTokenProvider::new(store.clone());
+        let portal = Portal::new(config.portal, store.clone())?;
         let minter = Minter::new(config.mint, store.as_ref(), true).await?;
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
@@ -158,6 +170,11 @@ impl App {
         let challenge =
             HeaderValue::from_str(&chain.challenges(&config.server.realm).join(", ")).ok();
         let policy = config.policy.clone();
+        let portal_challenges = chain
+            .challenges(&config.server.realm)
+            .iter()
+            .filter_map(|c| HeaderValue::from_str(c).ok())
+            .collect();
         let signin = SignIn::new(config.server, &policy)?;
         for warning in config.astakos_api.warnings() {
             tracing::warn!("{warning}");
@@ -183,6 +200,8 @@ impl App {
             headers: config.headers,
             astakos_api: config.astakos_api.clone(),
             api_tokens,
+            portal,
+            portal_challenges,
         }))
     }
 
@@ -230,6 +249,10 @@ impl App {
                 Some(&suffix),
             )
             .await
+        } else if let Some(portal) = &self.portal
+            && let Some(route) = PortalRoute::of(path)
+        {
+            self.portal(portal, route, req, peer).await
         } else if let Some(endpoint) = self.astakos_api.route(path) {
             self.astakos_api(endpoint, req, peer).await
         } else if path == "/forward-auth" {

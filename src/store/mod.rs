@@ -226,6 +226,8 @@ pub trait Store: Send + Sync + 'static {
     async fn lookup_token(&self, hash: &[u8; 32]) -> Result<Option<TokenLookup>, StoreError>;
     /// Tokens, of one owner or all.
     async fn list_tokens(&self, owner: Option<&str>) -> Result<Vec<TokenRecord>, StoreError>;
+    /// The token of this public id.
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
     /// Marks a token revoked; `false` when there is no such (unrevoked) token.
     async fn revoke_token(&self, token: TokenRef<'_>, at: i64) -> Result<bool, StoreError>;
     /// Records last-use times in one batch (token id, unix seconds).

@@ -244,6 +244,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = ?1");
+            c.query_row(&sql, params![id], |r| token_from_row(r, 0))
+                .optional()
+                .map_err(query_err)
+        })
+        .await
+    }
+
     async fn revoke_token(&self, token: TokenRef<'_>, at: i64) -> Result<bool, StoreError> {
         let (by_id, id, hash) = match token {
             TokenRef::Id(id) => (true, id.to_owned(), Vec::new()),

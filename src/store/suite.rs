@@ -71,6 +71,9 @@ pub async fn tokens_users_and_keys_round_trip(store: &dyn Store) {
     let listed = store.list_tokens(Some("alice")).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].last_used_at, Some(42));
+    let got = store.get_token("tok_1").await.unwrap().unwrap();
+    assert_eq!(got, listed[0]);
+    assert!(store.get_token("tok_nope").await.unwrap().is_none());
 
     assert!(
         store

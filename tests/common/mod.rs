@@ -9,6 +9,7 @@ pub mod caddy;
 pub mod deploy;
 pub mod keystone;
 pub mod oidc;
+pub mod redis;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener as StdListener};

@@ -404,6 +404,14 @@ impl Store for RedisStore {
         Ok(tokens)
     }
 
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let key = format!("{}tok:id:{id}", self.prefix);
+        match self.hashes(vec![key]).await?.first() {
+            Some(f) if !f.is_empty() => token_from(f).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     async fn revoke_token(&self, token: TokenRef<'_>, at: i64) -> Result<bool, StoreError> {
         let at = at.to_string();
         let hash;
