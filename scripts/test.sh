@@ -11,6 +11,10 @@ command -v caddy >/dev/null 2>&1 || [ -x /usr/bin/caddy ] || missing+=(caddy)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 # The rediss:// test makes its certificates with the openssl command.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# tests/ldap.rs starts its own OpenLDAP slapd (with a generated config) on a free port and
+# seeds it with ldapadd.
+command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || missing+=(slapd)
+command -v ldapadd >/dev/null 2>&1 || missing+=(ldap-utils)
 # Debian's python3 makes virtualenvs only with python3-venv (ensurepip) installed.
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 

@@ -14,6 +14,7 @@ mod jwt;
 mod keystone;
 mod offline;
 mod oidc;
+mod remote;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub use jwt::{JwtConfig, JwtProvider};
 pub use keystone::{KeystoneConfig, KeystoneProvider};
 pub use offline::{OfflineConfig, OfflineProvider};
 pub use oidc::{ClaimMapping, ClientAuthMethod, EmailVerified};
+pub use remote::{CredentialForm, RemoteConfig, RemoteMethod, RemoteProvider};
 
 use crate::credential::Credential;
 use crate::identity::{Identity, mapped_user_name, qualified_subject};
@@ -55,6 +57,8 @@ pub enum ProviderConfig {
     Introspect(IntrospectConfig),
     /// Refresh (offline) tokens, exchanged at the IdP's token endpoint.
     Offline(OfflineConfig),
+    /// Opaque tokens validated by asking a who-am-i service (ECMWF API tokens).
+    Remote(RemoteConfig),
 }
 
 /// `type: api_token` (no options yet).
@@ -72,6 +76,7 @@ impl ProviderConfig {
             Self::Jwt(_) => JwtProvider::KIND,
             Self::Introspect(_) => IntrospectProvider::KIND,
             Self::Offline(_) => OfflineProvider::KIND,
+            Self::Remote(_) => RemoteProvider::KIND,
         }
     }
 }
@@ -137,6 +142,7 @@ pub fn validate(providers: &[ProviderConfig]) -> Result<(), ConfigError> {
             ProviderConfig::Jwt(j) => j.validate(&key)?,
             ProviderConfig::Introspect(c) => c.validate(&key)?,
             ProviderConfig::Offline(o) => o.validate(&key, &jwt_issuers)?,
+            ProviderConfig::Remote(r) => r.validate(&key)?,
             ProviderConfig::ApiToken(_) => {}
         }
     }
@@ -290,6 +296,9 @@ impl Chain {
                 }
                 ProviderConfig::Introspect(c) => {
                     Arc::new(IntrospectProvider::new(c, &key, client.clone())?)
+                }
+                ProviderConfig::Remote(r) => {
+                    Arc::new(RemoteProvider::new(r, &key, client.clone())?)
                 }
                 ProviderConfig::Offline(o) => {
                     let verifier =
