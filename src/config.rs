@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::admin::AdminConfig;
 use crate::astakos_api::AstakosApiConfig;
+use crate::augment::AugmentConfig;
 use crate::cache::CacheConfig;
 use crate::mint::MintConfig;
 use crate::policy::{HeaderMode, Policy};
@@ -37,6 +38,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Providers, tried in this order.
     pub providers: ProvidersConfig,
+    /// Augmenters: roles and attributes added after any provider, in this order.
+    pub augment: AugmentConfig,
     /// Route policy, parsed once here.
     pub policy: Policy,
     /// Astakos-compatible validation of authgate's own tokens.
@@ -82,6 +85,7 @@ impl Config {
             mint: &self.mint,
             cache: &self.cache,
             providers: &self.providers,
+            augment: &self.augment,
             policy: &self.policy,
             astakos_api: &self.astakos_api,
             headers: self.headers,
@@ -102,6 +106,7 @@ impl Config {
         self.mint.validate()?;
         self.cache.validate()?;
         self.providers.validate()?;
+        self.augment.validate()?;
         self.astakos_api.validate()?;
         self.log.validate()?;
         Ok(())

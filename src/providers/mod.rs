@@ -174,6 +174,10 @@ pub enum AuthError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// The credential is valid, but its identity may not pass anywhere (403): an augmenter
+    /// with `required: true` did not find the user. Never cached.
+    #[error("{0}")]
+    Forbidden(String),
     /// The provider could not be asked (503; fail closed). Never cached.
     #[error("the identity backend is unavailable: {0}")]
     Unavailable(String),

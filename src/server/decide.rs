@@ -110,6 +110,16 @@ impl App {
         response
     }
 
+    /// The provider's answer with the augmenters' additions: what the cache keeps.
+    pub(super) async fn authenticate(
+        &self,
+        credential: &crate::credential::Credential,
+        ctx: &AuthContext,
+    ) -> Result<crate::providers::Answer, AuthError> {
+        let answer = self.chain.authenticate(credential, ctx).await?;
+        self.augmenters.apply(answer).await
+    }
+
     async fn decide_for(
         &self,
         parts: &http::request::Parts,
@@ -160,7 +170,7 @@ impl App {
         };
         let looked_up = self
             .cache
-            .get_or_authenticate(key, self.chain.authenticate(&credential, &ctx))
+            .get_or_authenticate(key, self.authenticate(&credential, &ctx))
             .await;
         // Who answered: the identity says so; otherwise the provider asked first (looked up
         // only off the hot path).

@@ -19,6 +19,7 @@ mod discovery;
 mod headers;
 mod respond;
 mod signin;
+mod whoami;
 
 pub use config::ServerConfig;
 use decide::Endpoint;
@@ -27,6 +28,7 @@ use signin::SignIn;
 
 use crate::admin::AdminView;
 use crate::astakos_api::{self, AstakosApiConfig, Endpoint as AstakosEndpoint};
+use crate::augment::{AugmentConfig, Augmenters};
 use crate::cache::{CacheConfig, DecisionCache};
 use crate::forward::{Family, TrustedProxies};
 use crate::metrics::Metrics;
@@ -52,6 +54,8 @@ pub struct Settings<'a> {
     pub cache: &'a CacheConfig,
     /// `providers`.
     pub providers: &'a ProvidersConfig,
+    /// `augment`.
+    pub augment: &'a AugmentConfig,
     /// `policy`, parsed.
     pub policy: &'a Policy,
     /// `astakos_api`.
@@ -88,6 +92,7 @@ pub struct App {
     /// The decision cache.
     pub cache: DecisionCache,
     chain: Chain,
+    augmenters: Augmenters,
     policy: Policy,
     trusted: TrustedProxies,
     /// All challenges in one field: nginx's auth_request passes only the first
@@ -155,6 +160,8 @@ impl App {
         let chain = Chain::build(&config.providers.0, store.clone(), &client)?;
         let metrics = Metrics::new();
         chain.report_health(|name| metrics.provider_up(name));
+        let augmenters = Augmenters::build(config.augment, config.cache.max_ttl)?;
+        augmenters.report_health(|name| metrics.provider_up(name));
         let challenge =
             HeaderValue::from_str(&chain.challenges(&config.server.realm).join(", ")).ok();
         let policy = config.policy.clone();
@@ -168,6 +175,7 @@ impl App {
             metrics,
             cache: DecisionCache::new(config.cache),
             chain,
+            augmenters,
             policy,
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
             challenge,
@@ -251,6 +259,8 @@ impl App {
                 self.discovery.document(),
                 "public, max-age=3600",
             )
+        } else if path == whoami::WHOAMI_PATH {
+            self.whoami(&req.into_parts().0, peer).await
         } else {
             json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"}))
         }
@@ -263,6 +273,7 @@ impl App {
             cache: &self.cache,
             store: self.store.as_ref(),
             chain: &self.chain,
+            augmenters: &self.augmenters,
             minter: &self.minter,
             draining: false,
         }

@@ -1,0 +1,476 @@
+//! `type: ldap`: the user's groups (and chosen attributes) in an LDAP directory (OpenLDAP,
+//! Active Directory) become roles. The user is found with `user_filter`, the user name in it
+//! escaped per RFC 4515 (so `*)(uid=*` finds nobody); the groups are the entry's
+//! `group_attribute` (`memberOf`) or the entries a group search finds (`group_filter` with
+//! `{user_dn}`), optionally followed through groups of groups. A directory that cannot be
+//! reached, or refuses authgate's bind, fails the request closed (503); a user not in the
+//! directory gets nothing, or a 403 with `required: true`. A few connections, each bound
+//! once as `bind_dn`, are kept and reused.
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
+use serde::Deserialize;
+
+use super::dn::{common_name, path_below};
+use super::{Augmenter, applies};
+use crate::identity::{AttributeValue, Identity};
+use crate::providers::{AuthError, Health, Unhealthy};
+use crate::secret::Secret;
+use crate::setting::ConfigError;
+
+/// How deep groups of groups are followed.
+const MAX_NESTING: usize = 10;
+
+/// `type: ldap` options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    /// Only identities of these providers (all when empty).
+    #[serde(default)]
+    pub providers: Vec<String>,
+    /// `ldap://host:389` or `ldaps://host:636`.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS.
+    #[serde(default)]
+    pub starttls: bool,
+    /// The DN authgate binds as (anonymous when absent).
+    #[serde(default)]
+    pub bind_dn: Option<String>,
+    /// Its password (prefer `bind_password_file`).
+    #[serde(default)]
+    pub bind_password: Option<Secret>,
+    /// A file holding the password.
+    #[serde(default)]
+    pub bind_password_file: Option<PathBuf>,
+    /// Where users are searched.
+    pub base_dn: String,
+    /// The filter finding one user; `{username}` is replaced by the escaped user name.
+    pub user_filter: String,
+    /// The user entry's attribute listing its groups' DNs (`memberOf`), used when no
+    /// `group_filter` is given.
+    #[serde(default = "default_group_attribute")]
+    pub group_attribute: String,
+    /// Where groups are searched (with `group_filter`), and the base of `role_from: path`.
+    #[serde(default)]
+    pub group_base_dn: Option<String>,
+    /// A group search instead of `group_attribute`: `{user_dn}` is replaced by the escaped
+    /// DN of the user (or of a group, to follow nesting), e.g. `(member={user_dn})`.
+    #[serde(default)]
+    pub group_filter: Option<String>,
+    /// Also the groups the user's groups are members of (up to 10 levels).
+    #[serde(default)]
+    pub nested_groups: bool,
+    /// The role a group gives: `cn` (its own RDN value) or `path` (`/TeamA/Admin`, its
+    /// RDNs below `group_base_dn`).
+    #[serde(default)]
+    pub role_from: RoleFrom,
+    /// User attributes copied into the identity's attributes.
+    #[serde(default)]
+    pub attributes: Vec<String>,
+    /// A user not in the directory is refused (403) instead of getting no extra roles.
+    #[serde(default)]
+    pub required: bool,
+    /// How long the directory's answer is reused: it caps the cache lifetime of the
+    /// identities it augments (group changes take effect within it). Default: the
+    /// provider's.
+    #[serde(default, with = "humantime_serde")]
+    pub cache_ttl: Option<Duration>,
+    /// Time limit of one lookup (connect, bind and searches).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Connections kept open.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+/// `role_from` of an `ldap` augmenter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleFrom {
+    /// The group's own RDN value (its `cn`).
+    #[default]
+    Cn,
+    /// The group's RDNs below `group_base_dn`, as `/TeamA/Admin`.
+    Path,
+}
+
+fn default_group_attribute() -> String {
+    "memberOf".into()
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_pool_size() -> usize {
+    2
+}
+
+impl LdapConfig {
+    pub(super) fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let bad =
+            |field: &str, reason: &str| ConfigError::invalid(format!("{key}.{field}"), reason);
+        let scheme_ok = self.url.starts_with("ldap://") || self.url.starts_with("ldaps://");
+        if !scheme_ok || reqwest::Url::parse(&self.url).is_err() {
+            return Err(bad("url", "must be an ldap:// or ldaps:// URL"));
+        }
+        if self.starttls && !self.url.starts_with("ldap://") {
+            return Err(bad("starttls", "StartTLS upgrades an ldap:// URL only"));
+        }
+        if self.base_dn.trim().is_empty() {
+            return Err(bad("base_dn", "must not be empty"));
+        }
+        if self.user_filter.matches("{username}").count() != 1 || !self.user_filter.starts_with('(')
+        {
+            return Err(bad(
+                "user_filter",
+                "must be a filter in parentheses with `{username}` once, e.g. (uid={username})",
+            ));
+        }
+        if let Some(f) = &self.group_filter {
+            if f.matches("{user_dn}").count() != 1 || !f.starts_with('(') {
+                return Err(bad(
+                    "group_filter",
+                    "must be a filter in parentheses with `{user_dn}` once, e.g. (member={user_dn})",
+                ));
+            }
+            if self.group_base_dn.is_none() {
+                return Err(bad("group_base_dn", "is needed with group_filter"));
+            }
+        }
+        if self.role_from == RoleFrom::Path && self.group_base_dn.is_none() {
+            return Err(bad("group_base_dn", "is needed with role_from: path"));
+        }
+        if self.timeout.is_zero() {
+            return Err(bad("timeout", "must be more than 0s"));
+        }
+        if !(1..=16).contains(&self.pool_size) {
+            return Err(bad("pool_size", "must be between 1 and 16"));
+        }
+        self.password(key).map(|_| ())
+    }
+
+    fn password(&self, key: &str) -> Result<Option<Secret>, ConfigError> {
+        let password = crate::setting::from_value_or_file(
+            key,
+            "bind_password",
+            self.bind_password.as_ref(),
+            self.bind_password_file.as_deref(),
+        )?;
+        match (&self.bind_dn, &password) {
+            (Some(_), None) => Err(ConfigError::invalid(
+                format!("{key}.bind_password_file"),
+                "bind_dn needs a password (bind_password_file or bind_password)",
+            )),
+            (None, Some(_)) => Err(ConfigError::invalid(
+                format!("{key}.bind_dn"),
+                "a bind password needs bind_dn",
+            )),
+            _ => Ok(password),
+        }
+    }
+}
+
+/// What the directory says about a user.
+struct Found {
+    groups: BTreeSet<String>,
+    attributes: Vec<(String, Vec<String>)>,
+}
+
+/// The `ldap` augmenter.
+pub struct LdapAugmenter {
+    config: LdapConfig,
+    password: Option<Secret>,
+    /// Bound connections, reused round robin; `None` until first used or after a failure.
+    pool: Vec<tokio::sync::Mutex<Option<Ldap>>>,
+    next: AtomicUsize,
+    health: Health,
+}
+
+impl LdapAugmenter {
+    /// Reads the bind password; connects on first use.
+    pub fn new(config: &LdapConfig, key: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            password: config.password(key)?,
+            pool: (0..config.pool_size.max(1))
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
+            health: Health::default(),
+            config: config.clone(),
+        })
+    }
+
+    fn unavailable(&self, what: &str, e: impl std::fmt::Display) -> AuthError {
+        AuthError::Unavailable(format!("directory {}: {what}: {e}", self.config.url))
+    }
+
+    /// A new connection, bound as `bind_dn`.
+    async fn connect(&self) -> Result<Ldap, AuthError> {
+        let settings = LdapConnSettings::new()
+            .set_conn_timeout(self.config.timeout)
+            .set_starttls(self.config.starttls);
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.config.url)
+            .await
+            .map_err(|e| self.unavailable("cannot connect", e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.drive().await {
+                tracing::debug!(error = %e, "directory connection ended");
+            }
+        });
+        if let (Some(dn), Some(password)) = (&self.config.bind_dn, &self.password) {
+            ldap.simple_bind(dn, password.expose())
+                .await
+                .and_then(|r| r.success())
+                .map_err(|e| self.unavailable("the bind was refused", e))?;
+        }
+        Ok(ldap)
+    }
+
+    /// A bound connection of the pool (and whether it was made just now).
+    async fn connection(&self) -> Result<(usize, Ldap, bool), AuthError> {
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
+        let mut held = self.pool[slot].lock().await;
+        if let Some(ldap) = held.as_mut()
+            && !ldap.is_closed()
+        {
+            return Ok((slot, ldap.clone(), false));
+        }
+        let ldap = self.connect().await?;
+        *held = Some(ldap.clone());
+        Ok((slot, ldap, true))
+    }
+
+    /// Forgets a connection that failed, so the next use makes a new one.
+    async fn discard(&self, slot: usize) {
+        if let Some(mut old) = self.pool[slot].lock().await.take() {
+            let _ = old.unbind().await;
+        }
+    }
+
+    /// Looks `username` up, retrying once on a fresh connection when a kept one failed
+    /// (the directory restarted since).
+    async fn lookup(&self, username: &str) -> Result<Option<Found>, AuthError> {
+        let (slot, mut ldap, fresh) = self.connection().await?;
+        match self.lookup_on(&mut ldap, username).await {
+            Err(_) if !fresh => {
+                self.discard(slot).await;
+                let (slot, mut ldap, _) = self.connection().await?;
+                let found = self.lookup_on(&mut ldap, username).await;
+                if found.is_err() {
+                    self.discard(slot).await;
+                }
+                found
+            }
+            Err(e) => {
+                self.discard(slot).await;
+                Err(e)
+            }
+            ok => ok,
+        }
+    }
+
+    async fn search(
+        &self,
+        ldap: &mut Ldap,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: Vec<&str>,
+    ) -> Result<Vec<SearchEntry>, AuthError> {
+        let (entries, _) = ldap
+            .search(base, scope, filter, attrs)
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| self.unavailable("search failed", e))?;
+        Ok(entries.into_iter().map(SearchEntry::construct).collect())
+    }
+
+    async fn lookup_on(&self, ldap: &mut Ldap, username: &str) -> Result<Option<Found>, AuthError> {
+        let c = &self.config;
+        let filter = c.user_filter.replace("{username}", &ldap_escape(username));
+        let mut attrs: Vec<&str> = c.attributes.iter().map(String::as_str).collect();
+        if c.group_filter.is_none() {
+            attrs.push(&c.group_attribute);
+        }
+        if attrs.is_empty() {
+            attrs.push("1.1");
+        }
+        let mut users = self
+            .search(ldap, &c.base_dn, Scope::Subtree, &filter, attrs)
+            .await?;
+        let user = match users.len() {
+            0 => return Ok(None),
+            1 => users.remove(0),
+            n => {
+                return Err(AuthError::Unavailable(format!(
+                    "directory {}: the user filter matched {n} entries",
+                    c.url
+                )));
+            }
+        };
+        let mut groups = BTreeSet::new();
+        let mut queue: VecDeque<(String, usize)> = VecDeque::new();
+        match &c.group_filter {
+            None => queue.extend(
+                attribute(&user, &c.group_attribute)
+                    .iter()
+                    .map(|g| (g.clone(), 1)),
+            ),
+            Some(_) => queue.extend(
+                self.groups_of(ldap, &user.dn)
+                    .await?
+                    .into_iter()
+                    .map(|g| (g, 1)),
+            ),
+        }
+        let mut seen: HashSet<String> = HashSet::new();
+        while let Some((group, depth)) = queue.pop_front() {
+            if !seen.insert(group.to_ascii_lowercase()) {
+                continue;
+            }
+            groups.insert(group.clone());
+            if c.nested_groups && depth < MAX_NESTING {
+                let parents = match &c.group_filter {
+                    Some(_) => self.groups_of(ldap, &group).await?,
+                    None => self
+                        .search(
+                            ldap,
+                            &group,
+                            Scope::Base,
+                            "(objectClass=*)",
+                            vec![c.group_attribute.as_str()],
+                        )
+                        .await?
+                        .first()
+                        .map(|g| attribute(g, &c.group_attribute).to_vec())
+                        .unwrap_or_default(),
+                };
+                queue.extend(parents.into_iter().map(|p| (p, depth + 1)));
+            }
+        }
+        let attributes = c
+            .attributes
+            .iter()
+            .map(|name| (name.clone(), attribute(&user, name).to_vec()))
+            .filter(|(_, values)| !values.is_empty())
+            .collect();
+        Ok(Some(Found { groups, attributes }))
+    }
+
+    /// The DNs of the groups whose `group_filter` names `member_dn`.
+    async fn groups_of(&self, ldap: &mut Ldap, member_dn: &str) -> Result<Vec<String>, AuthError> {
+        let (Some(filter), Some(base)) = (&self.config.group_filter, &self.config.group_base_dn)
+        else {
+            return Ok(Vec::new());
+        };
+        let filter = filter.replace("{user_dn}", &ldap_escape(member_dn));
+        let found = self
+            .search(ldap, base, Scope::Subtree, &filter, vec!["1.1"])
+            .await?;
+        Ok(found.into_iter().map(|e| e.dn).collect())
+    }
+
+    /// The role a group's DN gives.
+    fn role_of(&self, group_dn: &str) -> Option<String> {
+        match self.config.role_from {
+            RoleFrom::Cn => common_name(group_dn),
+            RoleFrom::Path => path_below(group_dn, self.config.group_base_dn.as_deref()?),
+        }
+    }
+}
+
+/// An attribute's values, whatever the case of its name in the entry.
+fn attribute<'a>(entry: &'a SearchEntry, name: &str) -> &'a [String] {
+    entry
+        .attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map_or(&[], |(_, v)| v.as_slice())
+}
+
+#[async_trait]
+impl Augmenter for LdapAugmenter {
+    fn name(&self) -> String {
+        format!("ldap {}", self.config.url)
+    }
+
+    fn applies_to(&self, provider: &str) -> bool {
+        applies(&self.config.providers, provider)
+    }
+
+    async fn augment(&self, identity: &mut Identity) -> Result<(), AuthError> {
+        let found = match tokio::time::timeout(self.config.timeout, self.lookup(&identity.username))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(AuthError::Unavailable(format!(
+                "directory {}: no answer within {} ms",
+                self.config.url,
+                self.config.timeout.as_millis()
+            ))),
+        };
+        self.health.record(&found);
+        let Some(found) = found? else {
+            if self.config.required {
+                tracing::info!(user = identity.username, "not in the directory: refused");
+                return Err(AuthError::Forbidden("an entry in the directory".into()));
+            }
+            return Ok(());
+        };
+        let roles: Vec<String> = found
+            .groups
+            .iter()
+            .filter_map(|g| self.role_of(g))
+            .collect();
+        identity.roles = identity
+            .roles
+            .iter()
+            .chain(roles.iter().map(String::as_str))
+            .collect();
+        for (name, mut values) in found.attributes {
+            let value = if values.len() == 1 {
+                AttributeValue::One(values.remove(0))
+            } else {
+                AttributeValue::Many(values)
+            };
+            identity.attributes.insert(name, value);
+        }
+        Ok(())
+    }
+
+    fn cache_ttl(&self) -> Option<Duration> {
+        self.config.cache_ttl
+    }
+
+    fn health(&self) -> Option<&Health> {
+        Some(&self.health)
+    }
+
+    async fn check(&self) -> Result<(), Unhealthy> {
+        self.health
+            .check(async {
+                let (slot, mut ldap, _) =
+                    self.connection().await.map_err(|e| Unhealthy::from(&e))?;
+                let probe = self
+                    .search(
+                        &mut ldap,
+                        &self.config.base_dn,
+                        Scope::Base,
+                        "(objectClass=*)",
+                        vec!["1.1"],
+                    )
+                    .await;
+                if probe.is_err() {
+                    self.discard(slot).await;
+                }
+                probe.map(|_| ()).map_err(|e| Unhealthy::from(&e))
+            })
+            .await
+    }
+}
