@@ -6,7 +6,9 @@ pub mod astakos;
 pub mod backends;
 pub mod caddy;
 pub mod keystone;
+pub mod ldap;
 pub mod oidc;
+pub mod whoami;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener as StdListener};
