@@ -470,9 +470,7 @@ mod tests {
             (
                 200,
                 r#"{"uid": "alice", "email": "a@example.org"}"#.into(),
-                Ok(format!(
-                    "remote:https%3A//api.example.org/v1/who-am-i:alice"
-                )),
+                Ok("remote:https%3A//api.example.org/v1/who-am-i:alice".to_owned()),
             ),
             (401, "{}".into(), rejected.clone()),
             (403, "".into(), rejected.clone()),
