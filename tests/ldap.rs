@@ -199,6 +199,30 @@ async fn ldap_groups_by_member_of() {
         .unwrap();
     assert_eq!(resp.status(), 403);
 
+    // `authgate policy check` sees the directory's roles too.
+    let out = authgate.cli(
+        &[
+            "policy",
+            "check",
+            "--user",
+            "alice",
+            "--url",
+            "http://h/admin/x",
+        ],
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.starts_with("allow (rule: admin"),
+        "{stdout} {stderr}"
+    );
+    assert!(
+        stderr.contains("added by augment: Admin, admins"),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(0));
+
     // The directory down: identities that need it fail closed (503), /readyz and the
     // metric say so; back up, it works again (its kept connections are replaced).
     let up_metric = format!(

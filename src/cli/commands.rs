@@ -313,7 +313,7 @@ pub(super) async fn policy_check(
             identity
                 .attributes
                 .extend(attributes_from_pairs(&attributes).map_err(|e| input_err(e.to_string()))?);
-            Some(identity)
+            Some(augmented(config, identity).await?)
         }
     };
     let target = Target {
@@ -341,6 +341,43 @@ pub(super) async fn policy_check(
     };
     println!("{line}");
     Ok(code)
+}
+
+/// `identity` after the augmenters that apply to local users (`basic`), as a decision
+/// would see it; what they added is shown on stderr.
+async fn augmented(config: &Config, identity: Identity) -> Result<Identity, Failure> {
+    if config.augment.0.is_empty() {
+        return Ok(identity);
+    }
+    let augmenters = crate::augment::Augmenters::build(&config.augment, config.cache.max_ttl)
+        .map_err(|e| Failure::new(1, e.to_string()))?;
+    let before = identity.roles.clone();
+    let answer = crate::providers::Answer {
+        identity: Identity {
+            provider: crate::providers::BasicProvider::KIND,
+            ..identity
+        },
+        cache_ttl: None,
+    };
+    let mut identity = augmenters
+        .apply(answer)
+        .await
+        .map_err(|e| Failure::new(1, format!("augment: {e}")))?
+        .identity;
+    let added: Vec<&str> = identity
+        .roles
+        .iter()
+        .filter(|r| !before.contains(r))
+        .collect();
+    eprintln!(
+        "note: roles after augment: {}",
+        identity.roles.iter().collect::<Vec<_>>().join(", ")
+    );
+    if !added.is_empty() {
+        eprintln!("note: added by augment: {}", added.join(", "));
+    }
+    identity.provider = "cli";
+    Ok(identity)
 }
 
 /// Reads one line from stdin (prompting on a terminal); the trailing newline is dropped.
