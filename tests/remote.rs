@@ -210,6 +210,24 @@ async fn remote_tokens_are_asked_at_the_who_am_i_service() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 
+    // `authgate whoami` asks the running server.
+    let base = authgate.url("");
+    let out = authgate.cli(
+        &["whoami", "--token", "-", "--url", &base],
+        Some("tok-alice\n"),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let me: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(me["username"], "alice");
+    assert_eq!(me["roles"], json!(["from-static", "staff"]));
+    let out = authgate.cli(&["whoami", "--token", "tok-403", "--url", &base], None);
+    assert_eq!(out.status.code(), Some(1));
+
     // The URL with the token is never logged.
     let logs = authgate.log_text();
     for token in ["tok-alice", "tok-500", "tok-slow", "tok%2Bodd", "tok-html"] {

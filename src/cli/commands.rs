@@ -380,6 +380,45 @@ async fn augmented(config: &Config, identity: Identity) -> Result<Identity, Fail
     Ok(identity)
 }
 
+/// `authgate whoami`: the running server's `GET /whoami` for `token`.
+pub(super) async fn whoami(config: &Config, token: &str, url: Option<&str>) -> Result<u8, Failure> {
+    /// EX_UNAVAILABLE.
+    const EXIT_UNAVAILABLE: u8 = 69;
+    let token = match token {
+        "-" => read_secret("Token: ")?,
+        t => Secret::new(t),
+    };
+    let base = match url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => {
+            let mut listen = config.server.listen;
+            if listen.ip().is_unspecified() {
+                listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{listen}")
+        }
+    };
+    let unavailable = |e: String| Failure::new(EXIT_UNAVAILABLE, e);
+    let response = reqwest::Client::new()
+        .get(format!("{base}/whoami"))
+        .bearer_auth(token.expose())
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| unavailable(format!("cannot ask {base}: {}", e.without_url())))?;
+    let status = response.status();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| unavailable(format!("{base} answer cut short: {e}")))?;
+    println!("{body}");
+    match status.as_u16() {
+        200 => Ok(0),
+        401 | 403 => Ok(1),
+        other => Err(unavailable(format!("{base} answered {other}"))),
+    }
+}
+
 /// Reads one line from stdin (prompting on a terminal); the trailing newline is dropped.
 fn read_secret(prompt: &str) -> Result<Secret, Failure> {
     let stdin = std::io::stdin();

@@ -20,7 +20,7 @@ use crate::telemetry::LogConfig;
 /// Exit code for a bad configuration (EX_USAGE).
 mod commands;
 
-use commands::{keys, policy_check, token, user};
+use commands::{keys, policy_check, token, user, whoami};
 
 const EXIT_CONFIG: u8 = 64;
 /// Exit code for bad command input (EX_DATAERR).
@@ -74,6 +74,18 @@ enum Command {
     /// Ask the route policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Ask a running authgate who a credential is (its `GET /whoami`): the identity as the
+    /// policy sees it, as JSON. Exit 0 when valid, 1 when not (401/403), 69 when it could not
+    /// be asked.
+    Whoami {
+        /// The token (sent as Bearer); `-` reads it from stdin (keeps it out of `ps`).
+        #[arg(long)]
+        token: String,
+        /// The server's base URL; default: `http://` and `server.listen` (127.0.0.1 for an
+        /// unspecified address).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 /// How a command that changes the store opens it.
@@ -316,6 +328,7 @@ async fn run(command: Command, config: Config, access: AccessLog) -> Result<u8, 
             method,
             url,
         }) => policy_check(&config, user, roles, scopes, attributes, &method, &url).await,
+        Command::Whoami { token, url } => whoami(&config, &token, url.as_deref()).await,
     }
 }
 
