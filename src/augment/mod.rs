@@ -212,6 +212,62 @@ mod tests {
         assert!(!a.identity.attributes.contains_key("tier"));
     }
 
+    /// An augmenter with its own cache_ttl, failing for one user.
+    struct Timed(Duration);
+
+    #[async_trait]
+    impl Augmenter for Timed {
+        fn name(&self) -> String {
+            "timed".into()
+        }
+        fn applies_to(&self, provider: &str) -> bool {
+            provider != "jwt"
+        }
+        async fn augment(&self, identity: &mut Identity) -> Result<(), AuthError> {
+            if identity.username == "down" {
+                return Err(AuthError::Unavailable("directory down".into()));
+            }
+            identity.roles = identity.roles.union(&["timed"].into());
+            Ok(())
+        }
+        fn cache_ttl(&self) -> Option<Duration> {
+            Some(self.0)
+        }
+    }
+
+    #[tokio::test]
+    async fn augmenters_cap_the_cache_lifetime_and_fail_closed() {
+        let augmenters = |ttl| Augmenters {
+            list: vec![Arc::new(Timed(ttl))],
+            max_ttl: Duration::from_secs(10),
+        };
+        let short = augmenters(Duration::from_secs(3));
+        // (provider's cache_ttl, augmenter's, kept for)
+        let cases = [
+            (None, 3, Some(3)),
+            (Some(2), 3, Some(2)),
+            (Some(60), 3, Some(3)),
+            (None, 30, Some(10)),
+        ];
+        for (provider, augmenter, want) in cases {
+            let mut a = answer("basic", "alice");
+            a.cache_ttl = provider.map(Duration::from_secs);
+            let got = augmenters(Duration::from_secs(augmenter))
+                .apply(a)
+                .await
+                .unwrap();
+            assert_eq!(got.cache_ttl, want.map(Duration::from_secs));
+            assert!(got.identity.roles.contains("timed"));
+        }
+        // Not applied: unchanged.
+        let a = short.apply(answer("jwt", "alice")).await.unwrap();
+        assert_eq!(a.cache_ttl, None);
+        assert!(!a.identity.roles.contains("timed"));
+        // A failure is the request's failure, never "no roles".
+        let err = short.apply(answer("basic", "down")).await.err();
+        assert_eq!(err, Some(AuthError::Unavailable("directory down".into())));
+    }
+
     #[test]
     fn bad_entries_name_their_key() {
         use serde_json::json;
