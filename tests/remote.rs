@@ -258,7 +258,7 @@ providers:
     url: "{}"
     method: POST
     token_header: X-ECMWF-Key
-    credential: [x-auth-token]
+    credential: [X-ECMWF-Key]
     claims: {{ username: [user.name], roles: [groups] }}
 policy:
   default: deny
@@ -287,6 +287,41 @@ policy:
     // Bearer is not a form this provider takes.
     assert_eq!(status(&authgate, "key-1").await, 401);
     assert_eq!(service.requests().await.len(), 1);
+    // The token in X-ECMWF-Key (the form `credential:` names); sent twice: 401.
+    service
+        .set(json!({"key-2": {"body": {"user": {"name": "frank"}, "groups": ["staff"]}}}))
+        .await;
+    let with_key = |values: &[&str]| {
+        let mut r = http
+            .get(authgate.url("/auth"))
+            .header("X-Original-URI", "/data")
+            .header("X-Original-Method", "GET");
+        for v in values {
+            r = r.header("X-ECMWF-Key", *v);
+        }
+        r.send()
+    };
+    let resp = with_key(&["key-2"]).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-auth-request-user"], "frank");
+    assert_eq!(
+        service.requests().await.last().unwrap()["headers"]["x-ecmwf-key"],
+        "key-2"
+    );
+    let resp = with_key(&["key-2", "key-1"]).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["reason"], "more than one token header");
+    let me: Value = http
+        .get(authgate.url("/whoami"))
+        .header("X-ECMWF-Key", "key-2")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["username"], "frank");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -265,6 +265,8 @@ fn foreign_identity(
 pub struct Chain {
     providers: Vec<Arc<dyn Provider>>,
     query_token: bool,
+    /// Headers `remote` providers take a token from (`credential: [X-ECMWF-Key]`).
+    token_headers: Vec<http::HeaderName>,
 }
 
 impl Chain {
@@ -284,6 +286,7 @@ impl Chain {
             .collect();
         let mut jwt_left = jwt.iter();
         let mut providers: Vec<Arc<dyn Provider>> = Vec::with_capacity(configs.len());
+        let mut token_headers = Vec::new();
         for (i, c) in configs.iter().enumerate() {
             let key = format!("providers[{i}]");
             providers.push(match c {
@@ -302,7 +305,9 @@ impl Chain {
                     Arc::new(IntrospectProvider::new(c, &key, client.clone())?)
                 }
                 ProviderConfig::Remote(r) => {
-                    Arc::new(RemoteProvider::new(r, &key, client.clone())?)
+                    let remote = RemoteProvider::new(r, &key, client.clone())?;
+                    token_headers.extend(remote.token_headers().cloned());
+                    Arc::new(remote)
                 }
                 ProviderConfig::Offline(o) => {
                     let verifier =
@@ -327,7 +332,14 @@ impl Chain {
         Ok(Self {
             providers,
             query_token,
+            token_headers,
         })
+    }
+
+    /// Headers besides `Authorization` and `X-Auth-Token` that may carry a token (read as
+    /// an `X-Auth-Token` one).
+    pub fn token_headers(&self) -> &[http::HeaderName] {
+        &self.token_headers
     }
 
     /// Whether a token may come from `?X-Auth-Token=` of the original URL.

@@ -81,14 +81,52 @@ pub enum RemoteMethod {
     Post,
 }
 
-/// One incoming credential form a `remote` provider takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// One incoming credential form a `remote` provider takes: `bearer`, `x-auth-token`, or
+/// the name of a header that holds the bare token (`X-ECMWF-Key`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum CredentialForm {
     /// `Authorization: Bearer <token>`.
     Bearer,
     /// `X-Auth-Token: <token>`.
     XAuthToken,
+    /// `<header>: <token>`; the token is then handled as an `X-Auth-Token` one.
+    Header(http::HeaderName),
+}
+
+impl TryFrom<String> for CredentialForm {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        if value.eq_ignore_ascii_case("bearer") {
+            return Ok(Self::Bearer);
+        }
+        if value.eq_ignore_ascii_case("x-auth-token") {
+            return Ok(Self::XAuthToken);
+        }
+        let name = http::HeaderName::from_bytes(value.as_bytes())
+            .map_err(|_| format!("'{value}' is neither bearer, x-auth-token nor a header name"))?;
+        // Headers that carry other things (or other credentials) cannot hold the token.
+        const TAKEN: &[&str] = &[
+            "authorization",
+            "cookie",
+            "host",
+            "x-storage-token",
+            "x-service-token",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-uri",
+            "x-forwarded-method",
+            "x-forwarded-proto",
+            "x-original-uri",
+            "x-original-url",
+            "x-original-method",
+        ];
+        if TAKEN.contains(&name.as_str()) || name.as_str().starts_with("x-auth-request-") {
+            return Err(format!("'{value}' cannot carry the token"));
+        }
+        Ok(Self::Header(name))
+    }
 }
 
 fn default_credential() -> Vec<CredentialForm> {
@@ -208,6 +246,14 @@ pub struct RemoteProvider {
 impl RemoteProvider {
     /// Type name.
     pub const KIND: &'static str = "remote";
+
+    /// The headers named in `credential:` that carry a token.
+    pub fn token_headers(&self) -> impl Iterator<Item = &http::HeaderName> {
+        self.config.credential.iter().filter_map(|f| match f {
+            CredentialForm::Header(h) => Some(h),
+            _ => None,
+        })
+    }
 
     /// Builds the provider; reads `ca_file` when there is one (`key` names the entry).
     pub fn new(
@@ -345,17 +391,23 @@ impl Provider for RemoteProvider {
     }
 
     fn accepts(&self, credential: &Credential) -> bool {
-        let form = match credential {
-            Credential::Bearer(t) | Credential::AuthToken(t)
-                if t.expose().starts_with(crate::secret::API_TOKEN_PREFIX) =>
-            {
-                // authgate's own API tokens never go to the service.
-                return false;
-            }
-            Credential::Bearer(_) => CredentialForm::Bearer,
-            Credential::AuthToken(_) => CredentialForm::XAuthToken,
-            Credential::Basic { .. } => return false,
-        };
+        let form =
+            match credential {
+                Credential::Bearer(t) | Credential::AuthToken(t)
+                    if t.expose().starts_with(crate::secret::API_TOKEN_PREFIX) =>
+                {
+                    // authgate's own API tokens never go to the service.
+                    return false;
+                }
+                Credential::Bearer(_) => CredentialForm::Bearer,
+                // A named header's token arrives as an X-Auth-Token one.
+                Credential::AuthToken(_) => {
+                    return self.config.credential.iter().any(|f| {
+                        matches!(f, CredentialForm::XAuthToken | CredentialForm::Header(_))
+                    });
+                }
+                Credential::Basic { .. } => return false,
+            };
         self.config.credential.contains(&form)
     }
 
@@ -567,6 +619,27 @@ mod tests {
         let p = provider(json!({"url": "https://a.example.org/?t={token}",
                                 "credential": ["x-auth-token"]}));
         assert!(!p.accepts(&bearer) && p.accepts(&x_auth));
+        let p = provider(json!({"url": "https://a.example.org/?t={token}",
+                                "credential": ["X-ECMWF-Key"]}));
+        assert!(!p.accepts(&bearer) && p.accepts(&x_auth));
+        assert_eq!(
+            p.token_headers().map(|h| h.as_str()).collect::<Vec<_>>(),
+            ["x-ecmwf-key"]
+        );
+        // Headers that carry other things cannot be named.
+        for bad in [
+            "Authorization",
+            "Cookie",
+            "X-Auth-Request-User",
+            "bad header",
+            "X-Original-URI",
+        ] {
+            let config = json!({"url": "https://a.example.org/?t={token}", "credential": [bad]});
+            assert!(
+                serde_json::from_value::<RemoteConfig>(config).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -12,7 +12,6 @@ use super::decide::{Endpoint, Outcome};
 use super::respond::Rejection;
 use super::{App, Body};
 use crate::cache::Verdict;
-use crate::credential;
 use crate::providers::AuthContext;
 use crate::reply::json_response;
 
@@ -34,7 +33,7 @@ impl App {
                 .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
             return r;
         }
-        let rejection = match credential::extract(&parts.headers) {
+        let rejection = match self.credential_of(&parts.headers) {
             Ok(Some(credential)) => {
                 let client_ip = crate::forward::client_ip(&parts.headers, peer.ip(), &self.trusted)
                     .unwrap_or(peer.ip());
