@@ -297,3 +297,33 @@ async fn ldap_group_search_nested_paths_and_refused_bind() {
     .await;
     assert!(logged, "{}", authgate.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ldap_over_tls_and_starttls() {
+    let dir = tempfile::tempdir().unwrap();
+    let slapd = Slapd::start(dir.path());
+    let service = WhoAmI::start();
+    users(&service).await;
+    let password = dir.path().join("bind-password");
+    std::fs::write(&password, READER_PASSWORD).unwrap();
+    let ca = format!("    ca_file: \"{}\"\n", slapd.ca_file().display());
+    // (url, extra lines, status for alice)
+    let cases = [
+        (slapd.ldaps_url(), ca.clone(), 200),
+        (slapd.url(), format!("{ca}    starttls: true\n"), 200),
+        // The test CA is not among the system's roots: the certificate is refused.
+        (slapd.ldaps_url(), String::new(), 503),
+        (slapd.url(), "    starttls: true\n".to_owned(), 503),
+    ];
+    for (i, (url, extra, want)) in cases.into_iter().enumerate() {
+        let case_dir = dir.path().join(format!("case{i}"));
+        std::fs::create_dir_all(&case_dir).unwrap();
+        let sections = sections(&service, &slapd, &password, &extra).replace(&slapd.url(), &url);
+        let authgate = Authgate::start(&write_config(&case_dir, &sections));
+        let resp = auth(&authgate, "/admin", "tok-alice").await;
+        assert_eq!(resp.status(), want, "case {i}: {url} {extra}");
+        if want == 200 {
+            assert_eq!(roles(&resp), "Admin,admins");
+        }
+    }
+}

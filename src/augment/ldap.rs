@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -38,6 +39,10 @@ pub struct LdapConfig {
     /// Upgrade an `ldap://` connection with StartTLS.
     #[serde(default)]
     pub starttls: bool,
+    /// A PEM file of the CA certificates that sign the directory's TLS certificate
+    /// (`ldaps://`, StartTLS); default: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// The DN authgate binds as (anonymous when absent).
     #[serde(default)]
     pub bind_dn: Option<String>,
@@ -149,10 +154,43 @@ impl LdapConfig {
         if self.timeout.is_zero() {
             return Err(bad("timeout", "must be more than 0s"));
         }
+        self.tls(key)?;
         if !(1..=16).contains(&self.pool_size) {
             return Err(bad("pool_size", "must be between 1 and 16"));
         }
         self.password(key).map(|_| ())
+    }
+
+    /// The TLS client configuration trusting `ca_file` only, when one is given.
+    fn tls(&self, key: &str) -> Result<Option<Arc<rustls::ClientConfig>>, ConfigError> {
+        let Some(path) = &self.ca_file else {
+            return Ok(None);
+        };
+        let bad = |reason: String| {
+            ConfigError::invalid(
+                format!("{key}.ca_file"),
+                format!("{}: {reason}", path.display()),
+            )
+        };
+        let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for block in pem::parse_many(&text).map_err(|e| bad(e.to_string()))? {
+            if block.tag() == "CERTIFICATE" {
+                roots
+                    .add(block.into_contents().into())
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        if roots.is_empty() {
+            return Err(bad("no certificate in it".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Some(Arc::new(config)))
     }
 
     fn password(&self, key: &str) -> Result<Option<Secret>, ConfigError> {
@@ -186,6 +224,7 @@ struct Found {
 pub struct LdapAugmenter {
     config: LdapConfig,
     password: Option<Secret>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// Bound connections, reused round robin; `None` until first used or after a failure.
     pool: Vec<tokio::sync::Mutex<Option<Ldap>>>,
     next: AtomicUsize,
@@ -197,6 +236,7 @@ impl LdapAugmenter {
     pub fn new(config: &LdapConfig, key: &str) -> Result<Self, ConfigError> {
         Ok(Self {
             password: config.password(key)?,
+            tls: config.tls(key)?,
             pool: (0..config.pool_size.max(1))
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
@@ -212,9 +252,12 @@ impl LdapAugmenter {
 
     /// A new connection, bound as `bind_dn`.
     async fn connect(&self) -> Result<Ldap, AuthError> {
-        let settings = LdapConnSettings::new()
+        let mut settings = LdapConnSettings::new()
             .set_conn_timeout(self.config.timeout)
             .set_starttls(self.config.starttls);
+        if let Some(tls) = &self.tls {
+            settings = settings.set_config(tls.clone());
+        }
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.config.url)
             .await
             .map_err(|e| self.unavailable("cannot connect", e))?;

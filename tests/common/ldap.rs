@@ -91,7 +91,86 @@ member: cn=devs,ou=groups,dc=example,dc=org
 pub struct Slapd {
     child: Option<Child>,
     pub port: u16,
+    /// The ldaps:// port (a certificate for 127.0.0.1 signed by [`Slapd::ca_file`]).
+    pub tls_port: u16,
     dir: PathBuf,
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signs, made with the openssl command.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl (installed by scripts/test.sh)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=authgate test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "key.pem",
+                "-out",
+                "req.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
 }
 
 fn slapd_binary() -> &'static str {
@@ -108,6 +187,7 @@ impl Slapd {
     pub fn start(dir: &Path) -> Self {
         let dir = dir.join("slapd");
         std::fs::create_dir_all(dir.join("db")).unwrap();
+        make_certificates(&dir);
         let d = dir.display();
         let conf = format!(
             "include /etc/ldap/schema/core.schema\n\
@@ -119,13 +199,16 @@ impl Slapd {
              rootdn \"{ADMIN_DN}\"\nrootpw {ADMIN_PASSWORD}\ndirectory {d}/db\n\
              overlay memberof\nmemberof-group-oc groupOfNames\nmemberof-member-ad member\n\
              memberof-memberof-ad memberOf\nmemberof-refint TRUE\n\
-             access to * by dn.exact=\"{READER_DN}\" read by * auth\n"
+             access to * by dn.exact=\"{READER_DN}\" read by * auth\n\
+             TLSCACertificateFile {d}/ca.pem\nTLSCertificateFile {d}/cert.pem\n\
+             TLSCertificateKeyFile {d}/key.pem\n"
         );
         std::fs::write(dir.join("slapd.conf"), conf).unwrap();
         std::fs::write(dir.join("seed.ldif"), SEED).unwrap();
         let mut slapd = Self {
             child: None,
             port: 0,
+            tls_port: 0,
             dir,
         };
         slapd.run(false);
@@ -156,11 +239,13 @@ impl Slapd {
         for _ in 0..5 {
             if !same_port {
                 self.port = super::free_port();
+                self.tls_port = super::free_port();
             }
+            let listen = format!("{} {}", self.url(), self.ldaps_url());
             let mut child = Command::new(slapd_binary())
                 .arg("-f")
                 .arg(self.dir.join("slapd.conf"))
-                .args(["-h", &self.url(), "-d", "0"])
+                .args(["-h", &listen, "-d", "0"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -184,6 +269,15 @@ impl Slapd {
 
     pub fn url(&self) -> String {
         format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ldaps_url(&self) -> String {
+        format!("ldaps://127.0.0.1:{}", self.tls_port)
+    }
+
+    /// The CA that signs the directory's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 
     /// Stops slapd: connections are refused until [`Slapd::restart`].
