@@ -8,6 +8,7 @@
 
 mod dn;
 mod ldap;
+mod ldap_config;
 mod rules;
 
 use std::sync::Arc;
