@@ -372,3 +372,34 @@ fn authgate_unix_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// A service over TLS: trusted through `ca_file`; without it, its certificate is refused
+/// and the request fails closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_service_over_tls_with_a_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    common::ldap::make_certificates(&certs);
+    let service = WhoAmI::start_tls(&certs.join("cert.pem"), &certs.join("key.pem"));
+    service
+        .set(json!({"tok-tls": {"body": {"uid": "alice", "groups": ["staff"]}}}))
+        .await;
+    for (i, (ca, want)) in [(true, 200), (false, 503)].into_iter().enumerate() {
+        let case = dir.path().join(format!("case{i}"));
+        std::fs::create_dir_all(&case).unwrap();
+        let mut sections = sections(&service);
+        if ca {
+            sections = sections.replace(
+                "    timeout: 700ms\n",
+                &format!(
+                    "    timeout: 700ms\n    ca_file: \"{}\"\n",
+                    certs.join("ca.pem").display()
+                ),
+            );
+        }
+        assert!(sections.contains("https://127.0.0.1"));
+        let authgate = Authgate::start(&write_config(&case, &sections));
+        assert_eq!(status(&authgate, "tok-tls").await, want, "ca_file: {ca}");
+    }
+}

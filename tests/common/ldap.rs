@@ -97,7 +97,7 @@ pub struct Slapd {
 }
 
 /// A CA and a server certificate for 127.0.0.1 it signs, made with the openssl command.
-fn make_certificates(dir: &Path) {
+pub fn make_certificates(dir: &Path) {
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)

@@ -12,14 +12,27 @@ use serde_json::Value;
 pub struct WhoAmI {
     child: Child,
     pub addr: SocketAddr,
+    tls: bool,
 }
 
 impl WhoAmI {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Over TLS with `cert` and `key` (PEM files).
+    pub fn start_tls(cert: &Path, key: &Path) -> Self {
+        let mut s = Self::start_with(&[cert, key]);
+        s.tls = true;
+        s
+    }
+
+    fn start_with(tls: &[&Path]) -> Self {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/whoami/server.py");
         let mut child = Command::new("python3")
             .arg(script)
             .arg("0")
+            .args(tls)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -36,18 +49,33 @@ impl WhoAmI {
         Self {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            tls: false,
         }
     }
 
     /// The who-am-i endpoint.
     pub fn url(&self) -> String {
-        format!("http://{}/who-am-i", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/who-am-i", self.addr)
+    }
+
+    /// A client for its test endpoints (trusting any certificate: test set-up only).
+    fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap()
+    }
+
+    fn base(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Adds tokens: token -> {"status", "body", "delay"}.
     pub async fn set(&self, tokens: Value) {
-        let r = reqwest::Client::new()
-            .post(format!("http://{}/_tokens", self.addr))
+        let r = Self::client()
+            .post(format!("{}/_tokens", self.base()))
             .json(&tokens)
             .send()
             .await
@@ -57,7 +85,9 @@ impl WhoAmI {
 
     /// Every request `/who-am-i` received, in order.
     pub async fn requests(&self) -> Vec<Value> {
-        reqwest::get(format!("http://{}/_requests", self.addr))
+        Self::client()
+            .get(format!("{}/_requests", self.base()))
+            .send()
             .await
             .unwrap()
             .json()

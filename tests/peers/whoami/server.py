@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A small who-am-i service for authgate's tests (ECMWF API style), Python stdlib only.
 
-It listens on 127.0.0.1 (port from argv[1], 0 for a free one), prints `listening <port>` on
+It listens on 127.0.0.1 (port from argv[1], 0 for a free one; with argv[2] and argv[3], a
+PEM certificate and key, over TLS), prints `listening <port>` on
 stdout, and answers `/who-am-i` (any method) from a table of tokens that the test sets with
 `POST /_tokens` (a JSON object: token -> {"status": int, "body": object or string,
 "delay": seconds}). The token is read from the `token` query parameter, the `X-ECMWF-Key`
@@ -80,6 +81,11 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
     server.daemon_threads = True
+    if len(sys.argv) > 3:
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(sys.argv[2], sys.argv[3])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print("listening", server.server_address[1], flush=True)
     server.serve_forever()
 
