@@ -13,6 +13,10 @@ command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missi
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # The browser tests drive Debian's chromium (with playwright-core, below).
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
+# tests/ldap.rs starts its own OpenLDAP slapd (with a generated config) on a free port and
+# seeds it with ldapadd.
+command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || missing+=(slapd)
+command -v ldapadd >/dev/null 2>&1 || missing+=(ldap-utils)
 # Debian's python3 makes virtualenvs only with python3-venv (ensurepip) installed.
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # tests/deploy.rs checks deploy/systemd/authgate.service with systemd-analyze verify (no

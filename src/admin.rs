@@ -12,6 +12,7 @@ use http_body_util::Full;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::augment::Augmenters;
 use crate::cache::DecisionCache;
 use crate::metrics::Metrics;
 use crate::mint::Minter;
@@ -48,6 +49,8 @@ pub struct AdminView<'a> {
     pub store: &'a dyn Store,
     /// The providers (their services reachable?).
     pub chain: &'a Chain,
+    /// The augmenters (their directories reachable?).
+    pub augmenters: &'a Augmenters,
     /// The signing keys (loaded?).
     pub minter: &'a Minter,
     /// Shutting down: `/readyz` answers 503 so that load balancers stop sending.
@@ -75,10 +78,12 @@ pub async fn handle<B>(app: &AdminView<'_>, req: &Request<B>) -> Response<Body> 
             json!({"status": "draining"}),
         ),
         "/readyz" => {
-            let (store, providers) = tokio::join!(
+            let (store, mut providers, augmenters) = tokio::join!(
                 tokio::time::timeout(READY_TIMEOUT, app.store.ping()),
-                app.chain.check(READY_TIMEOUT)
+                app.chain.check(READY_TIMEOUT),
+                app.augmenters.check(READY_TIMEOUT)
             );
+            providers.extend(augmenters);
             let store_state = match store {
                 Ok(Ok(())) => "ok",
                 Ok(Err(StoreError::Gone { .. })) => "store file is gone",

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::admin::AdminConfig;
 use crate::astakos_api::AstakosApiConfig;
+use crate::augment::AugmentConfig;
 use crate::cache::CacheConfig;
 use crate::mint::MintConfig;
 use crate::policy::{HeaderMode, Policy};
@@ -38,6 +39,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Providers, tried in this order.
     pub providers: ProvidersConfig,
+    /// Augmenters: roles and attributes added after any provider, in this order.
+    pub augment: AugmentConfig,
     /// Route policy, parsed once here.
     pub policy: Policy,
     /// Astakos-compatible validation of authgate's own tokens.
@@ -85,6 +88,7 @@ impl Config {
             mint: &self.mint,
             cache: &self.cache,
             providers: &self.providers,
+            augment: &self.augment,
             policy: &self.policy,
             astakos_api: &self.astakos_api,
             headers: self.headers,
@@ -106,6 +110,7 @@ impl Config {
         self.mint.validate()?;
         self.cache.validate()?;
         self.providers.validate()?;
+        self.augment.validate()?;
         self.astakos_api.validate()?;
         self.log.validate()?;
         self.portal.validate()?;
@@ -210,6 +215,47 @@ mod tests {
             "{:?}",
             config.store
         );
+    }
+
+    /// The example's commented `remote` providers and augmenters, each uncommented alone.
+    #[test]
+    fn the_example_remote_and_augment_entries_are_valid() {
+        let text = include_str!("../config.example.yaml");
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("ldap-password");
+        std::fs::write(&password, "pw").unwrap();
+        let mut blocks: Vec<String> = Vec::new();
+        let mut current: Option<String> = None;
+        for line in text.lines() {
+            let uncommented = line.strip_prefix("  # ").map(|rest| format!("  {rest}\n"));
+            let starts = ["- type: remote", "- type: static", "- type: ldap"]
+                .iter()
+                .any(|t| line.strip_prefix("  # ").is_some_and(|r| r.starts_with(t)));
+            if starts {
+                blocks.extend(current.take());
+                current = uncommented;
+            } else if let Some(block) = current.as_mut() {
+                match uncommented.filter(|_| line.starts_with("  #   ")) {
+                    Some(l) => block.push_str(&l),
+                    None => blocks.extend(current.take()),
+                }
+            }
+        }
+        blocks.extend(current);
+        assert_eq!(blocks.len(), 4, "{blocks:?}");
+        for block in blocks {
+            let block = block.replace(
+                "/run/secrets/ldap-password",
+                &password.display().to_string(),
+            );
+            let section = if block.contains("type: remote") {
+                "providers"
+            } else {
+                "augment"
+            };
+            let config = Config::from_yaml(&format!("{section}:\n{block}"));
+            assert!(config.is_ok(), "{block}: {config:?}");
+        }
     }
 
     #[test]

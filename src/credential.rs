@@ -145,6 +145,17 @@ pub fn service_token(headers: &HeaderMap) -> Result<Option<Secret>, CredentialEr
     .transpose()
 }
 
+/// The token in the header `name` (one a provider names, such as `X-ECMWF-Key`), read
+/// like `X-Auth-Token`: once, visible ASCII, token syntax.
+pub fn from_named_header(
+    headers: &HeaderMap,
+    name: &http::HeaderName,
+) -> Result<Option<Secret>, CredentialError> {
+    one_header(headers, name, "token")?
+        .map(|v| parse_token(v, "token header"))
+        .transpose()
+}
+
 /// The token of `?X-Auth-Token=` in the original query (synnefo services accept it there).
 /// The query is read as a form (`application/x-www-form-urlencoded`, as Django reads it):
 /// `+` is a space, names and values are percent-decoded.

@@ -22,6 +22,7 @@
 //! - `admin`: `/metrics`, `/livez`, `/readyz`
 //! - `astakos_api`: Astakos-compatible endpoints: token validation, user catalogs
 //! - `cache`: the decision cache, interned identities, reuse budget, last uses
+//! - `augment`: roles and attributes added after any provider (static rules, LDAP)
 //! - `providers`: who a credential belongs to (api_token, basic, jwt, ...)
 //! - `mint`: signing keys and minted JWTs
 //! - `policy`: route rules and the decision
@@ -39,6 +40,7 @@
 
 pub mod admin;
 pub mod astakos_api;
+pub mod augment;
 pub mod cache;
 pub mod cli;
 pub mod config;

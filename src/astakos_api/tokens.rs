@@ -50,7 +50,9 @@ fn expiry(identity: &Identity) -> i64 {
 fn refusal(error: &AuthError) -> Result<&'static str, ()> {
     match error {
         AuthError::Expired => Ok("Authentication expired"),
-        AuthError::Invalid(_) | AuthError::Declined => Ok("Invalid token"),
+        AuthError::Invalid(_) | AuthError::Declined | AuthError::Forbidden(_) => {
+            Ok("Invalid token")
+        }
         AuthError::RateLimited { .. } | AuthError::Unavailable(_) => Err(()),
     }
 }

@@ -116,7 +116,7 @@ async fn caller(
     {
         Ok(identity) => identity,
         Err(AuthError::Expired) => return Err(unauthorized("Authentication expired")),
-        Err(AuthError::Invalid(_) | AuthError::Declined) => {
+        Err(AuthError::Invalid(_) | AuthError::Declined | AuthError::Forbidden(_)) => {
             return Err(unauthorized("Invalid X-Auth-Token"));
         }
         Err(AuthError::RateLimited { .. } | AuthError::Unavailable(_)) => {

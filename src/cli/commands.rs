@@ -321,7 +321,7 @@ pub(super) async fn policy_check(
             identity
                 .attributes
                 .extend(attributes_from_pairs(&attributes).map_err(|e| input_err(e.to_string()))?);
-            Some(identity)
+            Some(augmented(config, identity).await?)
         }
     };
     let target = Target {
@@ -349,6 +349,82 @@ pub(super) async fn policy_check(
     };
     println!("{line}");
     Ok(code)
+}
+
+/// `identity` after the augmenters that apply to local users (`basic`), as a decision
+/// would see it; what they added is shown on stderr.
+async fn augmented(config: &Config, identity: Identity) -> Result<Identity, Failure> {
+    if config.augment.0.is_empty() {
+        return Ok(identity);
+    }
+    let augmenters = crate::augment::Augmenters::build(&config.augment, config.cache.max_ttl)
+        .map_err(|e| Failure::new(1, e.to_string()))?;
+    let before = identity.roles.clone();
+    let answer = crate::providers::Answer {
+        identity: Identity {
+            provider: crate::providers::BasicProvider::KIND,
+            ..identity
+        },
+        cache_ttl: None,
+    };
+    let mut identity = augmenters
+        .apply(answer)
+        .await
+        .map_err(|e| Failure::new(1, format!("augment: {e}")))?
+        .identity;
+    let added: Vec<&str> = identity
+        .roles
+        .iter()
+        .filter(|r| !before.contains(r))
+        .collect();
+    eprintln!(
+        "note: roles after augment: {}",
+        identity.roles.iter().collect::<Vec<_>>().join(", ")
+    );
+    if !added.is_empty() {
+        eprintln!("note: added by augment: {}", added.join(", "));
+    }
+    identity.provider = "cli";
+    Ok(identity)
+}
+
+/// `authgate whoami`: the running server's `GET /whoami` for `token`.
+pub(super) async fn whoami(config: &Config, token: &str, url: Option<&str>) -> Result<u8, Failure> {
+    /// EX_UNAVAILABLE.
+    const EXIT_UNAVAILABLE: u8 = 69;
+    let token = match token {
+        "-" => read_secret("Token: ")?,
+        t => Secret::new(t),
+    };
+    let base = match url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => {
+            let mut listen = config.server.listen;
+            if listen.ip().is_unspecified() {
+                listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{listen}")
+        }
+    };
+    let unavailable = |e: String| Failure::new(EXIT_UNAVAILABLE, e);
+    let response = reqwest::Client::new()
+        .get(format!("{base}/whoami"))
+        .bearer_auth(token.expose())
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| unavailable(format!("cannot ask {base}: {}", e.without_url())))?;
+    let status = response.status();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| unavailable(format!("{base} answer cut short: {e}")))?;
+    println!("{body}");
+    match status.as_u16() {
+        200 => Ok(0),
+        401 | 403 => Ok(1),
+        other => Err(unavailable(format!("{base} answered {other}"))),
+    }
 }
 
 /// Reads one line from stdin (prompting on a terminal); the trailing newline is dropped.

@@ -21,7 +21,7 @@ use crate::telemetry::LogConfig;
 mod commands;
 mod migrate;
 
-use commands::{keys, policy_check, token, user};
+use commands::{keys, policy_check, token, user, whoami};
 use migrate::store_migrate;
 
 const EXIT_CONFIG: u8 = 64;
@@ -76,6 +76,18 @@ enum Command {
     /// Ask the route policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Ask a running authgate who a credential is (its `GET /whoami`): the identity as the
+    /// policy sees it, as JSON. Exit 0 when valid, 1 when not (401/403), 69 when it could not
+    /// be asked.
+    Whoami {
+        /// The token (sent as Bearer); `-` reads it from stdin (keeps it out of `ps`).
+        #[arg(long)]
+        token: String,
+        /// The server's base URL; default: `http://` and `server.listen` (127.0.0.1 for an
+        /// unspecified address).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Move state between stores.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -340,6 +352,7 @@ async fn run(command: Command, config: Config, access: AccessLog) -> Result<u8, 
         Command::Store(StoreCommand::Migrate { from, to }) => {
             store_migrate(&config, &from, to).await
         }
+        Command::Whoami { token, url } => whoami(&config, &token, url.as_deref()).await,
     }
 }
 

@@ -44,7 +44,7 @@ impl Health {
 
     /// Records a call's outcome: only "could not ask" is a failure; any answer (a valid or
     /// an invalid credential) shows that the service works.
-    pub(super) fn record<T>(&self, outcome: &Result<T, AuthError>) {
+    pub fn record<T>(&self, outcome: &Result<T, AuthError>) {
         match outcome {
             Err(AuthError::Unavailable(why)) => self.failure(why),
             _ => self.success(),
@@ -71,7 +71,7 @@ impl Health {
 
     /// The provider's health: the last failure while it is recent and no success came
     /// after it; otherwise what `probe` finds now (recorded too).
-    pub(super) async fn check(
+    pub async fn check(
         &self,
         probe: impl Future<Output = Result<(), Unhealthy>>,
     ) -> Result<(), Unhealthy> {
@@ -120,7 +120,7 @@ impl State {
 
 /// Whether the service behind `request` answers at all (any status below 500); `what`
 /// names it in the reason.
-pub(super) async fn probe(request: reqwest::RequestBuilder, what: &str) -> Result<(), Unhealthy> {
+pub async fn probe(request: reqwest::RequestBuilder, what: &str) -> Result<(), Unhealthy> {
     match request.send().await {
         Ok(r) if r.status().is_server_error() => {
             Err(Unhealthy(format!("{what} answered {}", r.status())))

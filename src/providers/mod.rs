@@ -14,6 +14,7 @@ mod jwt;
 mod keystone;
 mod offline;
 mod oidc;
+mod remote;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub use jwt::{JwtConfig, JwtProvider};
 pub use keystone::{KeystoneConfig, KeystoneProvider};
 pub use offline::{OfflineConfig, OfflineProvider};
 pub use oidc::{ClaimMapping, ClientAuthMethod, EmailVerified};
+pub use remote::{CredentialForm, RemoteConfig, RemoteMethod, RemoteProvider};
 
 use crate::credential::Credential;
 use crate::identity::{Identity, mapped_user_name, qualified_subject};
@@ -55,6 +57,8 @@ pub enum ProviderConfig {
     Introspect(IntrospectConfig),
     /// Refresh (offline) tokens, exchanged at the IdP's token endpoint.
     Offline(OfflineConfig),
+    /// Opaque tokens validated by asking a who-am-i service (ECMWF API tokens).
+    Remote(RemoteConfig),
 }
 
 /// `type: api_token` (no options yet).
@@ -72,6 +76,7 @@ impl ProviderConfig {
             Self::Jwt(_) => JwtProvider::KIND,
             Self::Introspect(_) => IntrospectProvider::KIND,
             Self::Offline(_) => OfflineProvider::KIND,
+            Self::Remote(_) => RemoteProvider::KIND,
         }
     }
 }
@@ -137,6 +142,7 @@ pub fn validate(providers: &[ProviderConfig]) -> Result<(), ConfigError> {
             ProviderConfig::Jwt(j) => j.validate(&key)?,
             ProviderConfig::Introspect(c) => c.validate(&key)?,
             ProviderConfig::Offline(o) => o.validate(&key, &jwt_issuers)?,
+            ProviderConfig::Remote(r) => r.validate(&key)?,
             ProviderConfig::ApiToken(_) => {}
         }
     }
@@ -168,6 +174,10 @@ pub enum AuthError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// The credential is valid, but its identity may not pass anywhere (403): an augmenter
+    /// with `required: true` did not find the user. Never cached.
+    #[error("{0}")]
+    Forbidden(String),
     /// The provider could not be asked (503; fail closed). Never cached.
     #[error("the identity backend is unavailable: {0}")]
     Unavailable(String),
@@ -255,6 +265,8 @@ fn foreign_identity(
 pub struct Chain {
     providers: Vec<Arc<dyn Provider>>,
     query_token: bool,
+    /// Headers `remote` providers take a token from (`credential: [X-ECMWF-Key]`).
+    token_headers: Vec<http::HeaderName>,
 }
 
 impl Chain {
@@ -274,6 +286,7 @@ impl Chain {
             .collect();
         let mut jwt_left = jwt.iter();
         let mut providers: Vec<Arc<dyn Provider>> = Vec::with_capacity(configs.len());
+        let mut token_headers = Vec::new();
         for (i, c) in configs.iter().enumerate() {
             let key = format!("providers[{i}]");
             providers.push(match c {
@@ -290,6 +303,11 @@ impl Chain {
                 }
                 ProviderConfig::Introspect(c) => {
                     Arc::new(IntrospectProvider::new(c, &key, client.clone())?)
+                }
+                ProviderConfig::Remote(r) => {
+                    let remote = RemoteProvider::new(r, &key, client.clone())?;
+                    token_headers.extend(remote.token_headers().cloned());
+                    Arc::new(remote)
                 }
                 ProviderConfig::Offline(o) => {
                     let verifier =
@@ -314,7 +332,14 @@ impl Chain {
         Ok(Self {
             providers,
             query_token,
+            token_headers,
         })
+    }
+
+    /// Headers besides `Authorization` and `X-Auth-Token` that may carry a token (read as
+    /// an `X-Auth-Token` one).
+    pub fn token_headers(&self) -> &[http::HeaderName] {
+        &self.token_headers
     }
 
     /// Whether a token may come from `?X-Auth-Token=` of the original URL.

@@ -110,6 +110,33 @@ impl App {
         response
     }
 
+    /// The request's credential: `Authorization`, `X-Auth-Token`, or else a header a
+    /// provider names (`X-ECMWF-Key`), whose token is handled as an `X-Auth-Token` one.
+    pub(super) fn credential_of(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<crate::credential::Credential>, crate::credential::CredentialError> {
+        if let Some(c) = credential::extract(headers)? {
+            return Ok(Some(c));
+        }
+        for name in self.chain.token_headers() {
+            if let Some(token) = credential::from_named_header(headers, name)? {
+                return Ok(Some(crate::credential::Credential::AuthToken(token)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The provider's answer with the augmenters' additions: what the cache keeps.
+    pub(super) async fn authenticate(
+        &self,
+        credential: &crate::credential::Credential,
+        ctx: &AuthContext,
+    ) -> Result<crate::providers::Answer, AuthError> {
+        let answer = self.chain.authenticate(credential, ctx).await?;
+        self.augmenters.apply(answer).await
+    }
+
     pub(super) async fn decide_for(
         &self,
         parts: &http::request::Parts,
@@ -132,7 +159,7 @@ impl App {
             (Some(q), true) => credential::from_query(q),
             _ => Ok(None),
         };
-        let credential = match credential::extract(&parts.headers) {
+        let credential = match self.credential_of(&parts.headers) {
             Ok(Some(c)) => c,
             Ok(None) => match from_query() {
                 Ok(Some(c)) => c,
@@ -160,7 +187,7 @@ impl App {
         };
         let looked_up = self
             .cache
-            .get_or_authenticate(key, self.chain.authenticate(&credential, &ctx))
+            .get_or_authenticate(key, self.authenticate(&credential, &ctx))
             .await;
         // Who answered: the identity says so; otherwise the provider asked first (looked up
         // only off the hot path).

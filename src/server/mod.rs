@@ -22,6 +22,7 @@ mod headers;
 mod portal;
 mod respond;
 mod signin;
+mod whoami;
 
 pub use config::ServerConfig;
 use decide::Endpoint;
@@ -30,6 +31,7 @@ use signin::SignIn;
 
 use crate::admin::AdminView;
 use crate::astakos_api::{self, AstakosApiConfig, Endpoint as AstakosEndpoint};
+use crate::augment::{AugmentConfig, Augmenters};
 use crate::cache::{CacheConfig, DecisionCache};
 use crate::forward::{Family, TrustedProxies};
 use crate::metrics::Metrics;
@@ -56,6 +58,8 @@ pub struct Settings<'a> {
     pub cache: &'a CacheConfig,
     /// `providers`.
     pub providers: &'a ProvidersConfig,
+    /// `augment`.
+    pub augment: &'a AugmentConfig,
     /// `policy`, parsed.
     pub policy: &'a Policy,
     /// `astakos_api`.
@@ -94,6 +98,7 @@ pub struct App {
     /// The decision cache.
     pub cache: DecisionCache,
     chain: Chain,
+    augmenters: Augmenters,
     policy: Policy,
     trusted: TrustedProxies,
     /// All challenges in one field: nginx's auth_request passes only the first
@@ -167,6 +172,8 @@ impl App {
         let chain = Chain::build(&config.providers.0, store.clone(), &client)?;
         let metrics = Metrics::new();
         chain.report_health(|name| metrics.provider_up(name));
+        let augmenters = Augmenters::build(config.augment, config.cache.max_ttl)?;
+        augmenters.report_health(|name| metrics.provider_up(name));
         let challenge =
             HeaderValue::from_str(&chain.challenges(&config.server.realm).join(", ")).ok();
         let policy = config.policy.clone();
@@ -185,6 +192,7 @@ impl App {
             metrics,
             cache: DecisionCache::new(config.cache),
             chain,
+            augmenters,
             policy,
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
             challenge,
@@ -274,6 +282,8 @@ impl App {
                 self.discovery.document(),
                 "public, max-age=3600",
             )
+        } else if path == whoami::WHOAMI_PATH {
+            self.whoami(&req.into_parts().0, peer).await
         } else {
             json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"}))
         }
@@ -286,6 +296,7 @@ impl App {
             cache: &self.cache,
             store: self.store.as_ref(),
             chain: &self.chain,
+            augmenters: &self.augmenters,
             minter: &self.minter,
             draining: false,
         }

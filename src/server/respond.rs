@@ -70,6 +70,10 @@ impl From<&AuthError> for Rejection {
             AuthError::Declined => Self::Invalid("no configured provider accepts this credential"),
             AuthError::RateLimited { retry_after } => Self::RateLimited(*retry_after),
             AuthError::Unavailable(why) => Self::Unavailable(why.clone()),
+            AuthError::Forbidden(why) => Self::Forbidden {
+                rule: Arc::from("augment"),
+                missing: why.clone(),
+            },
         }
     }
 }

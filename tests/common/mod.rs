@@ -8,8 +8,10 @@ pub mod browser;
 pub mod caddy;
 pub mod deploy;
 pub mod keystone;
+pub mod ldap;
 pub mod oidc;
 pub mod redis;
+pub mod whoami;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener as StdListener};
