@@ -303,6 +303,20 @@ impl DecisionCache {
         self.remove_valid_where(|a| a.identity.subject == subject)
     }
 
+    /// Removes the entry for `key` (the credential's [`Credential::cache_key`]: a session
+    /// that ended); how many went (0 or 1).
+    ///
+    /// [`Credential::cache_key`]: crate::credential::Credential::cache_key
+    pub fn invalidate_key(&self, key: [u8; 32]) -> usize {
+        match self.table.remove(&Key(key)) {
+            Some(verdict) => {
+                self.evicted(vec![verdict]);
+                1
+            }
+            None => 0,
+        }
+    }
+
     /// Removes every entry, invalid ones too; how many went.
     pub fn clear(&self) -> usize {
         let mut removed = 0;

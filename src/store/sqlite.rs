@@ -10,7 +10,11 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::file::ServerLock;
 use super::pool::{Pool, create_parent, query_err};
-use super::{KeyRecord, Store, StoreError, TokenLookup, TokenRecord, TokenRef, UserRecord};
+use super::sessions_sql;
+use super::{
+    KeyRecord, SessionMatch, SessionRecord, Store, StoreError, TokenLookup, TokenRecord, TokenRef,
+    UserRecord,
+};
 use crate::identity::{Attributes, Names};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
@@ -51,6 +55,7 @@ CREATE TABLE signing_keys (
 ALTER TABLE signing_keys ADD COLUMN activates_at INTEGER;
 UPDATE signing_keys SET activates_at = created_at;
 "#,
+    sessions_sql::MIGRATION,
 ];
 
 /// The SQLite-backed [`Store`].
@@ -406,6 +411,54 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        let s = session.clone();
+        self.run(move |c| sessions_sql::insert(c, &s)).await
+    }
+
+    async fn get_session(
+        &self,
+        hash: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let hash = *hash;
+        self.run(move |c| sessions_sql::get(c, hash, now)).await
+    }
+
+    async fn touch_session(&self, hash: &[u8; 32], at: i64) -> Result<bool, StoreError> {
+        let hash = *hash;
+        self.run(move |c| sessions_sql::touch(c, hash, at)).await
+    }
+
+    async fn replace_session(&self, session: &SessionRecord) -> Result<bool, StoreError> {
+        let s = session.clone();
+        self.run(move |c| sessions_sql::replace(c, &s)).await
+    }
+
+    async fn delete_session(&self, hash: &[u8; 32]) -> Result<bool, StoreError> {
+        let hash = *hash;
+        self.run(move |c| sessions_sql::delete(c, hash)).await
+    }
+
+    async fn end_sessions(&self, which: SessionMatch<'_>) -> Result<Vec<[u8; 32]>, StoreError> {
+        let (issuer, subject, sid) = (
+            which.issuer.to_owned(),
+            which.subject.map(str::to_owned),
+            which.sid.map(str::to_owned),
+        );
+        self.run(move |c| {
+            sessions_sql::end(
+                c,
+                SessionMatch {
+                    issuer: &issuer,
+                    subject: subject.as_deref(),
+                    sid: sid.as_deref(),
+                },
+            )
+        })
+        .await
+    }
+
     async fn keys(&self, now: i64) -> Result<Vec<KeyRecord>, StoreError> {
         self.run(move |c| {
             let mut stmt = c
@@ -498,6 +551,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("sub/a.db")).unwrap();
         suite::tokens_users_and_keys_round_trip(&store).await;
+    }
+
+    #[tokio::test]
+    async fn sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        suite::sessions(&store).await;
     }
 
     /// A copy of the store at `path`, as a backup tool makes it (WAL content included).

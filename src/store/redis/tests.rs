@@ -98,6 +98,12 @@ async fn tokens_users_and_keys_round_trip() {
 }
 
 #[tokio::test]
+async fn sessions() {
+    let server = RedisServer::start(&[]);
+    suite::sessions(&server.store()).await;
+}
+
+#[tokio::test]
 async fn subjects_are_users_and_owners_of_live_tokens() {
     let server = RedisServer::start(&[]);
     suite::subjects_are_users_and_owners_of_live_tokens(&server.store()).await;
