@@ -8,9 +8,10 @@ use super::StoreError;
 use super::pool::query_err;
 use super::session::{SessionMatch, SessionRecord, decode, encode};
 
-/// The schema migration that adds the table.
+/// The schema migration that adds the table (idempotent: an older release may have set
+/// `user_version` back after this ran).
 pub(super) const MIGRATION: &str = r#"
-CREATE TABLE sessions (
+CREATE TABLE IF NOT EXISTS sessions (
     hash       BLOB PRIMARY KEY,
     issuer     TEXT NOT NULL,
     subject    TEXT NOT NULL,
@@ -18,8 +19,8 @@ CREATE TABLE sessions (
     expires_at INTEGER NOT NULL,
     data       TEXT NOT NULL
 );
-CREATE INDEX sessions_subject ON sessions (issuer, subject);
-CREATE INDEX sessions_sid ON sessions (issuer, sid);
+CREATE INDEX IF NOT EXISTS sessions_subject ON sessions (issuer, subject);
+CREATE INDEX IF NOT EXISTS sessions_sid ON sessions (issuer, sid);
 "#;
 
 pub(super) fn insert(c: &mut Connection, record: &SessionRecord) -> Result<(), StoreError> {
