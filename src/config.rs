@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::admin::AdminConfig;
 use crate::astakos_api::AstakosApiConfig;
 use crate::cache::CacheConfig;
+use crate::login::LoginConfig;
 use crate::mint::MintConfig;
 use crate::policy::{HeaderMode, Policy};
 use crate::providers::ProvidersConfig;
@@ -41,6 +42,8 @@ pub struct Config {
     pub policy: Policy,
     /// Astakos-compatible validation of authgate's own tokens.
     pub astakos_api: AstakosApiConfig,
+    /// Browser sign-in (OpenID Connect sessions).
+    pub login: LoginConfig,
     /// Identity headers of a 200: `default` (`X-Auth-Request-*`) or `keystone` (the
     /// keystonemiddleware set as well); a rule may choose its own.
     pub headers: HeaderMode,
@@ -84,6 +87,7 @@ impl Config {
             providers: &self.providers,
             policy: &self.policy,
             astakos_api: &self.astakos_api,
+            login: &self.login,
             headers: self.headers,
         }
     }
@@ -103,13 +107,16 @@ impl Config {
         self.cache.validate()?;
         self.providers.validate()?;
         self.astakos_api.validate()?;
+        self.login.validate()?;
         self.log.validate()?;
         Ok(())
     }
 
     /// What `check-config` warns about: values that are valid but will not work as meant.
     pub fn warnings(&self) -> Vec<String> {
-        self.astakos_api.warnings()
+        let mut out = self.astakos_api.warnings();
+        out.extend(self.login.warnings());
+        out
     }
 }
 

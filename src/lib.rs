@@ -20,6 +20,7 @@
 //! - `server`: the data plane: routes, one decision, the one error-to-answer map
 //! - `admin`: `/metrics`, `/livez`, `/readyz`
 //! - `astakos_api`: Astakos-compatible endpoints: token validation, user catalogs
+//! - `login`: browser sign-in: the OIDC code flow, session cookies, sign-out, back-channel logout
 //! - `cache`: the decision cache, interned identities, reuse budget, last uses
 //! - `providers`: who a credential belongs to (api_token, basic, jwt, ...)
 //! - `mint`: signing keys and minted JWTs
@@ -44,6 +45,7 @@ pub mod config;
 pub mod credential;
 pub mod forward;
 pub mod identity;
+pub mod login;
 pub mod metrics;
 pub mod mint;
 pub mod policy;

@@ -17,6 +17,7 @@ mod config;
 mod decide;
 mod discovery;
 mod headers;
+mod oauth2;
 mod respond;
 mod signin;
 
@@ -29,6 +30,7 @@ use crate::admin::AdminView;
 use crate::astakos_api::{self, AstakosApiConfig, Endpoint as AstakosEndpoint};
 use crate::cache::{CacheConfig, DecisionCache};
 use crate::forward::{Family, TrustedProxies};
+use crate::login::{Login, LoginConfig};
 use crate::metrics::Metrics;
 use crate::mint::{MintConfig, MintError, Minter};
 use crate::policy::{HeaderMode, Policy};
@@ -56,6 +58,8 @@ pub struct Settings<'a> {
     pub policy: &'a Policy,
     /// `astakos_api`.
     pub astakos_api: &'a AstakosApiConfig,
+    /// `login`.
+    pub login: &'a LoginConfig,
     /// `headers`.
     pub headers: HeaderMode,
 }
@@ -106,6 +110,8 @@ pub struct App {
     headers: HeaderMode,
     astakos_api: AstakosApiConfig,
     api_tokens: ApiTokenProvider,
+    /// Browser sign-in, when `login` names issuers.
+    login: Option<Arc<Login>>,
 }
 
 /// Cheap unique request ids: a random per-process prefix and a counter.
@@ -152,12 +158,20 @@ impl App {
             .connect_timeout(Duration::from_secs(2))
             .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let chain = Chain::build(&config.providers.0, store.clone(), &client)?;
+        let mut chain = Chain::build(&config.providers.0, store.clone(), &client)?;
+        let policy = config.policy.clone();
+        let login = if config.login.enabled() {
+            let hosts = signin::return_hosts(config.server, &policy)?;
+            let login = Login::new(config.login, hosts, store.clone(), client.clone())?;
+            chain.push(Arc::new(login.session_provider(config.login)));
+            Some(login)
+        } else {
+            None
+        };
         let metrics = Metrics::new();
         chain.report_health(|name| metrics.provider_up(name));
         let challenge =
             HeaderValue::from_str(&chain.challenges(&config.server.realm).join(", ")).ok();
-        let policy = config.policy.clone();
         let signin = SignIn::new(config.server, &policy)?;
         for warning in config.astakos_api.warnings() {
             tracing::warn!("{warning}");
@@ -183,7 +197,19 @@ impl App {
             headers: config.headers,
             astakos_api: config.astakos_api.clone(),
             api_tokens,
+            login,
         }))
+    }
+
+    /// The session cookie's credential in `headers`, when browser sign-in is on.
+    fn session_credential(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<crate::credential::Credential>, crate::credential::CredentialError> {
+        match &self.login {
+            Some(login) => crate::credential::session_cookie(headers, login.cookie_name()),
+            None => Ok(None),
+        }
     }
 
     /// The configured providers.
@@ -241,6 +267,8 @@ impl App {
                 None,
             )
             .await
+        } else if path.starts_with("/oauth2/") {
+            self.oauth2(req, peer).await
         } else if path == JWKS_PATH {
             document(req.method(), self.minter.jwks(), "public, max-age=60")
         } else if path == "/.well-known/openid-configuration"

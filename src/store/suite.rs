@@ -323,7 +323,9 @@ pub fn session(n: u8, issuer: &str, sub: &str, sid: Option<&str>, now: i64) -> S
         sid: sid.map(Into::into),
         claims: format!(r#"{{"sub":"{sub}"}}"#),
         id_token: Secret::new(format!("id-token-{n}")),
-        refresh_token: (n % 2 == 0).then(|| Secret::new(format!("refresh-{n}"))),
+        refresh_token: n
+            .is_multiple_of(2)
+            .then(|| Secret::new(format!("refresh-{n}"))),
         access_expires_at: Some(now + 60),
         created_at: now,
         last_seen_at: now,
