@@ -158,7 +158,10 @@ impl DecisionCache {
         let max_ttl = answer.cache_ttl.unwrap_or(self.max_ttl);
         match answer.identity.expires_at {
             Some(at) => {
-                let left = (at - self.clock.unix_now()).max(0) as u64;
+                // Whole seconds: `now` may be late in its second, so one is taken off, or
+                // the entry would outlive `at` by that fraction (and its decision would be
+                // "expired", not a fresh look).
+                let left = (at - self.clock.unix_now() - 1).max(0) as u64;
                 max_ttl.min(Duration::from_secs(left))
             }
             None => max_ttl,

@@ -90,7 +90,10 @@ impl App {
                 );
                 r
             }
-            Err(e) => login_error(&e, true),
+            Err(e) => {
+                tracing::info!(reason = %e, "back-channel logout refused");
+                login_error(&e, true)
+            }
         }
     }
 
