@@ -1,4 +1,5 @@
-//! Browser sign-in end to end: real nginx running `deploy/nginx/signin.conf`, authgate with
+//! Browser sign-in end to end: real nginx running `deploy/nginx/signin.conf` (and real
+//! Caddy running `deploy/caddy/Caddyfile`), authgate with
 //! a `login` section, the real OpenID provider (npm oidc-provider, its `web` client) and a
 //! scripted browser (a cookie jar): protected URL -> IdP login and consent -> back at the
 //! original URL with the minted JWT upstream; sign-out; back-channel logout; bad cookies,
@@ -14,8 +15,24 @@ use std::time::{Duration, Instant};
 use reqwest::cookie::{CookieStore, Jar};
 use serde_json::{Value, json};
 
+use common::caddy::Caddy;
 use common::oidc::Oidc;
 use common::{Authgate, Echo, Nginx, free_port, verify_jwt, write_config};
+
+/// The proxy in front of the site.
+enum Proxy {
+    Nginx(Nginx),
+    Caddy(Caddy),
+}
+
+impl Proxy {
+    fn addr(&self) -> std::net::SocketAddr {
+        match self {
+            Self::Nginx(n) => n.addr,
+            Self::Caddy(c) => c.addr,
+        }
+    }
+}
 
 const HTML: &str = "text/html,application/xhtml+xml";
 
@@ -23,7 +40,7 @@ const HTML: &str = "text/html,application/xhtml+xml";
 struct Site {
     authgate: Authgate,
     echo: Echo,
-    nginx: Nginx,
+    proxy: Proxy,
     idps: Vec<Oidc>,
     jar: Arc<Jar>,
     /// Follows every redirect (the browser).
@@ -34,7 +51,7 @@ struct Site {
 
 impl Site {
     fn url(&self, path: &str) -> String {
-        self.nginx.url(path)
+        format!("http://api.example.org:{}{path}", self.proxy.addr().port())
     }
 
     /// The browser's cookies for the site, as it would send them.
@@ -58,7 +75,7 @@ impl Site {
     /// redirect): the status.
     async fn status_with(&self, path: &str, cookie: &str) -> u16 {
         reqwest::Client::builder()
-            .resolve("api.example.org", self.nginx.addr)
+            .resolve("api.example.org", self.proxy.addr())
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap()
@@ -76,6 +93,17 @@ impl Site {
 /// The site with `issuers` IdPs (named a, b, ...; the first is `main` when alone) and
 /// `login_extra` added to the login section.
 async fn site(dir: &Path, issuers: usize, login_extra: &str, access_ttl: Option<u64>) -> Site {
+    site_behind(dir, false, issuers, login_extra, access_ttl).await
+}
+
+/// As [`site`], behind Caddy (`caddy`) or nginx.
+async fn site_behind(
+    dir: &Path,
+    caddy: bool,
+    issuers: usize,
+    login_extra: &str,
+    access_ttl: Option<u64>,
+) -> Site {
     let (ng_port, ag_port) = (free_port(), free_port());
     let base = format!("http://api.example.org:{ng_port}");
     let mut idps = Vec::new();
@@ -114,17 +142,27 @@ async fn site(dir: &Path, issuers: usize, login_extra: &str, access_ttl: Option<
     let config = write_config(dir, &sections);
     let authgate = Authgate::start(&config);
     let echo = Echo::start().await;
-    let nginx = Nginx::start_on(
-        dir,
-        "deploy/nginx/signin.conf",
-        authgate.data,
-        echo.addr,
-        ng_port,
-    );
+    let proxy = if caddy {
+        Proxy::Caddy(Caddy::start_on(
+            dir,
+            "deploy/caddy/Caddyfile",
+            authgate.data,
+            echo.addr,
+            ng_port,
+        ))
+    } else {
+        Proxy::Nginx(Nginx::start_on(
+            dir,
+            "deploy/nginx/signin.conf",
+            authgate.data,
+            echo.addr,
+            ng_port,
+        ))
+    };
     let jar = Arc::new(Jar::default());
     let client = |redirect| {
         reqwest::Client::builder()
-            .resolve("api.example.org", nginx.addr)
+            .resolve("api.example.org", proxy.addr())
             .cookie_provider(jar.clone())
             .redirect(redirect)
             .build()
@@ -135,7 +173,7 @@ async fn site(dir: &Path, issuers: usize, login_extra: &str, access_ttl: Option<
         step: client(reqwest::redirect::Policy::none()),
         authgate,
         echo,
-        nginx,
+        proxy,
         idps,
         jar,
     }
@@ -380,7 +418,7 @@ async fn replayed_state_and_open_redirects() {
     sign_in(&site, "/", "dave").await;
     // Signed in at the IdP: a new sign-in goes straight back to the callback.
     let until_callback = reqwest::Client::builder()
-        .resolve("api.example.org", site.nginx.addr)
+        .resolve("api.example.org", site.proxy.addr())
         .cookie_provider(site.jar.clone())
         .redirect(reqwest::redirect::Policy::custom(|a| {
             if a.url().path() == "/oauth2/callback" {
@@ -628,22 +666,23 @@ async fn two_issuers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_refresh_under_100_concurrent_requests() {
     let dir = tempfile::tempdir().unwrap();
-    // Access tokens live 4 s; refreshed 2 s before: due 2 s after sign-in.
-    let site = site(dir.path(), 1, "  refresh_before: 2s\n", Some(4)).await;
+    // Access tokens live 6 s; refreshed 2 s before: due 3 to 4 s after sign-in (the IdP's
+    // expires_in and authgate's clock count whole seconds).
+    let site = site(dir.path(), 1, "  refresh_before: 2s\n", Some(6)).await;
     sign_in(&site, "/", "heidi").await;
     let signed_in = Instant::now();
     let cookie = site.session_cookie();
     assert_eq!(site.idps[0].counts().await["refresh"], 0);
     // Until the refresh is due, the cached answer serves (no refresh).
-    while signed_in.elapsed() < Duration::from_millis(1500) {
+    while signed_in.elapsed() < Duration::from_millis(2500) {
         assert_eq!(site.status_with("/data", &cookie).await, 200);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(site.idps[0].counts().await["refresh"], 0);
     // Past the refresh time (a wait on the clock: the refresh is due by time alone).
-    tokio::time::sleep(Duration::from_millis(2300).saturating_sub(signed_in.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(4300).saturating_sub(signed_in.elapsed())).await;
     let client = reqwest::Client::builder()
-        .resolve("api.example.org", site.nginx.addr)
+        .resolve("api.example.org", site.proxy.addr())
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
@@ -664,4 +703,52 @@ async fn one_refresh_under_100_concurrent_requests() {
     let statuses = requests.join_all().await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(site.idps[0].counts().await["refresh"], 1);
+}
+
+/// The same sign-in through real Caddy (`forward_auth` to `/forward-auth`, which answers the
+/// browser with the 302 itself): back at the original URL with the minted JWT upstream;
+/// sign-out; the next navigation goes to sign in.
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_through_caddy_then_sign_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = site_behind(dir.path(), true, 1, "", None).await;
+    let first = site
+        .step
+        .get(site.url("/data?q=1"))
+        .header("Accept", HTML)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 302);
+    assert!(
+        first.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with(&site.url("/oauth2/start?rd=")),
+        "{:?}",
+        first.headers()["location"]
+    );
+    let echo = sign_in(&site, "/data?q=1", "ivan").await;
+    let claims = upstream_claims(&site, &echo).await;
+    assert_eq!(claims["provider"], "session");
+    assert_eq!(claims["username"], "ivan");
+    let cookie = site.session_cookie();
+    assert_eq!(site.status_with("/data", &cookie).await, 200);
+    let out = site
+        .step
+        .post(site.url("/oauth2/sign_out"))
+        .header("Origin", site.url(""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 302);
+    assert_eq!(site.status_with("/data", &cookie).await, 401);
+    let next = site
+        .step
+        .get(site.url("/data"))
+        .header("Accept", HTML)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.status(), 302);
 }

@@ -156,3 +156,149 @@ impl Provider for SessionProvider {
         Ok(identity)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::secret::Secret;
+    use crate::store::SqliteStore;
+
+    /// Refreshes by pushing the access token's expiry a minute on, or refuses.
+    struct Refresher {
+        calls: AtomicUsize,
+        refuse: bool,
+        store: Arc<dyn Store>,
+    }
+
+    #[async_trait]
+    impl SessionRefresher for Refresher {
+        async fn refresh(
+            &self,
+            session: &SessionRecord,
+        ) -> Result<Option<SessionRecord>, AuthError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.refuse {
+                return Ok(None);
+            }
+            let mut s = session.clone();
+            s.access_expires_at = Some(crate::unix_now() + 60);
+            self.store.replace_session(&s).await.unwrap();
+            Ok(Some(s))
+        }
+    }
+
+    fn record(cookie: &str, last_seen_ago: i64, expires_in: i64, access_in: i64) -> SessionRecord {
+        let now = crate::unix_now();
+        SessionRecord {
+            hash: Credential::Session(Secret::new(cookie)).cache_key(),
+            issuer: "main".into(),
+            subject: "alice".into(),
+            sid: None,
+            claims: r#"{"sub":"alice","preferred_username":"Alice","exp":1}"#.into(),
+            id_token: Secret::new("id"),
+            refresh_token: Some(Secret::new("rt")),
+            access_expires_at: Some(now + access_in),
+            created_at: now - 100,
+            last_seen_at: now - last_seen_ago,
+            expires_at: now + expires_in,
+        }
+    }
+
+    /// Valid, idle past the timeout, past the absolute end, unknown; a refresh when due
+    /// (once), and a refused refresh ends the session.
+    #[tokio::test]
+    async fn sessions_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let refresher = |refuse| {
+            Arc::new(Refresher {
+                calls: AtomicUsize::new(0),
+                refuse,
+                store: store.clone(),
+            })
+        };
+        let ok = refresher(false);
+        let provider = |r: Arc<Refresher>| {
+            SessionProvider::new(
+                store.clone(),
+                vec![SessionIssuer {
+                    name: "main".into(),
+                    issuer: "https://idp.example.org".into(),
+                    claims: ClaimMapping::default(),
+                }],
+                Duration::from_secs(600),
+                Duration::from_secs(30),
+                Some(r as Arc<dyn SessionRefresher>),
+            )
+        };
+        let p = provider(ok.clone());
+        let ctx = AuthContext {
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            service_token: None,
+        };
+        let cookie = |c: &str| Credential::Session(Secret::new(c));
+        for (c, r) in [
+            ("valid", record("valid", 10, 3600, 300)),
+            ("idle", record("idle", 601, 3600, 300)),
+            ("due", record("due", 10, 3600, 10)),
+        ] {
+            let _ = c;
+            store.insert_session(&r).await.unwrap();
+        }
+        let now = crate::unix_now();
+        let identity = p.authenticate(&cookie("valid"), &ctx).await.unwrap();
+        assert_eq!(identity.provider, "session");
+        assert_eq!(identity.scopes, None);
+        assert_eq!(identity.native_id.as_deref(), Some("alice"));
+        // Bounded by the refresh time (access token in 300 s, refreshed 30 s before).
+        let until = identity.expires_at.unwrap();
+        assert!((now + 269..=now + 271).contains(&until), "{until}");
+        assert_eq!(ok.calls.load(Ordering::SeqCst), 0);
+
+        assert_eq!(
+            p.authenticate(&cookie("idle"), &ctx).await,
+            Err(AuthError::Invalid("the session has been idle too long"))
+        );
+        // Gone for good: not even a later, fresh-looking use revives it.
+        assert_eq!(
+            p.authenticate(&cookie("idle"), &ctx).await,
+            Err(AuthError::Invalid("the session is unknown or has ended"))
+        );
+        assert_eq!(
+            p.authenticate(&cookie("unknown"), &ctx).await,
+            Err(AuthError::Invalid("the session is unknown or has ended"))
+        );
+        let mut ended = record("ended", 10, 3600, 300);
+        ended.expires_at = now;
+        store.insert_session(&ended).await.unwrap();
+        assert!(p.authenticate(&cookie("ended"), &ctx).await.is_err());
+
+        p.authenticate(&cookie("due"), &ctx).await.unwrap();
+        assert_eq!(ok.calls.load(Ordering::SeqCst), 1);
+        p.authenticate(&cookie("due"), &ctx).await.unwrap();
+        assert_eq!(ok.calls.load(Ordering::SeqCst), 1, "refreshed once");
+
+        let refusing = refresher(true);
+        let p = provider(refusing.clone());
+        store
+            .insert_session(&record("refused", 10, 3600, 10))
+            .await
+            .unwrap();
+        assert_eq!(
+            p.authenticate(&cookie("refused"), &ctx).await,
+            Err(AuthError::Invalid(
+                "the identity provider ended the session"
+            ))
+        );
+        assert!(
+            store
+                .get_session(&cookie("refused").cache_key(), now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
