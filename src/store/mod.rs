@@ -8,6 +8,7 @@ mod redis;
 mod session;
 mod sessions_sql;
 mod sqlite;
+mod sqlite_rows;
 #[cfg(test)]
 mod suite;
 
