@@ -752,3 +752,60 @@ async fn sign_in_through_caddy_then_sign_out() {
         .unwrap();
     assert_eq!(next.status(), 302);
 }
+
+/// A real browser (headless Chromium): signs in through nginx at the IdP's pages, lands on
+/// the protected page (screenshot saved as an artifact; the page shows the upstream's echo
+/// with the minted JWT), reads /oauth2/userinfo from the page, then signs out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_browser_signs_in_and_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = site(dir.path(), 1, "", None).await;
+    let shot = common::browser::artifacts("signin").join("signed-in.png");
+    let _ = std::fs::remove_file(&shot);
+    let url = site.url("/app/page?x=1");
+    let result = common::browser::run(
+        "signin.mjs",
+        &json!({
+            "url": url,
+            "user": "judy",
+            "screenshot": shot,
+            "signOut": site.url("/oauth2/sign_out?rd=%2F.well-known%2Fjwks.json"),
+            "host": "api.example.org",
+        }),
+    )
+    .await;
+    assert_eq!(result["signedInUrl"], url.as_str(), "{result}");
+    let text = result["text"].as_str().unwrap();
+    let echo: Value = serde_json::from_str(text).unwrap_or_else(|_| panic!("{text}"));
+    let claims = upstream_claims(&site, &echo).await;
+    assert_eq!(claims["username"], "judy");
+    assert_eq!(claims["provider"], "session");
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 1000,
+        "screenshot saved"
+    );
+    let session = result["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "authgate")
+        .unwrap_or_else(|| panic!("{result}"));
+    assert_eq!(session["httpOnly"], true);
+    assert_eq!(session["sameSite"], "Lax");
+    assert_eq!(session["path"], "/");
+    assert_eq!(result["me"]["status"], 200);
+    assert_eq!(result["me"]["body"]["username"], "judy");
+    assert_eq!(
+        result["afterSignOut"],
+        site.url("/.well-known/jwks.json").as_str()
+    );
+    assert!(
+        !result["left"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "authgate"),
+        "{result}"
+    );
+    assert_eq!(result["meAfter"], 401);
+}
