@@ -93,7 +93,7 @@ impl Site {
 /// The site with `issuers` IdPs (named a, b, ...; the first is `main` when alone) and
 /// `login_extra` added to the login section.
 async fn site(dir: &Path, issuers: usize, login_extra: &str, access_ttl: Option<u64>) -> Site {
-    site_behind(dir, false, issuers, login_extra, access_ttl).await
+    site_behind(dir, false, issuers, login_extra, access_ttl, "").await
 }
 
 /// As [`site`], behind Caddy (`caddy`) or nginx.
@@ -103,6 +103,7 @@ async fn site_behind(
     issuers: usize,
     login_extra: &str,
     access_ttl: Option<u64>,
+    issuer_extra: &str,
 ) -> Site {
     let (ng_port, ag_port) = (free_port(), free_port());
     let base = format!("http://api.example.org:{ng_port}");
@@ -127,8 +128,8 @@ async fn site_behind(
             ((b'a' + i as u8) as char).to_string()
         };
         entries.push_str(&format!(
-            "      - {{ name: {name}, display_name: \"IdP {name}\", issuer: \"{}\", client_id: web, client_secret: web-secret, scopes: [openid, offline_access] }}\n",
-            idp.issuer
+            "      - {{ name: {name}, display_name: \"IdP {name}\", issuer: \"{}\", client_id: web, client_secret: web-secret, scopes: [openid, offline_access]{} }}\n",
+            idp.issuer, issuer_extra
         ));
         idps.push(idp);
     }
@@ -711,7 +712,7 @@ async fn one_refresh_under_100_concurrent_requests() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sign_in_through_caddy_then_sign_out() {
     let dir = tempfile::tempdir().unwrap();
-    let site = site_behind(dir.path(), true, 1, "", None).await;
+    let site = site_behind(dir.path(), true, 1, "", None, "").await;
     let first = site
         .step
         .get(site.url("/data?q=1"))
@@ -808,4 +809,39 @@ async fn a_real_browser_signs_in_and_out() {
         "{result}"
     );
     assert_eq!(result["meAfter"], 401);
+}
+
+/// RP-initiated logout (`end_session: true`): sign-out ends authgate's session and sends
+/// the browser on to the IdP's end_session_endpoint with id_token_hint and the registered
+/// post_logout_redirect_uri, which the IdP accepts.
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_out_at_the_idp_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = site_behind(dir.path(), false, 1, "", None, ", end_session: true").await;
+    sign_in(&site, "/", "kim").await;
+    let cookie = site.session_cookie();
+    let out = site
+        .step
+        .get(site.url("/oauth2/sign_out"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 302);
+    let location = reqwest::Url::parse(out.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(
+        location
+            .as_str()
+            .starts_with(&format!("{}/session/end?", site.idps[0].issuer)),
+        "{location}"
+    );
+    let q: std::collections::HashMap<String, String> =
+        location.query_pairs().into_owned().collect();
+    assert_eq!(q["post_logout_redirect_uri"], site.url("/"));
+    assert_eq!(q["client_id"], "web");
+    assert_eq!(q["id_token_hint"].split('.').count(), 3);
+    assert_eq!(site.status_with("/data", &cookie).await, 401);
+    // The IdP takes the request: its confirmation page.
+    let confirm = site.browser.get(location).send().await.unwrap();
+    assert_eq!(confirm.status(), 200);
+    assert!(confirm.text().await.unwrap().contains("xsrf"));
 }

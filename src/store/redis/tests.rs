@@ -367,3 +367,37 @@ async fn an_acl_user_and_password_in_the_url_and_a_database_number() {
     let err = wrong.ping().await.unwrap_err().to_string();
     assert!(!err.contains("no@"), "{err}");
 }
+
+/// Ending a session tells every subscriber (the other replicas) at once: one
+/// `SessionEnded` per session, for sign-out and for back-channel logout alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_sessions_are_published() {
+    let server = RedisServer::start(&[]);
+    let store = server.store();
+    let mut events = store.events().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap();
+    assert_eq!(first, Some(StoreEvent::Resubscribed));
+    let now = crate::unix_now();
+    let a = suite::session(1, "main", "alice", Some("sid-a"), now);
+    let b = suite::session(2, "main", "bob", Some("sid-b"), now);
+    store.insert_session(&a).await.unwrap();
+    store.insert_session(&b).await.unwrap();
+    assert!(store.delete_session(&a.hash).await.unwrap());
+    let ended = store
+        .end_sessions(crate::store::SessionMatch {
+            issuer: "main",
+            subject: None,
+            sid: Some("sid-b"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(ended, vec![b.hash]);
+    for want in [a.hash, b.hash] {
+        let got = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap();
+        assert_eq!(got, Some(StoreEvent::SessionEnded(want)));
+    }
+}
