@@ -82,11 +82,14 @@ impl SessionCookie {
     /// `Set-Cookie` of the pre-login cookie, living `max_age` seconds.
     pub fn set_prelogin(&self, value: &str, max_age: u64) -> Option<HeaderValue> {
         let secure = if self.secure { "; Secure" } else { "" };
-        HeaderValue::from_str(&format!(
+        let mut h = HeaderValue::from_str(&format!(
             "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
             self.prelogin_name()
         ))
-        .ok()
+        .ok()?;
+        // It holds the PKCE verifier.
+        h.set_sensitive(true);
+        Some(h)
     }
 
     /// `Set-Cookie` that removes the pre-login cookie.
