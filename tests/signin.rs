@@ -730,6 +730,11 @@ async fn sign_in_through_caddy_then_sign_out() {
         first.headers()["location"]
     );
     let echo = sign_in(&site, "/data?q=1", "ivan").await;
+    let upstream_cookies = echo["cookie"].to_string();
+    assert!(
+        !upstream_cookies.contains("authgate="),
+        "{upstream_cookies}"
+    );
     let claims = upstream_claims(&site, &echo).await;
     assert_eq!(claims["provider"], "session");
     assert_eq!(claims["username"], "ivan");
