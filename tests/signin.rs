@@ -850,3 +850,34 @@ async fn sign_out_at_the_idp_too() {
     assert_eq!(confirm.status(), 200);
     assert!(confirm.text().await.unwrap().contains("xsrf"));
 }
+
+/// A refresh the IdP refuses ends the session: the refresh token (read from authgate's
+/// store, where it stays server-side) is revoked at the IdP, and once the access token is
+/// due the next answer for the cookie is 401.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_refresh_ends_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = site(dir.path(), 1, "  refresh_before: 2s\n", Some(6)).await;
+    sign_in(&site, "/", "leo").await;
+    let signed_in = Instant::now();
+    let cookie = site.session_cookie();
+    let data: String = rusqlite::Connection::open(dir.path().join("authgate.db"))
+        .unwrap()
+        .query_row("SELECT data FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    let stored: Value = serde_json::from_str(&data).unwrap();
+    let refresh_token = stored["refresh_token"].as_str().expect("a refresh token");
+    // Kept server-side only: not in the cookie.
+    assert!(!cookie.contains(refresh_token));
+    site.idps[0].revoke(refresh_token, "web").await;
+    assert_eq!(site.status_with("/data", &cookie).await, 200);
+    // Past the refresh time (3 to 4 s after sign-in).
+    tokio::time::sleep(Duration::from_millis(4300).saturating_sub(signed_in.elapsed())).await;
+    assert_eq!(site.status_with("/data", &cookie).await, 401);
+    assert_eq!(
+        site.idps[0].counts().await["refresh"],
+        0,
+        "no refresh granted"
+    );
+    assert_eq!(site.status_with("/data", &cookie).await, 401);
+}
