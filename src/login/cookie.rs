@@ -265,4 +265,15 @@ mod tests {
         assert_eq!(PreLogin::open("", &key(), 99), None);
         assert!(!format!("{pre:?}").contains("ve"));
     }
+
+    proptest::proptest! {
+        /// Whatever a client puts in the pre-login cookie: no panic, and nothing opens
+        /// without the key's signature.
+        #[test]
+        fn unsigned_prelogins_never_open(value in "[ -~]{0,200}", body in "[A-Za-z0-9_-]{0,80}") {
+            proptest::prop_assert!(PreLogin::open(&value, &key(), 0).is_none());
+            let forged = format!("{body}.{}", URL_SAFE_NO_PAD.encode([0u8; 32]));
+            proptest::prop_assert!(PreLogin::open(&forged, &key(), 0).is_none());
+        }
+    }
 }
