@@ -881,3 +881,41 @@ async fn a_refused_refresh_ends_the_session() {
     );
     assert_eq!(site.status_with("/data", &cookie).await, 401);
 }
+
+/// A session unused for longer than `idle_timeout` is over (401), while one in use lives on
+/// until its absolute `lifetime`.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_absolute_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = site(dir.path(), 1, "  idle_timeout: 2s\n  lifetime: 5s\n", None).await;
+    sign_in(&site, "/", "mia").await;
+    let signed_in = Instant::now();
+    let cookie = site.session_cookie();
+    // In use every 0.5 s: valid past the idle timeout, until the absolute end.
+    while signed_in.elapsed() < Duration::from_millis(3500) {
+        assert_eq!(site.status_with("/data", &cookie).await, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut status = 200;
+    while signed_in.elapsed() < Duration::from_secs(7) && status == 200 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        status = site.status_with("/data", &cookie).await;
+    }
+    assert_eq!(status, 401, "past the absolute lifetime");
+    assert!(
+        signed_in.elapsed() >= Duration::from_secs(4),
+        "not before its end"
+    );
+
+    // A new session left unused for longer than the idle timeout.
+    sign_in(&site, "/", "mia").await;
+    let cookie = site.session_cookie();
+    assert_eq!(site.status_with("/data", &cookie).await, 200);
+    // A wait on the clock: idleness is time passing without use.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert_eq!(
+        site.status_with("/data", &cookie).await,
+        401,
+        "idle past the timeout"
+    );
+}
