@@ -14,6 +14,7 @@ use crate::admin::AdminConfig;
 use crate::astakos_api::AstakosApiConfig;
 use crate::augment::AugmentConfig;
 use crate::cache::CacheConfig;
+use crate::login::LoginConfig;
 use crate::mint::MintConfig;
 use crate::policy::{HeaderMode, Policy};
 use crate::portal::PortalConfig;
@@ -45,6 +46,8 @@ pub struct Config {
     pub policy: Policy,
     /// Astakos-compatible validation of authgate's own tokens.
     pub astakos_api: AstakosApiConfig,
+    /// Browser sign-in (OpenID Connect sessions).
+    pub login: LoginConfig,
     /// Identity headers of a 200: `default` (`X-Auth-Request-*`) or `keystone` (the
     /// keystonemiddleware set as well); a rule may choose its own.
     pub headers: HeaderMode,
@@ -91,6 +94,7 @@ impl Config {
             augment: &self.augment,
             policy: &self.policy,
             astakos_api: &self.astakos_api,
+            login: &self.login,
             headers: self.headers,
             portal: &self.portal,
         }
@@ -112,6 +116,7 @@ impl Config {
         self.providers.validate()?;
         self.augment.validate()?;
         self.astakos_api.validate()?;
+        self.login.validate()?;
         self.log.validate()?;
         self.portal.validate()?;
         Ok(())
@@ -119,7 +124,9 @@ impl Config {
 
     /// What `check-config` warns about: values that are valid but will not work as meant.
     pub fn warnings(&self) -> Vec<String> {
-        self.astakos_api.warnings()
+        let mut out = self.astakos_api.warnings();
+        out.extend(self.login.warnings());
+        out
     }
 }
 

@@ -1,5 +1,6 @@
-//! Finds the credential in a sub-request: `Authorization: Bearer`, `Authorization: Basic`
-//! or `X-Auth-Token`. Anything malformed is an error with a reason (401), never a panic.
+//! Finds the credential in a sub-request: `Authorization: Bearer`, `Authorization: Basic`,
+//! `X-Auth-Token`, or the browser session cookie. Anything malformed is an error with a
+//! reason (401), never a panic.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -27,7 +28,12 @@ pub enum Credential {
     },
     /// `X-Auth-Token: <token>` (Astakos, Keystone, and authgate tokens alike).
     AuthToken(Secret),
+    /// The browser session cookie: an opaque random id of a session in the store.
+    Session(Secret),
 }
+
+/// Length of a session cookie's value: 32 random bytes in unpadded base64url.
+pub const SESSION_COOKIE_LEN: usize = 43;
 
 /// Why a presented credential cannot even be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -65,6 +71,9 @@ pub enum CredentialError {
     /// `Authorization` and `X-Auth-Token` carry different credentials.
     #[error("Authorization and X-Auth-Token carry different credentials")]
     Conflicting,
+    /// The session cookie is not one authgate sets.
+    #[error("the session cookie is malformed")]
+    BadSessionCookie,
 }
 
 impl Credential {
@@ -83,6 +92,10 @@ impl Credential {
                 buf.push(b'x');
                 buf.extend_from_slice(t.expose().as_bytes());
             }
+            Self::Session(t) => {
+                buf.push(b's');
+                buf.extend_from_slice(t.expose().as_bytes());
+            }
             Self::Basic { username, password } => {
                 buf.push(b'b');
                 buf.extend_from_slice(&(username.len() as u64).to_be_bytes());
@@ -97,7 +110,7 @@ impl Credential {
     pub fn token(&self) -> Option<&Secret> {
         match self {
             Self::Bearer(t) | Self::AuthToken(t) => Some(t),
-            Self::Basic { .. } => None,
+            Self::Basic { .. } | Self::Session(_) => None,
         }
     }
 
@@ -107,6 +120,7 @@ impl Credential {
             Self::Bearer(_) => "bearer",
             Self::Basic { .. } => "basic",
             Self::AuthToken(_) => "x-auth-token",
+            Self::Session(_) => "session",
         }
     }
 }
@@ -132,6 +146,48 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<Credential>, CredentialErro
         (Some(Credential::Bearer(a)), Some(t)) if a == t => Ok(Some(Credential::Bearer(a))),
         (Some(_), Some(_)) => Err(CredentialError::Conflicting),
     }
+}
+
+/// The session cookie `name` of a request, if any. The cookie must appear once in all
+/// `Cookie` headers together (a second one may have been planted by a sibling host:
+/// refused, never a choice between them), and hold exactly what authgate sets.
+pub fn session_cookie(
+    headers: &HeaderMap,
+    name: &str,
+) -> Result<Option<Credential>, CredentialError> {
+    let mut found: Option<&[u8]> = None;
+    for header in headers.get_all(http::header::COOKIE) {
+        for pair in header.as_bytes().split(|b| *b == b';') {
+            let pair = pair.trim_ascii();
+            let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+                continue;
+            };
+            if &pair[..eq] != name.as_bytes() {
+                continue;
+            }
+            if found.is_some() {
+                return Err(CredentialError::Repeated("session cookie"));
+            }
+            found = Some(&pair[eq + 1..]);
+        }
+    }
+    let Some(value) = found else {
+        return Ok(None);
+    };
+    let value = value
+        .strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+        .unwrap_or(value);
+    if value.len() != SESSION_COOKIE_LEN
+        || !value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+    {
+        return Err(CredentialError::BadSessionCookie);
+    }
+    // Checked above: ASCII only.
+    let text = std::str::from_utf8(value).map_err(|_| CredentialError::BadSessionCookie)?;
+    Ok(Some(Credential::Session(Secret::new(text))))
 }
 
 /// The `X-Service-Token` of a request (Keystone composite authentication), if any.
@@ -471,5 +527,64 @@ mod tests {
         assert_ne!(basic1.cache_key(), basic2.cache_key());
         assert_ne!(bearer.cache_key(), basic1.cache_key());
         assert!(!format!("{basic1:?}").contains("\"c\""));
+    }
+
+    /// The session cookie: exactly once, exactly the shape authgate sets; other cookies
+    /// and look-alike names are ignored.
+    #[test]
+    fn session_cookie_table() {
+        let id = "A".repeat(SESSION_COOKIE_LEN);
+        let ok = |v: &str| Ok(Some(Credential::Session(Secret::new(v))));
+        let one = format!("__Host-authgate={id}");
+        type Want = Result<Option<Credential>, CredentialError>;
+        let cases: Vec<(Vec<String>, Want)> = vec![
+            (vec![], Ok(None)),
+            (vec!["other=1; x=2".into()], Ok(None)),
+            (vec![one.clone()], ok(&id)),
+            (vec![format!("a=1;  {one} ; b=2")], ok(&id)),
+            (vec![format!("__Host-authgate=\"{id}\"")], ok(&id)),
+            (vec![format!("__host-authgate={id}")], Ok(None)),
+            (vec![format!("X__Host-authgate={id}")], Ok(None)),
+            (
+                vec![format!("{one}; {one}")],
+                Err(CredentialError::Repeated("session cookie")),
+            ),
+            (
+                vec![one.clone(), one.clone()],
+                Err(CredentialError::Repeated("session cookie")),
+            ),
+            (
+                vec![format!("__Host-authgate={id}A")],
+                Err(CredentialError::BadSessionCookie),
+            ),
+            (
+                vec![format!(
+                    "__Host-authgate={}",
+                    "%".repeat(SESSION_COOKIE_LEN)
+                )],
+                Err(CredentialError::BadSessionCookie),
+            ),
+            (
+                vec!["__Host-authgate=".into()],
+                Err(CredentialError::BadSessionCookie),
+            ),
+        ];
+        for (cookies, want) in cases {
+            let mut h = HeaderMap::new();
+            for c in &cookies {
+                h.append(
+                    http::header::COOKIE,
+                    http::HeaderValue::from_str(c).unwrap(),
+                );
+            }
+            assert_eq!(session_cookie(&h, "__Host-authgate"), want, "{cookies:?}");
+        }
+        // A cookie and a Bearer token of the same bytes never share a cache entry.
+        let session = Credential::Session(Secret::new(id.clone()));
+        assert_ne!(
+            session.cache_key(),
+            Credential::Bearer(Secret::new(id)).cache_key()
+        );
+        assert!(!format!("{session:?}").contains("AAAA"));
     }
 }

@@ -21,6 +21,7 @@
 //! - `portal`: the self-service token portal (`/portal`) and token API (`/api/tokens`)
 //! - `admin`: `/metrics`, `/livez`, `/readyz`
 //! - `astakos_api`: Astakos-compatible endpoints: token validation, user catalogs
+//! - `login`: browser sign-in: the OIDC code flow, session cookies, sign-out, back-channel logout
 //! - `cache`: the decision cache, interned identities, reuse budget, last uses
 //! - `augment`: roles and attributes added after any provider (static rules, LDAP)
 //! - `providers`: who a credential belongs to (api_token, basic, jwt, ...)
@@ -47,6 +48,7 @@ pub mod config;
 pub mod credential;
 pub mod forward;
 pub mod identity;
+pub mod login;
 pub mod metrics;
 pub mod mint;
 pub mod policy;

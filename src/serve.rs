@@ -252,6 +252,7 @@ fn spawn_store_events(app: Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
                 StoreEvent::TokenRevoked(id) => app.cache.invalidate_credential_id(id),
                 StoreEvent::UserChanged(name) => app.cache.invalidate_subject(name),
                 StoreEvent::Resubscribed => app.cache.clear(),
+                StoreEvent::SessionEnded(hash) => app.cache.invalidate_key(*hash),
                 StoreEvent::KeysChanged => {
                     if let Err(e) = app.minter.reload(app.store.as_ref()).await {
                         app.metrics.store_error();

@@ -158,7 +158,10 @@ impl DecisionCache {
         let max_ttl = answer.cache_ttl.unwrap_or(self.max_ttl);
         match answer.identity.expires_at {
             Some(at) => {
-                let left = (at - self.clock.unix_now()).max(0) as u64;
+                // Whole seconds: `now` may be late in its second, so one is taken off, or
+                // the entry would outlive `at` by that fraction (and its decision would be
+                // "expired", not a fresh look).
+                let left = (at - self.clock.unix_now() - 1).max(0) as u64;
                 max_ttl.min(Duration::from_secs(left))
             }
             None => max_ttl,
@@ -304,6 +307,20 @@ impl DecisionCache {
     /// API tokens); how many went.
     pub fn invalidate_subject(&self, subject: &str) -> usize {
         self.remove_valid_where(|a| a.identity.subject == subject)
+    }
+
+    /// Removes the entry for `key` (the credential's [`Credential::cache_key`]: a session
+    /// that ended); how many went (0 or 1).
+    ///
+    /// [`Credential::cache_key`]: crate::credential::Credential::cache_key
+    pub fn invalidate_key(&self, key: [u8; 32]) -> usize {
+        match self.table.remove(&Key(key)) {
+            Some(verdict) => {
+                self.evicted(vec![verdict]);
+                1
+            }
+            None => 0,
+        }
     }
 
     /// Removes every entry, invalid ones too; how many went.

@@ -124,7 +124,6 @@ impl<V: Clone, P> Table<V, P> {
     }
 
     /// Removes the value for `key`.
-    #[cfg(test)]
     pub(super) fn remove(&self, key: &Key) -> Option<V> {
         lock(self.shard(key)).ready.remove(key).map(|s| s.value)
     }

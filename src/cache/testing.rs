@@ -12,7 +12,8 @@ use super::{Authenticated, CacheConfig, DecisionCache, Verdict};
 use crate::identity::{Attributes, Identity, Names};
 use crate::providers::{Answer, AuthError};
 use crate::store::{
-    KeyRecord, SqliteStore, Store, StoreError, TokenLookup, TokenRecord, TokenRef, UserRecord,
+    KeyRecord, SessionMatch, SessionRecord, SqliteStore, Store, StoreError, TokenLookup,
+    TokenRecord, TokenRef, UserRecord,
 };
 
 /// An embedded store holding the token `tok_1` (of `s`), whose last-use writes fail while
@@ -117,6 +118,28 @@ impl Store for RefusingStore {
         self.inner
             .add_key(key, now, publish_until, only_if_none)
             .await
+    }
+    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.inner.insert_session(session).await
+    }
+    async fn get_session(
+        &self,
+        hash: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.inner.get_session(hash, now).await
+    }
+    async fn touch_session(&self, hash: &[u8; 32], at: i64) -> Result<bool, StoreError> {
+        self.inner.touch_session(hash, at).await
+    }
+    async fn replace_session(&self, session: &SessionRecord) -> Result<bool, StoreError> {
+        self.inner.replace_session(session).await
+    }
+    async fn delete_session(&self, hash: &[u8; 32]) -> Result<bool, StoreError> {
+        self.inner.delete_session(hash).await
+    }
+    async fn end_sessions(&self, which: SessionMatch<'_>) -> Result<Vec<[u8; 32]>, StoreError> {
+        self.inner.end_sessions(which).await
     }
 }
 

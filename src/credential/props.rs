@@ -70,10 +70,37 @@ proptest! {
             Ok(Some(Credential::Basic { username, .. })) => {
                 prop_assert!(!username.is_empty() && !username.contains(':'));
             }
+            Ok(Some(Credential::Session(_))) => prop_assert!(false, "extract read a cookie"),
             Ok(None) | Err(_) => {}
         }
         if let Ok(Some(t)) = service_token(&headers) {
             assert_token_shape(&t)?;
+        }
+    }
+
+    /// Any `Cookie` header: no panic, and an accepted session cookie has exactly the shape
+    /// authgate sets.
+    #[test]
+    fn session_cookies_have_their_shape(
+        cookie in proptest::collection::vec(
+            prop_oneof![
+                select(&["__Host-authgate=", "; ", ";", "=", "\"", "a=b"][..]).prop_map(str::to_owned),
+                "[A-Za-z0-9_-]{40,46}",
+                "[ -~]{0,12}",
+            ],
+            0..6,
+        ).prop_map(|p| p.concat()),
+    ) {
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            headers.insert(http::header::COOKIE, v);
+        }
+        if let Ok(Some(c)) = super::session_cookie(&headers, "__Host-authgate") {
+            let Credential::Session(t) = c else {
+                return Err(TestCaseError::fail("not a session"));
+            };
+            prop_assert_eq!(t.expose().len(), super::SESSION_COOKIE_LEN);
+            prop_assert!(t.expose().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         }
     }
 

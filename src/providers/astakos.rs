@@ -173,7 +173,7 @@ impl Provider for AstakosProvider {
         match credential {
             Credential::AuthToken(_) => true,
             Credential::Bearer(_) => self.config.bearer,
-            Credential::Basic { .. } => false,
+            Credential::Basic { .. } | Credential::Session(_) => false,
         }
     }
 

@@ -15,6 +15,7 @@ mod keystone;
 mod offline;
 mod oidc;
 mod remote;
+mod session;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -28,11 +29,12 @@ pub use astakos::{AstakosConfig, AstakosMode, AstakosProvider, parse_iso8601};
 pub use basic::{BasicConfig, BasicProvider, hash_password};
 pub use health::Health;
 pub use introspect::{IntrospectConfig, IntrospectProvider};
-pub use jwt::{JwtConfig, JwtProvider};
+pub use jwt::{JwtConfig, JwtProvider, unverified_issuer};
 pub use keystone::{KeystoneConfig, KeystoneProvider};
 pub use offline::{OfflineConfig, OfflineProvider};
-pub use oidc::{ClaimMapping, ClientAuthMethod, EmailVerified};
+pub use oidc::{ClaimMapping, ClientAuth, ClientAuthMethod, ClientConfig, EmailVerified, get_json};
 pub use remote::{CredentialForm, RemoteConfig, RemoteMethod, RemoteProvider};
+pub use session::{SessionIssuer, SessionProvider, SessionRefresher};
 
 use crate::credential::Credential;
 use crate::identity::{Identity, mapped_user_name, qualified_subject};
@@ -342,6 +344,12 @@ impl Chain {
         &self.token_headers
     }
 
+    /// Adds a provider built outside the `providers` list (the `session` provider of the
+    /// `login` section), asked after the configured ones.
+    pub fn push(&mut self, provider: Arc<dyn Provider>) {
+        self.providers.push(provider);
+    }
+
     /// Whether a token may come from `?X-Auth-Token=` of the original URL.
     pub fn takes_query_token(&self) -> bool {
         self.query_token
@@ -435,7 +443,8 @@ impl Chain {
         let mut out: Vec<String> = Vec::new();
         for p in &self.providers {
             let c = p.challenge(realm);
-            if !out.contains(&c) {
+            // A cookie has no scheme to name.
+            if !c.is_empty() && !out.contains(&c) {
                 out.push(c);
             }
         }

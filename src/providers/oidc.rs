@@ -25,7 +25,7 @@ pub(super) fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
 }
 
 /// `GET url` as JSON; anything but a 2xx JSON answer is [`AuthError::Unavailable`].
-pub(super) async fn get_json(
+pub async fn get_json(
     client: &reqwest::Client,
     url: &str,
     timeout: Duration,
@@ -81,7 +81,7 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// The client with its secret read; names the key at fault.
-    pub(super) fn load(&self, key: &str) -> Result<ClientAuth, ConfigError> {
+    pub fn load(&self, key: &str) -> Result<ClientAuth, ConfigError> {
         if self.client_id.is_empty() {
             return Err(ConfigError::invalid(
                 format!("{key}.client_id"),
@@ -116,7 +116,7 @@ impl ClientConfig {
 }
 
 /// A loaded [`ClientConfig`].
-pub(super) struct ClientAuth {
+pub struct ClientAuth {
     id: String,
     secret: Option<Secret>,
     method: ClientAuthMethod,
@@ -131,7 +131,7 @@ fn form_encoded(value: &str) -> String {
 impl ClientAuth {
     /// `POST url` with `form` and the client's authentication; the answer's status and JSON
     /// body (`Value::Null` when the body is not JSON).
-    pub(super) async fn post_form(
+    pub async fn post_form(
         &self,
         client: &reqwest::Client,
         url: &str,
@@ -302,7 +302,7 @@ impl ClaimMapping {
     /// `fallback_subject` (an introspection answer for a client_credentials token names only
     /// `client_id`); the identity's subject is it qualified by the issuer
     /// ([`qualified_subject`]), so that it cannot pass for a local user or another IdP's.
-    pub(super) fn identity(
+    pub fn identity(
         &self,
         claims: &Value,
         provider: &'static str,

@@ -406,7 +406,7 @@ impl Provider for RemoteProvider {
                         matches!(f, CredentialForm::XAuthToken | CredentialForm::Header(_))
                     });
                 }
-                Credential::Basic { .. } => return false,
+                Credential::Basic { .. } | Credential::Session(_) => return false,
             };
         self.config.credential.contains(&form)
     }

@@ -163,7 +163,11 @@ impl App {
             Ok(Some(c)) => c,
             Ok(None) => match from_query() {
                 Ok(Some(c)) => c,
-                Ok(None) => return Outcome::Reject(Rejection::NoCredential),
+                Ok(None) => match self.session_credential(&parts.headers) {
+                    Ok(Some(c)) => c,
+                    Ok(None) => return Outcome::Reject(Rejection::NoCredential),
+                    Err(e) => return Outcome::Reject(Rejection::BadCredential(e)),
+                },
                 Err(e) => return Outcome::Reject(Rejection::BadCredential(e)),
             },
             Err(e) => return Outcome::Reject(Rejection::BadCredential(e)),

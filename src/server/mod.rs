@@ -19,6 +19,7 @@ mod config;
 mod decide;
 mod discovery;
 mod headers;
+mod oauth2;
 mod portal;
 mod respond;
 mod signin;
@@ -34,6 +35,7 @@ use crate::astakos_api::{self, AstakosApiConfig, Endpoint as AstakosEndpoint};
 use crate::augment::{AugmentConfig, Augmenters};
 use crate::cache::{CacheConfig, DecisionCache};
 use crate::forward::{Family, TrustedProxies};
+use crate::login::{Login, LoginConfig};
 use crate::metrics::Metrics;
 use crate::mint::{MintConfig, MintError, Minter};
 use crate::policy::{HeaderMode, Policy};
@@ -64,6 +66,8 @@ pub struct Settings<'a> {
     pub policy: &'a Policy,
     /// `astakos_api`.
     pub astakos_api: &'a AstakosApiConfig,
+    /// `login`.
+    pub login: &'a LoginConfig,
     /// `headers`.
     pub headers: HeaderMode,
     /// `portal`.
@@ -122,6 +126,8 @@ pub struct App {
     /// Each challenge in a field of its own, for the portal (browsers, unlike nginx, read
     /// every field, but not several schemes in one).
     portal_challenges: Vec<HeaderValue>,
+    /// Browser sign-in, when `login` names issuers.
+    login: Option<Arc<Login>>,
 }
 
 /// Cheap unique request ids: a random per-process prefix and a counter.
@@ -169,7 +175,16 @@ impl App {
             .connect_timeout(Duration::from_secs(2))
             .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let chain = Chain::build(&config.providers.0, store.clone(), &client)?;
+        let mut chain = Chain::build(&config.providers.0, store.clone(), &client)?;
+        let policy = config.policy.clone();
+        let login = if config.login.enabled() {
+            let hosts = signin::return_hosts(config.server, &policy)?;
+            let login = Login::new(config.login, hosts, store.clone(), client.clone())?;
+            chain.push(Arc::new(login.session_provider(config.login)));
+            Some(login)
+        } else {
+            None
+        };
         let metrics = Metrics::new();
         chain.report_health(|name| metrics.provider_up(name));
         let augmenters = Augmenters::build(config.augment, config.cache.max_ttl)?;
@@ -210,7 +225,19 @@ impl App {
             api_tokens,
             portal,
             portal_challenges,
+            login,
         }))
+    }
+
+    /// The session cookie's credential in `headers`, when browser sign-in is on.
+    fn session_credential(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<crate::credential::Credential>, crate::credential::CredentialError> {
+        match &self.login {
+            Some(login) => crate::credential::session_cookie(headers, login.cookie_name()),
+            None => Ok(None),
+        }
     }
 
     /// The configured providers.
@@ -272,6 +299,8 @@ impl App {
                 None,
             )
             .await
+        } else if path.starts_with("/oauth2/") {
+            self.oauth2(req, peer).await
         } else if path == JWKS_PATH {
             document(req.method(), self.minter.jwks(), "public, max-age=60")
         } else if path == "/.well-known/openid-configuration"

@@ -20,6 +20,7 @@ use crate::cache::Authenticated;
 use crate::credential::CredentialError;
 use crate::forward::ForwardError;
 use crate::forward::OriginalRequest;
+use crate::login::{LoginError, LoginReply};
 use crate::mint::Minted;
 use crate::policy::HeaderMode;
 use crate::providers::AuthError;
@@ -59,6 +60,63 @@ impl Rejection {
             Self::Unavailable(_) => "unavailable",
         }
     }
+}
+
+/// A sign-in endpoint's answer: a redirect or a page, its cookies, never cached.
+pub(super) fn login_reply(reply: LoginReply) -> Response<Body> {
+    let mut r = match reply.html {
+        Some(html) => html_page(reply.status, html),
+        None => empty(reply.status),
+    };
+    *r.status_mut() = reply.status;
+    let h = r.headers_mut();
+    if let Some(location) = reply.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        h.insert(header::LOCATION, location);
+    }
+    for cookie in reply.cookies {
+        h.append(header::SET_COOKIE, cookie);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A failed sign-in endpoint: a readable page for browsers, JSON for the IdP's
+/// back-channel call (`json`).
+pub(super) fn login_error(error: &LoginError, json: bool) -> Response<Body> {
+    if let LoginError::Unavailable(why) = error {
+        tracing::warn!(reason = %why, "sign-in unavailable");
+    }
+    if json {
+        let code = match error.status() {
+            StatusCode::SERVICE_UNAVAILABLE => "temporarily_unavailable",
+            _ => "invalid_request",
+        };
+        return json_response(
+            error.status(),
+            json!({"error": code, "error_description": error.to_string()}),
+        );
+    }
+    html_page(error.status(), error.html())
+}
+
+fn html_page(status: StatusCode, html: String) -> Response<Body> {
+    let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::from(html)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        HeaderName::from_static("content-security-policy"),
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    h.insert(
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 /// What a provider's refusal means for the answer.

@@ -11,6 +11,24 @@ use crate::forward::OriginalRequest;
 use crate::policy::{HostPattern, Policy};
 use crate::setting::ConfigError;
 
+/// The hosts a sign-in may return to: `server.redirect_hosts`, or the policy's hosts.
+pub(super) fn return_hosts(
+    server: &ServerConfig,
+    policy: &Policy,
+) -> Result<Vec<HostPattern>, ConfigError> {
+    match &server.redirect_hosts {
+        None => Ok(policy.named_hosts()),
+        Some(listed) => listed
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                HostPattern::parse_listed(h)
+                    .map_err(|why| ConfigError::invalid(format!("server.redirect_hosts[{i}]"), why))
+            })
+            .collect(),
+    }
+}
+
 /// The configured sign-in start and the hosts it may return to.
 #[derive(Debug, Clone)]
 pub(super) struct SignIn {
@@ -25,21 +43,9 @@ impl SignIn {
         let Some(url) = &server.signin_url else {
             return Ok(None);
         };
-        let return_hosts = match &server.redirect_hosts {
-            None => policy.named_hosts(),
-            Some(listed) => listed
-                .iter()
-                .enumerate()
-                .map(|(i, h)| {
-                    HostPattern::parse_listed(h).map_err(|why| {
-                        ConfigError::invalid(format!("server.redirect_hosts[{i}]"), why)
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        };
         Ok(Some(Self {
             url: url.clone(),
-            return_hosts,
+            return_hosts: return_hosts(server, policy)?,
         }))
     }
 

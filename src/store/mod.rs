@@ -1,4 +1,5 @@
-//! State: API tokens (by SHA-256 of the secret), local users, signing keys. The [`Store`]
+//! State: API tokens (by SHA-256 of the secret), local users, signing keys, browser
+//! sessions (by SHA-256 of the cookie). The [`Store`]
 //! trait is what the rest of authgate sees; `embedded` (SQLite) and `redis` implement it.
 
 mod config;
@@ -6,7 +7,10 @@ mod file;
 mod migrate;
 mod pool;
 mod redis;
+mod session;
+mod sessions_sql;
 mod sqlite;
+mod sqlite_rows;
 #[cfg(test)]
 mod suite;
 
@@ -18,6 +22,7 @@ pub use self::config::StoreConfig;
 pub use self::redis::RedisStore;
 pub use file::{held_by_server, lock_path};
 pub use migrate::{Migrated, migrate};
+pub use session::{SessionMatch, SessionRecord};
 pub use sqlite::SqliteStore;
 
 use crate::identity::{Attributes, Names};
@@ -186,6 +191,8 @@ pub enum StoreEvent {
     UserChanged(String),
     /// The key ring changed (a rotation).
     KeysChanged,
+    /// The session of this hash ended (signed out, or logged out by the IdP).
+    SessionEnded([u8; 32]),
     /// The subscription was (re)established: what happened while it was down was not
     /// heard, so everything cached must go.
     Resubscribed,
@@ -197,6 +204,7 @@ impl StoreEvent {
         match message.split_once(' ') {
             Some(("revoke-token", id)) => Some(Self::TokenRevoked(id.to_owned())),
             Some(("user", name)) => Some(Self::UserChanged(name.to_owned())),
+            Some(("session", hex)) => parse_hex32(hex).map(Self::SessionEnded),
             None if message == "keys" => Some(Self::KeysChanged),
             _ => None,
         }
@@ -212,6 +220,18 @@ pub enum Attempt {
     Refused(std::time::Duration),
     /// This store keeps no shared counters.
     NotShared,
+}
+
+/// 32 bytes from 64 hex digits.
+fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 /// What authgate keeps. Every method is one round trip to the backend.
@@ -284,6 +304,26 @@ pub trait Store: Send + Sync + 'static {
         let _ = counters;
         Ok(())
     }
+    /// Adds a new session; [`StoreError::Exists`] when its hash is taken.
+    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    /// The session of this hash, unless it is past its absolute end at `now`.
+    async fn get_session(
+        &self,
+        hash: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<SessionRecord>, StoreError>;
+    /// Records a use of the session at `at` (for the idle timeout); `false` when there is
+    /// no such session or a later use was recorded.
+    async fn touch_session(&self, hash: &[u8; 32], at: i64) -> Result<bool, StoreError>;
+    /// Replaces the fields of an existing session (after a token refresh); `false` when it
+    /// has ended meanwhile.
+    async fn replace_session(&self, session: &SessionRecord) -> Result<bool, StoreError>;
+    /// Ends one session; `false` when there was none. A shared store tells the other
+    /// replicas ([`StoreEvent::SessionEnded`]).
+    async fn delete_session(&self, hash: &[u8; 32]) -> Result<bool, StoreError>;
+    /// Ends every session `which` matches (back-channel logout) and returns their hashes;
+    /// a shared store tells the other replicas of each.
+    async fn end_sessions(&self, which: SessionMatch<'_>) -> Result<Vec<[u8; 32]>, StoreError>;
 
     /// Changes made elsewhere (other replicas, the CLI), for a store shared between
     /// processes; `None` for one that is not (each call starts a subscription, which ends
@@ -324,6 +364,17 @@ mod event_tests {
             ("user alice", Some(StoreEvent::UserChanged("alice".into()))),
             ("keys", Some(StoreEvent::KeysChanged)),
             ("keys now", None),
+            (
+                "session 00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff",
+                Some(StoreEvent::SessionEnded(
+                    [[0x00, 0xff]; 16].concat().try_into().unwrap(),
+                )),
+            ),
+            ("session 00ff", None),
+            (
+                "session zz00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff",
+                None,
+            ),
             ("flush", None),
             ("", None),
         ];

@@ -10,8 +10,12 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::file::ServerLock;
 use super::pool::{Pool, create_parent, query_err};
-use super::{KeyRecord, Store, StoreError, TokenLookup, TokenRecord, TokenRef, UserRecord};
-use crate::identity::{Attributes, Names};
+use super::sessions_sql;
+use super::sqlite_rows::{key_from_row, to_json, token_from_row, user_from_row};
+use super::{
+    KeyRecord, SessionMatch, SessionRecord, Store, StoreError, TokenLookup, TokenRecord, TokenRef,
+    UserRecord,
+};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
 const MIGRATIONS: &[&str] = &[
@@ -51,6 +55,7 @@ CREATE TABLE signing_keys (
 ALTER TABLE signing_keys ADD COLUMN activates_at INTEGER;
 UPDATE signing_keys SET activates_at = created_at;
 "#,
+    sessions_sql::MIGRATION,
 ];
 
 /// The SQLite-backed [`Store`].
@@ -117,64 +122,6 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 fn has_column(c: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
     c.prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
         .exists(params![table, column])
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> rusqlite::Result<T> {
-    serde_json::from_str(text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
-fn token_from_row(row: &Row<'_>, offset: usize) -> rusqlite::Result<TokenRecord> {
-    let hash: Vec<u8> = row.get(offset + 1)?;
-    let hash: [u8; 32] = hash.try_into().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(
-            1,
-            rusqlite::types::Type::Blob,
-            "token hash is not 32 bytes".into(),
-        )
-    })?;
-    let scopes: Option<String> = row.get(offset + 6)?;
-    Ok(TokenRecord {
-        id: row.get(offset)?,
-        hash,
-        owner: row.get(offset + 2)?,
-        name: row.get(offset + 3)?,
-        roles: from_json(&row.get::<_, String>(offset + 4)?)?,
-        attributes: from_json(&row.get::<_, String>(offset + 5)?)?,
-        scopes: scopes.map(|s| from_json::<Names>(&s)).transpose()?,
-        created_at: row.get(offset + 7)?,
-        expires_at: row.get(offset + 8)?,
-        last_used_at: row.get(offset + 9)?,
-        revoked_at: row.get(offset + 10)?,
-    })
-}
-
-fn user_from_row(row: &Row<'_>, offset: usize) -> rusqlite::Result<UserRecord> {
-    Ok(UserRecord {
-        username: row.get(offset)?,
-        password_hash: row.get(offset + 1)?,
-        email: row.get(offset + 2)?,
-        roles: from_json(&row.get::<_, String>(offset + 3)?)?,
-        attributes: from_json::<Attributes>(&row.get::<_, String>(offset + 4)?)?,
-        created_at: row.get(offset + 5)?,
-    })
-}
-
-fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
-    Ok(KeyRecord {
-        kid: row.get(0)?,
-        algorithm: row.get(1)?,
-        private_pkcs8: row.get(2)?,
-        created_at: row.get(3)?,
-        activates_at: row.get(4)?,
-        retired_at: row.get(5)?,
-        publish_until: row.get(6)?,
-    })
 }
 
 #[async_trait]
@@ -417,6 +364,54 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        let s = session.clone();
+        self.run(move |c| sessions_sql::insert(c, &s)).await
+    }
+
+    async fn get_session(
+        &self,
+        hash: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let hash = *hash;
+        self.run(move |c| sessions_sql::get(c, hash, now)).await
+    }
+
+    async fn touch_session(&self, hash: &[u8; 32], at: i64) -> Result<bool, StoreError> {
+        let hash = *hash;
+        self.run(move |c| sessions_sql::touch(c, hash, at)).await
+    }
+
+    async fn replace_session(&self, session: &SessionRecord) -> Result<bool, StoreError> {
+        let s = session.clone();
+        self.run(move |c| sessions_sql::replace(c, &s)).await
+    }
+
+    async fn delete_session(&self, hash: &[u8; 32]) -> Result<bool, StoreError> {
+        let hash = *hash;
+        self.run(move |c| sessions_sql::delete(c, hash)).await
+    }
+
+    async fn end_sessions(&self, which: SessionMatch<'_>) -> Result<Vec<[u8; 32]>, StoreError> {
+        let (issuer, subject, sid) = (
+            which.issuer.to_owned(),
+            which.subject.map(str::to_owned),
+            which.sid.map(str::to_owned),
+        );
+        self.run(move |c| {
+            sessions_sql::end(
+                c,
+                SessionMatch {
+                    issuer: &issuer,
+                    subject: subject.as_deref(),
+                    sid: sid.as_deref(),
+                },
+            )
+        })
+        .await
+    }
+
     async fn keys(&self, now: i64) -> Result<Vec<KeyRecord>, StoreError> {
         self.run(move |c| {
             let mut stmt = c
@@ -509,6 +504,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("sub/a.db")).unwrap();
         suite::tokens_users_and_keys_round_trip(&store).await;
+    }
+
+    #[tokio::test]
+    async fn sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        suite::sessions(&store).await;
     }
 
     /// A copy of the store at `path`, as a backup tool makes it (WAL content included).

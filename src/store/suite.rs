@@ -1,9 +1,11 @@
 //! The store test suite: backend-generic checks every [`Store`] implementation passes,
 //! called by one test per backend (`sqlite`'s and `redis`'s unit tests).
 
-use super::{KeyRecord, Store, StoreError, TokenRecord, TokenRef, UserRecord};
+use super::{
+    KeyRecord, SessionMatch, SessionRecord, Store, StoreError, TokenRecord, TokenRef, UserRecord,
+};
 use crate::identity::{AttributeValue, Attributes, Names};
-use crate::secret::sha256;
+use crate::secret::{Secret, sha256};
 
 /// A token of `owner` whose secret is `secret`.
 pub fn token(id: &str, owner: &str, secret: &str) -> TokenRecord {
@@ -313,4 +315,101 @@ pub async fn last_uses_in_large_batches(store: &dyn Store) {
         [("tok_1".into(), Some(10_000)), ("tok_2".into(), Some(299))]
     );
     store.record_last_used(&[]).await.unwrap();
+}
+
+/// A session of `sub` (at `issuer`, with `sid`) made at `now`, ending an hour later.
+pub fn session(n: u8, issuer: &str, sub: &str, sid: Option<&str>, now: i64) -> SessionRecord {
+    SessionRecord {
+        hash: sha256(&[n]),
+        issuer: issuer.into(),
+        subject: sub.into(),
+        sid: sid.map(Into::into),
+        claims: format!(r#"{{"sub":"{sub}"}}"#),
+        id_token: Secret::new(format!("id-token-{n}")),
+        refresh_token: n
+            .is_multiple_of(2)
+            .then(|| Secret::new(format!("refresh-{n}"))),
+        access_expires_at: Some(now + 60),
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + 3600,
+    }
+}
+
+/// Sessions: round trip, uses, replacement, the absolute end, deletion and back-channel
+/// logout by `sid`, by `sub` and by both.
+pub async fn sessions(store: &dyn Store) {
+    let now = crate::unix_now();
+    let a = session(1, "main", "alice", Some("sid-1"), now);
+    store.insert_session(&a).await.unwrap();
+    assert!(matches!(
+        store.insert_session(&a).await,
+        Err(StoreError::Exists(_))
+    ));
+    assert_eq!(
+        store.get_session(&a.hash, now).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(store.get_session(&sha256(b"x"), now).await.unwrap(), None);
+    // Past its absolute end, a session is not found.
+    assert_eq!(store.get_session(&a.hash, now + 3600).await.unwrap(), None);
+
+    assert!(store.touch_session(&a.hash, now + 5).await.unwrap());
+    assert!(!store.touch_session(&a.hash, now + 4).await.unwrap());
+    assert!(!store.touch_session(&sha256(b"x"), now).await.unwrap());
+    let seen = store.get_session(&a.hash, now).await.unwrap().unwrap();
+    assert_eq!(seen.last_seen_at, now + 5);
+
+    let mut refreshed = seen.clone();
+    refreshed.refresh_token = Some(Secret::new("refresh-new"));
+    refreshed.access_expires_at = Some(now + 600);
+    assert!(store.replace_session(&refreshed).await.unwrap());
+    assert_eq!(
+        store.get_session(&a.hash, now).await.unwrap(),
+        Some(refreshed)
+    );
+
+    assert!(store.delete_session(&a.hash).await.unwrap());
+    assert!(!store.delete_session(&a.hash).await.unwrap());
+    assert_eq!(store.get_session(&a.hash, now).await.unwrap(), None);
+    assert!(!store.replace_session(&a).await.unwrap());
+
+    // Back-channel logout.
+    let s2 = session(2, "main", "bob", Some("sid-2"), now);
+    let s3 = session(3, "main", "bob", Some("sid-3"), now);
+    let s4 = session(4, "main", "bob", None, now);
+    let s5 = session(5, "other", "bob", Some("sid-2"), now);
+    let s6 = session(6, "main", "carol", Some("sid-6"), now);
+    for s in [&s2, &s3, &s4, &s5, &s6] {
+        store.insert_session(s).await.unwrap();
+    }
+    let by = |subject, sid| SessionMatch {
+        issuer: "main",
+        subject,
+        sid,
+    };
+    assert!(store.end_sessions(by(None, None)).await.unwrap().is_empty());
+    assert_eq!(
+        store.end_sessions(by(None, Some("sid-2"))).await.unwrap(),
+        vec![s2.hash]
+    );
+    assert_eq!(
+        store
+            .end_sessions(by(Some("carol"), Some("sid-3")))
+            .await
+            .unwrap(),
+        Vec::<[u8; 32]>::new(),
+        "sid and sub must both match"
+    );
+    let mut ended = store.end_sessions(by(Some("bob"), None)).await.unwrap();
+    ended.sort();
+    let mut want = vec![s3.hash, s4.hash];
+    want.sort();
+    assert_eq!(ended, want);
+    for s in [&s2, &s3, &s4] {
+        assert_eq!(store.get_session(&s.hash, now).await.unwrap(), None);
+    }
+    // Another issuer's session of the same sub and sid, and another user's, remain.
+    assert!(store.get_session(&s5.hash, now).await.unwrap().is_some());
+    assert!(store.get_session(&s6.hash, now).await.unwrap().is_some());
 }

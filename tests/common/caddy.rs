@@ -75,6 +75,28 @@ impl Caddy {
     /// Runs `site_conf` (a path relative to the repository) with the addresses replaced, on
     /// a free loopback port; retries with another port when that one was taken meanwhile.
     pub fn start(dir: &Path, site_conf: &str, authgate: SocketAddr, upstream: SocketAddr) -> Self {
+        Self::start_at(dir, site_conf, authgate, upstream, None)
+    }
+
+    /// As [`Caddy::start`], listening on `port` (chosen before authgate's config, which
+    /// names the site's URL).
+    pub fn start_on(
+        dir: &Path,
+        site_conf: &str,
+        authgate: SocketAddr,
+        upstream: SocketAddr,
+        port: u16,
+    ) -> Self {
+        Self::start_at(dir, site_conf, authgate, upstream, Some(port))
+    }
+
+    fn start_at(
+        dir: &Path,
+        site_conf: &str,
+        authgate: SocketAddr,
+        upstream: SocketAddr,
+        fixed_port: Option<u16>,
+    ) -> Self {
         let caddy = caddy_binary();
         let dir = dir.join("caddy");
         for sub in ["home", "config", "data"] {
@@ -84,7 +106,7 @@ impl Caddy {
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(site_conf)).unwrap();
         let log_path = dir.join("caddy.log");
         for attempt in 0..5 {
-            let port = free_port();
+            let port = fixed_port.unwrap_or_else(free_port);
             let conf_path = dir.join("Caddyfile");
             std::fs::write(&conf_path, rewrite(&site, &dir, authgate, upstream, port)).unwrap();
             let log = std::fs::File::create(&log_path).unwrap();

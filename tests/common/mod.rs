@@ -413,13 +413,35 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(dir: &Path, site_conf: &str, authgate: SocketAddr, upstream: SocketAddr) -> Self {
+        Self::start_at(dir, site_conf, authgate, upstream, None)
+    }
+
+    /// As [`Nginx::start`], listening on `port` (chosen before authgate's config, which
+    /// names the site's URL).
+    pub fn start_on(
+        dir: &Path,
+        site_conf: &str,
+        authgate: SocketAddr,
+        upstream: SocketAddr,
+        port: u16,
+    ) -> Self {
+        Self::start_at(dir, site_conf, authgate, upstream, Some(port))
+    }
+
+    fn start_at(
+        dir: &Path,
+        site_conf: &str,
+        authgate: SocketAddr,
+        upstream: SocketAddr,
+        fixed_port: Option<u16>,
+    ) -> Self {
         let nginx = nginx_binary();
         let dir = dir.join("nginx");
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
         let site =
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(site_conf)).unwrap();
         for attempt in 0..5 {
-            let port = free_port();
+            let port = fixed_port.unwrap_or_else(free_port);
             let site = site
                 .replace("server 127.0.0.1:8080;", &format!("server {authgate};"))
                 .replace("server 127.0.0.1:3000;", &format!("server {upstream};"))

@@ -21,6 +21,12 @@ pub fn peer_dir() -> PathBuf {
 impl Oidc {
     /// Starts the provider on `port` with the signing keys in `keys` (made when missing).
     pub fn start(port: u16, keys: &Path) -> Self {
+        Self::start_env(port, keys, &[])
+    }
+
+    /// As [`Oidc::start`], with environment variables for provider.mjs (the `web` client's
+    /// URLs, `OIDC_ACCESS_TTL`).
+    pub fn start_env(port: u16, keys: &Path, env: &[(&str, String)]) -> Self {
         assert!(
             peer_dir().join("node_modules/oidc-provider").exists(),
             "oidc-provider is not installed: run scripts/test.sh (npm ci in tests/peers/oidc)"
@@ -29,6 +35,7 @@ impl Oidc {
             .arg(peer_dir().join("provider.mjs"))
             .arg(port.to_string())
             .arg(keys)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -152,7 +152,7 @@ pub(super) fn peek(token: &str) -> Option<Peek> {
 }
 
 /// The `iss` of a compact JWT that is an access token (not a refresh token), unverified.
-pub(super) fn unverified_issuer(token: &str) -> Option<String> {
+pub fn unverified_issuer(token: &str) -> Option<String> {
     peek(token)
         .filter(|p| {
             !p.typ.as_deref().is_some_and(|t| {

@@ -30,6 +30,7 @@ use super::{AuthContext, AuthError, Provider, Unhealthy};
 use crate::credential::Credential;
 use crate::identity::Identity;
 use crate::setting::ConfigError;
+pub use keys::unverified_issuer;
 use keys::*;
 
 /// `type: jwt` options: one issuer per entry.
@@ -300,9 +301,26 @@ impl JwtProvider {
             .and_then(|s| s.keys.get(kid).cloned()))
     }
 
+    /// The endpoint `name` (`token_endpoint`, `end_session_endpoint`, ...) of the issuer's
+    /// discovery document.
+    pub async fn discovered(&self, name: &str) -> Result<String, AuthError> {
+        self.discovery.endpoint(name, None).await
+    }
+
     /// Verifies `token` (signature, algorithm, `typ`, `iss`, `aud`, `exp`, `nbf`, `iat`) and
     /// returns its claims.
-    pub(super) async fn verify(&self, token: &str) -> Result<Value, AuthError> {
+    pub async fn verify(&self, token: &str) -> Result<Value, AuthError> {
+        self.verify_requiring(token, &["exp", "iss", "aud", "sub"])
+            .await
+    }
+
+    /// As [`JwtProvider::verify`], with `required` the claims that must be present (a
+    /// back-channel logout token need not name `sub` nor carry `exp`).
+    pub async fn verify_requiring(
+        &self,
+        token: &str,
+        required: &[&str],
+    ) -> Result<Value, AuthError> {
         check_protected_header(token)?;
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed JWT"))?;
@@ -332,7 +350,7 @@ impl JwtProvider {
         validation.set_audience(&self.config.audiences);
         validation.leeway = self.config.leeway.as_secs();
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_required_spec_claims(required);
         let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             AuthError::Invalid(match e.kind() {

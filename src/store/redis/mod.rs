@@ -15,14 +15,16 @@
 //! - `<p>keys`: hash, kid -> the signing key as JSON (`private_pkcs8` in hex, `seq` the
 //!   order of addition); `<p>keys:seq`: the counter behind `seq`
 //! - `<p>fail:<name>`: attempt counters with a TTL ([`attempts`])
-//! - `<p>events`: pub/sub channel of changes (`revoke-token <id>`, `user <name>`, `keys`),
-//!   published by the scripts that make them
+//! - `<p>session:<sha256 hex>` and its indexes: see [`sessions`]
+//! - `<p>events`: pub/sub channel of changes (`revoke-token <id>`, `user <name>`, `keys`,
+//!   `session <hash hex>`), published by the scripts that make them
 
 mod attempts;
 mod conn;
 mod import;
 mod record;
 mod scripts;
+mod sessions;
 mod target;
 #[cfg(test)]
 mod tests;
@@ -45,8 +47,8 @@ use self::record::{
     user_from,
 };
 use super::{
-    Attempt, KeyRecord, Store, StoreConfig, StoreError, StoreEvent, TokenLookup, TokenRecord,
-    TokenRef, UserRecord,
+    Attempt, KeyRecord, SessionMatch, SessionRecord, Store, StoreConfig, StoreError, StoreEvent,
+    TokenLookup, TokenRecord, TokenRef, UserRecord,
 };
 
 /// Last uses written by one script call (a pipeline holds as many calls as needed).
@@ -599,6 +601,34 @@ impl Store for RedisStore {
 
     async fn forgive_attempt(&self, counters: &[String]) -> Result<(), StoreError> {
         self.forgive(counters).await
+    }
+
+    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.insert_session_record(session).await
+    }
+
+    async fn get_session(
+        &self,
+        hash: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.get_session_record(hash, now).await
+    }
+
+    async fn touch_session(&self, hash: &[u8; 32], at: i64) -> Result<bool, StoreError> {
+        self.touch_session_record(hash, at).await
+    }
+
+    async fn replace_session(&self, session: &SessionRecord) -> Result<bool, StoreError> {
+        self.replace_session_record(session).await
+    }
+
+    async fn delete_session(&self, hash: &[u8; 32]) -> Result<bool, StoreError> {
+        self.delete_session_record(hash).await
+    }
+
+    async fn end_sessions(&self, which: SessionMatch<'_>) -> Result<Vec<[u8; 32]>, StoreError> {
+        self.end_session_records(which).await
     }
 
     fn events(&self) -> Option<tokio::sync::mpsc::Receiver<StoreEvent>> {

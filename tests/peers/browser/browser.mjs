@@ -18,12 +18,13 @@ const FLAGS = [
   '--disable-dev-shm-usage',
 ];
 
-export async function scenario(run) {
+// `options.flags(args)`: more launch flags for a scenario (e.g. --host-resolver-rules).
+export async function scenario(run, options = {}) {
   const args = JSON.parse(process.argv[2] ?? '{}');
   const browser = await chromium.launch({
     executablePath: process.env.AUTHGATE_TEST_CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
-    args: FLAGS,
+    args: [...FLAGS, ...(options.flags ? options.flags(args) : [])],
   });
   try {
     const result = await run(browser, args);

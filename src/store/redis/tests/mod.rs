@@ -105,6 +105,12 @@ async fn tokens_users_and_keys_round_trip() {
 }
 
 #[tokio::test]
+async fn sessions() {
+    let server = RedisServer::start(&[]);
+    suite::sessions(&server.store()).await;
+}
+
+#[tokio::test]
 async fn subjects_are_users_and_owners_of_live_tokens() {
     let server = RedisServer::start(&[]);
     suite::subjects_are_users_and_owners_of_live_tokens(&server.store()).await;
@@ -454,4 +460,38 @@ async fn attempt_counters_are_shared_and_all_or_nothing() {
         .await
         .unwrap();
     assert_eq!(exists, 0);
+}
+
+/// Ending a session tells every subscriber (the other replicas) at once: one
+/// `SessionEnded` per session, for sign-out and for back-channel logout alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_sessions_are_published() {
+    let server = RedisServer::start(&[]);
+    let store = server.store();
+    let mut events = store.events().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap();
+    assert_eq!(first, Some(StoreEvent::Resubscribed));
+    let now = crate::unix_now();
+    let a = suite::session(1, "main", "alice", Some("sid-a"), now);
+    let b = suite::session(2, "main", "bob", Some("sid-b"), now);
+    store.insert_session(&a).await.unwrap();
+    store.insert_session(&b).await.unwrap();
+    assert!(store.delete_session(&a.hash).await.unwrap());
+    let ended = store
+        .end_sessions(crate::store::SessionMatch {
+            issuer: "main",
+            subject: None,
+            sid: Some("sid-b"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(ended, vec![b.hash]);
+    for want in [a.hash, b.hash] {
+        let got = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap();
+        assert_eq!(got, Some(StoreEvent::SessionEnded(want)));
+    }
 }
