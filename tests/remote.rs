@@ -357,6 +357,17 @@ async fn remote_token_through_nginx() {
         .strip_prefix("Bearer ")
         .unwrap();
     assert_eq!(verify_jwt(&authgate, jwt, "api").await["username"], "alice");
+    // A raw token in a provider's header never reaches the app: the example clears it.
+    let resp = http
+        .get(nginx.url("/items"))
+        .bearer_auth("tok-nginx")
+        .header("X-ECMWF-Key", "tok-nginx")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen: Value = resp.json().await.unwrap();
+    assert_eq!(seen.get("x-ecmwf-key"), None, "{seen}");
     let resp = http
         .get(nginx.url("/items"))
         .bearer_auth("tok-unknown")

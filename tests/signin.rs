@@ -93,10 +93,11 @@ impl Site {
 /// The site with `issuers` IdPs (named a, b, ...; the first is `main` when alone) and
 /// `login_extra` added to the login section.
 async fn site(dir: &Path, issuers: usize, login_extra: &str, access_ttl: Option<u64>) -> Site {
-    site_behind(dir, false, issuers, login_extra, access_ttl, "").await
+    site_behind(dir, false, issuers, login_extra, access_ttl, "", "").await
 }
 
-/// As [`site`], behind Caddy (`caddy`) or nginx.
+/// As [`site`], behind Caddy (`caddy`) or nginx, on the embedded store or on `store` (a
+/// whole `store:` line).
 async fn site_behind(
     dir: &Path,
     caddy: bool,
@@ -104,6 +105,7 @@ async fn site_behind(
     login_extra: &str,
     access_ttl: Option<u64>,
     issuer_extra: &str,
+    store: &str,
 ) -> Site {
     let (ng_port, ag_port) = (free_port(), free_port());
     let base = format!("http://api.example.org:{ng_port}");
@@ -140,7 +142,7 @@ async fn site_behind(
            \n  issuers:\n{entries}\
          policy:\n  default: allow_authenticated\n  rules:\n    - {{ name: admin, host: api.example.org, path: /admin, require: {{ roles: [admin] }} }}\n"
     );
-    let config = write_config(dir, &sections);
+    let config = write_config(dir, &format!("{store}{sections}"));
     let authgate = Authgate::start(&config);
     let echo = Echo::start().await;
     let proxy = if caddy {
@@ -712,7 +714,7 @@ async fn one_refresh_under_100_concurrent_requests() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sign_in_through_caddy_then_sign_out() {
     let dir = tempfile::tempdir().unwrap();
-    let site = site_behind(dir.path(), true, 1, "", None, "").await;
+    let site = site_behind(dir.path(), true, 1, "", None, "", "").await;
     let first = site
         .step
         .get(site.url("/data?q=1"))
@@ -822,7 +824,7 @@ async fn a_real_browser_signs_in_and_out() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sign_out_at_the_idp_too() {
     let dir = tempfile::tempdir().unwrap();
-    let site = site_behind(dir.path(), false, 1, "", None, ", end_session: true").await;
+    let site = site_behind(dir.path(), false, 1, "", None, ", end_session: true", "").await;
     sign_in(&site, "/", "kim").await;
     let cookie = site.session_cookie();
     let out = site
@@ -917,5 +919,65 @@ async fn idle_and_absolute_ends() {
         site.status_with("/data", &cookie).await,
         401,
         "idle past the timeout"
+    );
+}
+
+/// Several replicas on one Redis store: a session made through one replica (behind nginx)
+/// is honoured by another, and sign-out through the first is refused by the other at once
+/// (the `session` event drops its cached entry, long before `cache.max_ttl`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_works_on_every_replica() {
+    let redis = common::redis::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "store: {{ type: redis, url: \"{}\" }}\ncache: {{ max_ttl: 5m }}\n",
+        redis.url(2)
+    );
+    let site = site_behind(dir.path(), false, 1, "", None, "", &store).await;
+    sign_in(&site, "/data", "alice").await;
+    let cookie = site.session_cookie();
+
+    // Replica B: the same configuration on a port of its own, asked directly.
+    let text = std::fs::read_to_string(&site.authgate.config).unwrap();
+    let listen = format!("listen: \"{}\"", site.authgate.data);
+    assert!(text.contains(&listen), "{text}");
+    let b_dir = tempfile::tempdir().unwrap();
+    let b_config = b_dir.path().join("authgate.yaml");
+    std::fs::write(&b_config, text.replace(&listen, "listen: \"127.0.0.1:0\"")).unwrap();
+    let b = Authgate::start(&b_config);
+    let ask_b = || async {
+        reqwest::Client::new()
+            .get(b.url("/auth"))
+            .header("X-Original-URI", "/data")
+            .header("X-Original-Method", "GET")
+            .header("Host", "api.example.org")
+            .header("Cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+    };
+    let first = ask_b().await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-auth-request-user"], "alice");
+
+    let out = site
+        .step
+        .get(site.url("/oauth2/sign_out"))
+        .header("Sec-Fetch-Site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 302);
+    let signed_out = Instant::now();
+    while ask_b().await.status() != 401 {
+        assert!(
+            signed_out.elapsed() < Duration::from_secs(1),
+            "replica B still honours the ended session"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "sign-out seen by the other replica after {:?}",
+        signed_out.elapsed()
     );
 }

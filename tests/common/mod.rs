@@ -38,10 +38,15 @@ pub struct Authgate {
 /// when they are distinct sections, so tests pass whole sections).
 pub fn write_config(dir: &Path, sections: &str) -> PathBuf {
     let path = dir.join("authgate.yaml");
-    let mut text = format!(
-        "store: {{ type: embedded, path: \"{}\" }}\n",
-        dir.join("authgate.db").display()
-    );
+    // The embedded store in `dir`, unless the sections name a store of their own.
+    let mut text = if sections.lines().any(|l| l.starts_with("store:")) {
+        String::new()
+    } else {
+        format!(
+            "store: {{ type: embedded, path: \"{}\" }}\n",
+            dir.join("authgate.db").display()
+        )
+    };
     text.push_str(sections);
     if !sections.contains("server:") {
         text.push_str(
