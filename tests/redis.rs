@@ -5,75 +5,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::redis::RedisServer;
 use common::*;
 use serde_json::Value;
-
-/// A `redis-server` of the test's own, killed when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    /// How it persists: `--appendonly no` (nothing) unless started otherwise.
-    persistence: Vec<&'static str>,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        Self::start_with(&["--appendonly", "no"])
-    }
-
-    fn start_with(persistence: &[&'static str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Self::spawn(port, dir.path(), persistence);
-        Self {
-            child,
-            port,
-            persistence: persistence.to_vec(),
-            _dir: dir,
-        }
-    }
-
-    /// Kills the server (SIGKILL: no chance to save) and starts it again on the same port
-    /// and directory: empty unless it persists with `appendonly`.
-    fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = Self::spawn(self.port, self._dir.path(), &self.persistence);
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/1", self.port)
-    }
-
-    fn spawn(port: u16, dir: &std::path::Path, persistence: &[&str]) -> Child {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(dir)
-            .args(["--save", ""])
-            .args(persistence)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (scripts/test.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn decide(authgate: &Authgate, token: &str) -> u16 {
     reqwest::Client::new()
@@ -106,7 +42,7 @@ async fn kids(authgate: &Authgate) -> Vec<String> {
 
 /// A configuration on `redis` in `dir`.
 fn redis_config(dir: &std::path::Path, redis: &RedisServer) -> std::path::PathBuf {
-    config_at(dir, &redis.url(), "", "")
+    config_at(dir, &redis.url(1), "", "")
 }
 
 /// A configuration on the Redis at `url` in `dir`, with more `store` keys (`store_extra`,
@@ -261,7 +197,7 @@ async fn users_and_basic_limits_are_shared() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_at(
         dir.path(),
-        &redis.url(),
+        &redis.url(1),
         "",
         "cache: { max_ttl: 5m, negative_ttl: 1s }\n",
     );
@@ -412,7 +348,7 @@ async fn a_silent_cut_is_noticed_by_the_keepalive() {
     let relay = Relay::start(redis.port).await;
     let dir = tempfile::tempdir().unwrap();
     let cache = "cache: { max_ttl: 5m }\n";
-    let direct = config_at(dir.path(), &redis.url(), "", cache);
+    let direct = config_at(dir.path(), &redis.url(1), "", cache);
     let relayed_dir = tempfile::tempdir().unwrap();
     let relayed = config_at(
         relayed_dir.path(),
@@ -497,7 +433,7 @@ policy:
                 "--from",
                 db.to_str().unwrap(),
                 "--to",
-                &redis.url(),
+                &redis.url(1),
             ],
             None,
         );
@@ -520,7 +456,7 @@ policy:
             "--from",
             "/nonexistent.db",
             "--to",
-            &redis.url(),
+            &redis.url(1),
         ],
         None,
     );
