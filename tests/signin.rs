@@ -981,3 +981,77 @@ async fn a_session_works_on_every_replica() {
         signed_out.elapsed()
     );
 }
+
+/// The token API takes the browser session as its caller (issue 14 on top of 13): the
+/// signed-in user lists and creates their own tokens with the cookie, a cross-origin post
+/// carried by the cookie is refused (it is an ambient credential), and the new token works.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_session_is_a_portal_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let portal = "portal: { enabled: true, grantable_scopes: [\"read:data\"] }\n";
+    let site = site_behind(dir.path(), false, 1, "", None, "", portal).await;
+    sign_in(&site, "/data", "alice").await;
+    let cookie = site.session_cookie();
+    let origin = format!("http://{}", site.authgate.data);
+    let api = reqwest::Client::new();
+    let list: Value = api
+        .get(site.authgate.url("/api/tokens"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The owner is the session's subject: the issuer's user, not a local one.
+    let owner = list["owner"].as_str().unwrap().to_owned();
+    assert!(
+        owner.starts_with("oidc:") && owner.ends_with(":alice"),
+        "{owner}"
+    );
+    assert_eq!(list["tokens"], json!([]));
+    let body = json!({"name": "from-session", "scopes": ["read:data"], "expires_in": "1d"});
+    let forged = api
+        .post(site.authgate.url("/api/tokens"))
+        .header("Cookie", &cookie)
+        .header("Origin", "https://evil.example")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let created = api
+        .post(site.authgate.url("/api/tokens"))
+        .header("Cookie", &cookie)
+        .header("Origin", &origin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let secret = created["secret"].as_str().unwrap();
+    let decided = api
+        .get(site.authgate.url("/auth"))
+        .header("X-Original-URI", "/data")
+        .header("X-Original-Method", "GET")
+        .header("Host", "api.example.org")
+        .bearer_auth(secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(decided.status(), 200);
+    let jwt = decided.headers()["authorization"].to_str().unwrap();
+    let claims = verify_jwt(&site.authgate, jwt.strip_prefix("Bearer ").unwrap(), "api").await;
+    assert_eq!(claims["sub"], owner.as_str());
+    let list: Value = api
+        .get(site.authgate.url("/api/tokens"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["tokens"].as_array().unwrap().len(), 1, "{list}");
+}
