@@ -312,7 +312,11 @@ pub fn main() -> ExitCode {
         }
     };
     let access = logging.access.clone();
-    match runtime.block_on(run(cli.command, config, access)) {
+    let outcome = runtime.block_on(run(cli.command, config, access));
+    // The log lines of the run are written before the reason of a failure.
+    drop(runtime);
+    drop(logging);
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             eprintln!("authgate: {}", f.message);

@@ -224,7 +224,12 @@ impl App {
         repeated: bool,
         mode: HeaderMode,
     ) -> Response<Body> {
+        let identity = authenticated
+            .identity
+            .response_headers(repeated, identity_headers);
         let mut response = empty(StatusCode::OK);
+        // Sized once: growing the map as headers go in cost a rehash per doubling.
+        *response.headers_mut() = http::HeaderMap::with_capacity(identity.len() + 4);
         let headers = response.headers_mut();
         // The client's Authorization is replaced by the JWT only when the JWT travels in
         // Authorization; with another `mint.header` it must be removed like the rest.
@@ -242,9 +247,6 @@ impl App {
             HeaderName::from_static(STATUS_HEADER),
             HeaderValue::from_static("authenticated"),
         );
-        let identity = authenticated
-            .identity
-            .response_headers(repeated, identity_headers);
         for (name, value) in identity.iter() {
             headers.insert(name.clone(), value.clone());
         }

@@ -1,6 +1,7 @@
 //! Logging: tracing to stderr, JSON lines or pretty, filtered by `log.level` or `RUST_LOG`.
-//! Lines are written by a dedicated thread through a buffer (one `write` per batch, not per
-//! line); the queue is lossless: when it is full, requests wait rather than lose lines.
+//! Lines are written by a dedicated thread in batches ([`batch`]: one `write` per batch, not
+//! per line); nothing is lost: when the output falls behind, requests wait rather than lose
+//! lines.
 //!
 //! The per-decision line is an access log ([`AccessLog`]): same destination, same format
 //! and same filter (target `authgate::decision`, level info), but serialised directly from
@@ -11,10 +12,13 @@ use std::io::Write;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::setting::ConfigError;
+
+pub mod batch;
+
+use batch::{BatchWriter, FlushGuard};
 
 /// `log`: logging.
 #[derive(Debug, Clone, Deserialize)]
@@ -59,13 +63,10 @@ impl LogConfig {
     }
 }
 
-/// Lines queued for the writer thread before requests wait for it.
-const QUEUED_LINES: usize = 16 * 1024;
-
 /// The installed logging. Keep it alive until exit: dropping it flushes the writer.
 pub struct Logging {
-    /// Flushes the writer thread when dropped.
-    pub guard: WorkerGuard,
+    /// Writes what is left when dropped.
+    pub guard: FlushGuard,
     /// Where decision lines go.
     pub access: AccessLog,
 }
@@ -73,7 +74,7 @@ pub struct Logging {
 /// Writes one line per decision; cheap to clone.
 #[derive(Clone)]
 pub struct AccessLog {
-    writer: Option<NonBlocking>,
+    writer: Option<BatchWriter>,
     format: LogFormat,
 }
 
@@ -150,7 +151,7 @@ impl AccessLog {
         };
         if written {
             line.push(b'\n');
-            let _ = writer.clone().write_all(&line);
+            let _ = (&*writer).write_all(&line);
         }
     }
 }
@@ -212,11 +213,7 @@ pub fn init(config: &LogConfig) -> Logging {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(QUEUED_LINES)
-        .thread_name("authgate-log")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let (writer, guard) = BatchWriter::spawn("authgate-log", std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let builder = builder.with_writer(writer.clone());
     let _ = match config.format {
