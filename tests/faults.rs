@@ -160,5 +160,10 @@ async fn drain_delay_and_hangup() {
     .await;
     assert!(exited, "still running after the drain delay");
     assert_eq!(status.and_then(|s| s.code()), Some(0));
-    assert!(authgate.log_text().contains("closing the listeners"));
+    // The process has exited; its last lines may still be on their way through the pipe.
+    let logged = eventually(Duration::from_secs(5), async || {
+        authgate.log_text().contains("closing the listeners")
+    })
+    .await;
+    assert!(logged, "{}", authgate.log_text());
 }
