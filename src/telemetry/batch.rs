@@ -5,7 +5,8 @@
 //! in a cached decision (bench (a), `perf`).
 //!
 //! Nothing is lost: when [`LIMIT`] bytes wait because the output is slow, writers wait too.
-//! Dropping the [`FlushGuard`] writes what is left and stops the thread.
+//! Dropping the [`FlushGuard`] writes what is left and stops the thread; lines written after
+//! that are dropped.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -67,7 +68,16 @@ impl BatchWriter {
             std::thread::Builder::new()
                 .name(name.to_owned())
                 .spawn(move || write_batches(&shared, out))
-                .ok()
+        };
+        let thread = match thread {
+            Ok(t) => Some(t),
+            Err(e) => {
+                // Nothing would ever write the lines: drop them rather than let requests
+                // wait for a writer that does not exist.
+                eprintln!("authgate: cannot start the log writer ({e}): logging is off");
+                shared.lock().closed = true;
+                None
+            }
         };
         let guard = FlushGuard {
             shared: shared.clone(),
@@ -78,6 +88,9 @@ impl BatchWriter {
 
     fn append(&self, data: &[u8]) {
         let mut s = self.shared.lock();
+        if s.closed {
+            return; // no writer any more (or never one)
+        }
         while s.buf.len() >= LIMIT && !s.closed {
             s.waiting += 1;
             s = self
@@ -218,6 +231,24 @@ mod tests {
             "{} writes for 20 000 lines",
             writes.len()
         );
+    }
+
+    #[test]
+    fn lines_after_the_guard_are_dropped_without_waiting() {
+        let (tx, rx) = mpsc::channel();
+        let (writer, guard) = BatchWriter::spawn("test-log", Sink(tx));
+        (&writer).write_all(b"before\n").unwrap();
+        drop(guard);
+        // More than the limit: a writer that waited for room would never return.
+        for _ in 0..3 * LIMIT / 1024 {
+            (&writer).write_all(&[b'x'; 1024]).unwrap();
+        }
+        assert!(
+            writer.shared.lock().buf.is_empty(),
+            "lines kept with no writer"
+        );
+        let written: Vec<u8> = rx.try_iter().flatten().collect();
+        assert_eq!(written, b"before\n");
     }
 
     #[test]
