@@ -88,10 +88,13 @@ impl BatchWriter {
 
     fn append(&self, data: &[u8]) {
         let mut s = self.shared.lock();
-        if s.closed {
-            return; // no writer any more (or never one)
-        }
-        while s.buf.len() >= LIMIT && !s.closed {
+        loop {
+            if s.closed {
+                return; // no writer any more (or never one)
+            }
+            if s.buf.len() < LIMIT {
+                break;
+            }
             s.waiting += 1;
             s = self
                 .shared
