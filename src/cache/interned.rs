@@ -1,10 +1,11 @@
 //! Interned identities: equal identities are stored once ([`Known`]), for every entry that
-//! holds one (the renewed access tokens of one user, a user's Basic credentials; not two API
-//! tokens, whose ids differ), with what is built for them and reused: response headers and
-//! minted JWTs. What they keep is charged to one [`ReuseBudget`] (`cache.reuse_memory_mib`)
-//! and given back when the identity ends. Nothing is kept for a credential's first request:
-//! one seen once (a crawler's random tokens, a batch of one-shot clients) leaves nothing
-//! behind in memory.
+//! holds one (the tokens of one owner, the renewed access tokens of one user, a user's Basic
+//! credentials), with what is built for them and reused: response headers and minted JWTs.
+//! A stored credential's id (an API token's) is not part of the identity: the JWTs minted
+//! with it (its `token_id` claim) are kept by the entry ([`CredentialJwts`]). What they keep
+//! is charged to one [`ReuseBudget`] (`cache.reuse_memory_mib`) and given back when the
+//! identity or entry ends. Nothing is kept for a credential's first request: one seen once
+//! (a crawler's random tokens, a batch of one-shot clients) leaves nothing behind in memory.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -26,9 +27,15 @@ pub struct ReuseBudget {
     limit: usize,
 }
 
+/// What one holder (an identity, an entry) keeps of the budget; given back when it ends.
+struct Charge {
+    charged: AtomicUsize,
+    budget: Arc<ReuseBudget>,
+}
+
 /// An identity as the cache keeps it: once for all the entries whose identity is equal
-/// (the renewed access tokens of one user; not two API tokens, whose ids differ), with what
-/// is built for it and reused: minted JWTs and response headers.
+/// (the tokens of one owner, the renewed access tokens of one user), with what is built
+/// for it and reused: minted JWTs and response headers.
 pub struct Known {
     identity: Identity,
     /// The identity's response headers, kept from a credential's second request on (a
@@ -36,12 +43,17 @@ pub struct Known {
     headers: OnceLock<Vec<(HeaderName, HeaderValue)>>,
     /// JWTs minted for this identity, kept from a credential's second request on.
     minted: KeptJwts,
-    /// Bytes this identity holds of `budget`.
-    charged: AtomicUsize,
-    budget: Arc<ReuseBudget>,
+    charge: Charge,
 }
 
-/// The JWTs minted for one identity, kept for reuse (one per audience, a few audiences).
+/// The JWTs minted for one stored credential (they carry its id), kept by its entry.
+pub(super) struct CredentialJwts {
+    minted: KeptJwts,
+    charge: Charge,
+}
+
+/// The JWTs minted for one identity or credential, kept for reuse (one per audience, a few
+/// audiences).
 #[derive(Default)]
 struct KeptJwts {
     kept: ArcSwapOption<Vec<Arc<Minted>>>,
@@ -106,10 +118,17 @@ impl std::ops::Deref for Known {
     }
 }
 
-impl Known {
-    /// Moves what this identity keeps from `from` to `to` bytes in the reuse budget;
-    /// `false` (and nothing charged) when more does not fit.
-    pub fn recharge(&self, from: usize, to: usize) -> bool {
+impl Charge {
+    fn new(budget: &Arc<ReuseBudget>) -> Self {
+        Self {
+            charged: AtomicUsize::new(0),
+            budget: budget.clone(),
+        }
+    }
+
+    /// Moves what is kept from `from` to `to` bytes in the budget; `false` (and nothing
+    /// charged) when more does not fit.
+    fn recharge(&self, from: usize, to: usize) -> bool {
         if to > from {
             if !self.budget.reserve(to - from) {
                 return false;
@@ -121,7 +140,15 @@ impl Known {
         }
         true
     }
+}
 
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.release(*self.charged.get_mut());
+    }
+}
+
+impl Known {
     /// The identity's response headers: kept ones when `repeated` (a cache hit) and the
     /// budget allows, else built for this answer alone.
     pub fn response_headers(
@@ -140,7 +167,7 @@ impl Known {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + HEADER_OVERHEAD)
             .sum();
-        if !self.recharge(0, bytes) {
+        if !self.charge.recharge(0, bytes) {
             return built.into();
         }
         match self.headers.set(built) {
@@ -150,34 +177,78 @@ impl Known {
                 .map_or(Vec::new().into(), |k| k.as_slice().into()),
             // Another request kept them first.
             Err(built) => {
-                self.recharge(bytes, 0);
+                self.charge.recharge(bytes, 0);
                 built.into()
             }
         }
     }
 
-    /// The JWT for this identity and `audience` (the default when `None`) at `now`: a kept
-    /// one while [`Minter::reusable`], else a new one. The new one is kept when `repeated`
-    /// (a cache hit) and the budget allows, in place of the audience's stale one, beside
-    /// the first others still reusable (a few audiences in all).
-    pub fn minted_for(
+    /// The JWT for this identity (no stored credential's) and `audience` (the default when
+    /// `None`) at `now`: see [`KeptJwts::minted`].
+    pub(super) fn minted_for(
         &self,
         minter: &Minter,
         audience: Option<&Arc<str>>,
         now: i64,
         repeated: bool,
     ) -> Result<Arc<Minted>, KeyError> {
+        let mint = |audience: &Arc<str>| minter.mint(&self.identity, None, Some(audience), now);
+        self.minted
+            .minted(minter, audience, now, repeated, &self.charge, mint)
+    }
+}
+
+impl CredentialJwts {
+    /// Nothing kept yet; what will be is charged to `budget`.
+    pub(super) fn new(budget: &Arc<ReuseBudget>) -> Self {
+        Self {
+            minted: KeptJwts::default(),
+            charge: Charge::new(budget),
+        }
+    }
+
+    /// The JWT for `identity` presenting stored credential `token_id`, for `audience` at
+    /// `now`: see [`KeptJwts::minted`].
+    pub(super) fn minted_for(
+        &self,
+        minter: &Minter,
+        identity: &Identity,
+        token_id: &str,
+        audience: Option<&Arc<str>>,
+        now: i64,
+        repeated: bool,
+    ) -> Result<Arc<Minted>, KeyError> {
+        let mint = |audience: &Arc<str>| minter.mint(identity, Some(token_id), Some(audience), now);
+        self.minted
+            .minted(minter, audience, now, repeated, &self.charge, mint)
+    }
+}
+
+impl KeptJwts {
+    /// The JWT for `audience` (the default when `None`) at `now`: a kept one while
+    /// [`Minter::reusable`], else a new one from `mint`. The new one is kept when `repeated`
+    /// (a cache hit) and `charge` allows, in place of the audience's stale one, beside the
+    /// first others still reusable (a few audiences in all).
+    fn minted(
+        &self,
+        minter: &Minter,
+        audience: Option<&Arc<str>>,
+        now: i64,
+        repeated: bool,
+        charge: &Charge,
+        mint: impl FnOnce(&Arc<str>) -> Result<Arc<Minted>, KeyError>,
+    ) -> Result<Arc<Minted>, KeyError> {
         let audience = minter.audience(audience);
-        if let Some(kept) = &*self.minted.kept.load()
+        if let Some(kept) = &*self.kept.load()
             && let Some(m) = kept
                 .iter()
                 .find(|m| m.audience() == &**audience && minter.reusable(m, now))
         {
             return Ok(m.clone());
         }
-        let minted = minter.mint(&self.identity, Some(audience), now)?;
-        if repeated && let Ok(_changing) = self.minted.change.lock() {
-            let before = self.minted.kept.load_full();
+        let minted = mint(audience)?;
+        if repeated && let Ok(_changing) = self.change.lock() {
+            let before = self.kept.load_full();
             let before = before.as_deref().map_or(&[][..], Vec::as_slice);
             let mut next: Vec<Arc<Minted>> = before
                 .iter()
@@ -186,21 +257,13 @@ impl Known {
                 .cloned()
                 .collect();
             next.push(minted.clone());
-            if self.recharge(KeptJwts::weight(before), KeptJwts::weight(&next)) {
-                self.minted.kept.store(Some(Arc::new(next)));
+            if charge.recharge(Self::weight(before), Self::weight(&next)) {
+                self.kept.store(Some(Arc::new(next)));
             }
         }
         Ok(minted)
     }
-}
 
-impl Drop for Known {
-    fn drop(&mut self) {
-        self.budget.release(*self.charged.get_mut());
-    }
-}
-
-impl KeptJwts {
     fn weight(kept: &[Arc<Minted>]) -> usize {
         kept.iter().map(|m| m.header.len() + MINTED_OVERHEAD).sum()
     }
@@ -240,8 +303,7 @@ impl Interned {
             identity,
             headers: OnceLock::new(),
             minted: KeptJwts::default(),
-            charged: AtomicUsize::new(0),
-            budget: budget.clone(),
+            charge: Charge::new(budget),
         });
         self.set.insert(ByIdentity(known.clone()));
         known
@@ -262,8 +324,8 @@ impl Interned {
 
 #[cfg(test)]
 mod tests {
-    use super::super::DecisionCache;
-    use super::super::testing::{config, headers, identity, valid};
+    use super::super::{Authenticated, DecisionCache};
+    use super::super::testing::{config, headers, identity, insert, key, valid};
     use super::*;
     use crate::mint::{MintConfig, rotate};
     use crate::store::SqliteStore;
@@ -398,5 +460,62 @@ mod tests {
             (0, 0),
             "given back with it"
         );
+    }
+
+    fn payload(jwt: &str) -> serde_json::Value {
+        let part = jwt.split('.').nth(1).unwrap();
+        serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, part)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn tokens_of_one_owner_share_the_identity_and_keep_jwts_of_their_own_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("k.db")).unwrap();
+        let minter = Minter::new(&MintConfig::default(), &store, true)
+            .await
+            .unwrap();
+        let cache = DecisionCache::new(&config(10));
+        let mut second = identity(None);
+        second.credential_id = Some("tok_2".into());
+        let one = insert(&cache, key(1), identity(None)).await;
+        let two = insert(&cache, key(2), second).await;
+        assert!(Arc::ptr_eq(&one.identity, &two.identity));
+        let now = crate::unix_now();
+        let jwt = |a: &Authenticated, repeated: bool| {
+            a.minted_for(&minter, None, now, repeated)
+                .unwrap()
+                .jwt()
+                .to_owned()
+        };
+        assert_eq!(payload(&jwt(&one, false))["token_id"], "tok_1");
+        assert_eq!(payload(&jwt(&two, false))["token_id"], "tok_2");
+        assert_eq!(cache.reuse_bytes(), 0, "nothing kept for a first request");
+        // From the second request on, each entry keeps its own, charged to the budget.
+        let (kept_one, kept_two) = (jwt(&one, true), jwt(&two, true));
+        assert_eq!(kept_one, jwt(&one, false), "kept");
+        assert_eq!(kept_two, jwt(&two, false), "kept");
+        assert_eq!(payload(&kept_one)["token_id"], "tok_1");
+        assert_eq!(payload(&kept_two)["token_id"], "tok_2");
+        let weight = |m: &str| m.len() + "Bearer ".len() + MINTED_OVERHEAD;
+        assert_eq!(cache.reuse_bytes(), weight(&kept_one) + weight(&kept_two));
+        // An identity without a stored credential keeps its JWT in the shared identity,
+        // without a `token_id`.
+        let mut user = identity(None);
+        user.credential_id = None;
+        user.subject = "basic-user".into();
+        let three = insert(&cache, key(3), user).await;
+        let shared = jwt(&three, true);
+        assert_eq!(payload(&shared).get("token_id"), None);
+        assert_eq!(shared, jwt(&three, false), "kept by the identity");
+        drop((one, two, three));
+        for i in 1..=3 {
+            cache.invalidate(key(i));
+        }
+        cache.sweep_all();
+        assert_eq!(cache.reuse_bytes(), 0, "given back when the entries end");
     }
 }

@@ -38,9 +38,10 @@ pub use clock::{Clock, SystemClock};
 pub use interned::{Known, ReuseBudget};
 
 use self::inflight::{FlightShard, InFlight, Landing};
-use self::interned::Interned;
+use self::interned::{CredentialJwts, Interned};
 use self::table::{Key, Table, lock};
 use self::uses::{EndedUses, LastUse, UseWriter};
+use crate::mint::{KeyError, Minted, Minter};
 use crate::providers::{Answer, AuthError};
 use crate::setting::ConfigError;
 use crate::store::Store;
@@ -109,10 +110,35 @@ pub enum Verdict {
 
 /// A valid credential's identity and the time it was last used.
 pub struct Authenticated {
-    /// Who it is, shared with every entry whose identity is equal.
+    /// Who it is, shared with every entry whose identity is equal (the tokens of one owner
+    /// too: the stored credential's id is not part of it).
     pub identity: Arc<Known>,
     /// The stored credential's id (an API token's) and when it was last used.
     last_use: LastUse,
+    /// The JWTs minted with the stored credential's id, kept for reuse.
+    jwts: CredentialJwts,
+}
+
+impl Authenticated {
+    /// The JWT for this credential and `audience` (the default when `None`) at `now`: a kept
+    /// one while it may be reused, else a new one, kept when `repeated` (a cache hit) and
+    /// the reuse budget allows. A stored credential's JWT carries its id (`token_id`), so it
+    /// is kept by the entry; any other by the shared identity.
+    pub fn minted_for(
+        &self,
+        minter: &Minter,
+        audience: Option<&Arc<str>>,
+        now: i64,
+        repeated: bool,
+    ) -> Result<Arc<Minted>, KeyError> {
+        match self.last_use.credential_id() {
+            Some(id) => {
+                self.jwts
+                    .minted_for(minter, &self.identity, id, audience, now, repeated)
+            }
+            None => self.identity.minted_for(minter, audience, now, repeated),
+        }
+    }
 }
 
 /// See the module documentation.
@@ -211,13 +237,14 @@ impl DecisionCache {
     }
 
     fn authenticated(&self, answer: Answer) -> Authenticated {
-        let identity = answer.identity;
-        // The id stays in the identity too: it goes into the minted JWT, so two tokens of
-        // one owner are two identities.
-        let credential_id = identity.credential_id.as_deref().map(Arc::from);
+        let mut identity = answer.identity;
+        // The id moves into the entry (its last use, its JWTs' `token_id`), so that the
+        // tokens of one owner share one identity.
+        let credential_id = identity.credential_id.take().map(Arc::from);
         Authenticated {
             identity: lock(&self.identities).intern(identity, &self.budget),
             last_use: LastUse::new(credential_id, self.clock.unix_now()),
+            jwts: CredentialJwts::new(&self.budget),
         }
     }
 
@@ -530,15 +557,15 @@ mod tests {
         let b = insert(&cache, key(2), other_token).await;
         let c = insert(&cache, key(3), other_owner).await;
         let d = insert(&cache, key(4), identity(None)).await;
-        // Another credential with an equal identity (the same token's id) shares it; another
-        // token of the same owner does not: its id is minted into its JWT.
+        // Another credential with an equal identity shares it, and so does another token of
+        // the same owner: its id is the entry's, not the identity's.
         assert!(Arc::ptr_eq(&a.identity, &d.identity));
-        assert!(!Arc::ptr_eq(&a.identity, &b.identity));
+        assert!(Arc::ptr_eq(&a.identity, &b.identity));
         assert!(!Arc::ptr_eq(&a.identity, &c.identity));
         assert_eq!(a.last_use.credential_id(), Some("tok_1"));
         assert_eq!(b.last_use.credential_id(), Some("tok_2"));
-        assert_eq!(a.identity.credential_id.as_deref(), Some("tok_1"));
-        assert_eq!(lock(&cache.identities).len(), 3);
+        assert_eq!(a.identity.credential_id, None);
+        assert_eq!(lock(&cache.identities).len(), 2);
         // What is kept for one credential's identity serves an equal one too, charged once.
         a.identity.response_headers(true, headers);
         let charged = cache.reuse_bytes();

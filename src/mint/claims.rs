@@ -19,6 +19,8 @@ pub(super) struct Envelope<'a> {
     pub nbf: i64,
     pub exp: i64,
     pub jti: String,
+    /// The stored credential (API token) the JWT is minted for: its `token_id` claim.
+    pub token_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -68,7 +70,7 @@ impl<'a> Claims<'a> {
     /// The claims of `identity` in `profile`.
     pub(super) fn new(profile: Profile, identity: &'a Identity, envelope: Envelope<'a>) -> Self {
         let rfc9068 = profile == Profile::Rfc9068;
-        let token_id = identity.credential_id.as_deref();
+        let token_id = envelope.token_id;
         // A name with whitespace (an IdP's `scp` list may hold one) would read as several
         // scopes in the space-separated claim: it is left out (RFC 6749 forbids it anyway).
         let scope = rfc9068.then(|| match &identity.scopes {
@@ -142,6 +144,7 @@ mod tests {
             nbf: 970,
             exp: 1300,
             jti: "j".into(),
+            token_id: identity.credential_id.as_deref(),
         };
         serde_json::to_value(Claims::new(profile, identity, envelope)).unwrap()
     }

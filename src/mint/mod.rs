@@ -176,17 +176,18 @@ impl Minter {
     }
 
     /// A new JWT for `identity`, for `audience` (the default when `None`), signed with the
-    /// active key at `now`.
+    /// active key at `now`; `token_id` names the stored credential (API token) it is for.
     pub fn mint(
         &self,
         identity: &Identity,
+        token_id: Option<&str>,
         audience: Option<&Arc<str>>,
         now: i64,
     ) -> Result<Arc<Minted>, KeyError> {
         let audience = self.audience(audience);
         let ring = self.ring.load();
         let active = ring.signing(now);
-        let (jwt, exp) = self.sign(active, identity, audience, now)?;
+        let (jwt, exp) = self.sign(active, identity, token_id, audience, now)?;
         let header = HeaderValue::try_from(format!("{}{jwt}", self.header_prefix))
             .map_err(|_| KeyError::Sign)?;
         Ok(Arc::new(Minted {
@@ -214,6 +215,7 @@ impl Minter {
         &self,
         key: &RingKey,
         identity: &Identity,
+        token_id: Option<&str>,
         audience: &str,
         now: i64,
     ) -> Result<(String, i64), KeyError> {
@@ -229,6 +231,7 @@ impl Minter {
             nbf: now - self.nbf_skew,
             exp,
             jti: URL_SAFE_NO_PAD.encode(random_bytes::<16>().map_err(|_| KeyError::Sign)?),
+            token_id,
         };
         let claims = Claims::new(self.profile, identity, envelope);
         let payload = serde_json::to_vec(&claims).map_err(|_| KeyError::Sign)?;
@@ -300,7 +303,7 @@ mod tests {
             (Some(now + 10_000), now + 300),
         ];
         for (expires_at, expected) in cases {
-            let minted = minter.mint(&identity(expires_at), None, now).unwrap();
+            let minted = minter.mint(&identity(expires_at), None, None, now).unwrap();
             assert_eq!(
                 minted.header.to_str().unwrap(),
                 format!("Bearer {}", minted.jwt())
@@ -316,14 +319,14 @@ mod tests {
             assert_eq!(c["client_id"], DEFAULT_CLIENT_ID);
         }
         let id = identity(None);
-        let a = minter.mint(&id, None, now).unwrap();
+        let a = minter.mint(&id, None, None, now).unwrap();
         assert_ne!(
             a.jwt(),
-            minter.mint(&id, None, now).unwrap().jwt(),
+            minter.mint(&id, None, None, now).unwrap().jwt(),
             "each one new"
         );
         let admin: Arc<str> = Arc::from("admin-api");
-        let b = minter.mint(&id, Some(&admin), now).unwrap();
+        let b = minter.mint(&id, None, Some(&admin), now).unwrap();
         assert_eq!(decode_claims(b.jwt())["aud"], "admin-api");
         assert_eq!(b.audience(), "admin-api");
         assert_eq!(minter.audience(Some(&admin)), &admin);
@@ -334,7 +337,7 @@ mod tests {
         assert!(!minter.reusable(&a, now + 240), "reissued near expiry");
         assert!(!minter.reusable(&a, now + 260));
         // A credential expiring soon gets a JWT that is never reused.
-        let short = minter.mint(&identity(Some(now + 5)), None, now).unwrap();
+        let short = minter.mint(&identity(Some(now + 5)), None, None, now).unwrap();
         assert!(!minter.reusable(&short, now));
 
         // Rotation: the new key signs, the old one stays published.
@@ -362,7 +365,7 @@ mod tests {
             !minter.reusable(&a, now + 1),
             "rotation retires JWTs of the old key"
         );
-        let d = minter.mint(&id, None, now + 262).unwrap();
+        let d = minter.mint(&id, None, None, now + 262).unwrap();
         assert!(minter.reusable(&d, now + 262));
         let header: serde_json::Value = serde_json::from_slice(
             &URL_SAFE_NO_PAD
@@ -381,7 +384,7 @@ mod tests {
             ..MintConfig::default()
         };
         let minter = Minter::new(&legacy, &store, false).await.unwrap();
-        let e = minter.mint(&id, None, now).unwrap();
+        let e = minter.mint(&id, None, None, now).unwrap();
         let header: serde_json::Value = serde_json::from_slice(
             &URL_SAFE_NO_PAD
                 .decode(e.jwt().split('.').next().unwrap())
