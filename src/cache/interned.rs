@@ -324,8 +324,8 @@ impl Interned {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Authenticated, DecisionCache};
     use super::super::testing::{config, headers, identity, insert, key, valid};
+    use super::super::{Authenticated, DecisionCache};
     use super::*;
     use crate::mint::{MintConfig, rotate};
     use crate::store::SqliteStore;

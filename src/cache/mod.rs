@@ -12,13 +12,14 @@
 //! What an entry costs (bench/README.md has the measurements): 64 bytes in the table (the
 //! 32-byte key, the 16-byte answer, its expiry and second-chance bit; a test holds it to
 //! that), ~82 with the hash table's control bytes and slack, where moka's bookkeeping was
-//! ~350; for a valid credential also its `Authenticated` (identity pointer, token id, last
-//! use: ~107 bytes, and ~27 for an API token's id). Equal identities are stored once
-//! (interned): the renewed access tokens of one user, or a user's Basic credentials, share
-//! one `Identity` and what is kept for it (minted JWTs, response headers, charged to
-//! `cache.reuse_memory_mib`). Stored credentials (API tokens) carry their own id in the
-//! identity, so each has its own minted JWT (with its `token_id` claim, for upstream audit
-//! logs). Memory sizing is in bench/README.md.
+//! ~350; for a valid credential also its `Authenticated` (identity pointer, last use, the
+//! JWTs kept for a stored credential: ~80 bytes, and ~32 for an API token's id). Equal
+//! identities are stored once (interned): the tokens of one owner, the renewed access tokens
+//! of one user, a user's Basic credentials share one `Identity` and what is kept for it
+//! (response headers, minted JWTs, charged to `cache.reuse_memory_mib`). A stored
+//! credential's id (an API token's) is the entry's, not the identity's: the JWTs minted for
+//! it carry it (the `token_id` claim, for upstream audit logs), so the entry keeps those.
+//! Memory sizing is in bench/README.md.
 
 mod clock;
 mod inflight;
@@ -132,10 +133,9 @@ impl Authenticated {
         repeated: bool,
     ) -> Result<Arc<Minted>, KeyError> {
         match self.last_use.credential_id() {
-            Some(id) => {
-                self.jwts
-                    .minted_for(minter, &self.identity, id, audience, now, repeated)
-            }
+            Some(id) => self
+                .jwts
+                .minted_for(minter, &self.identity, id, audience, now, repeated),
             None => self.identity.minted_for(minter, audience, now, repeated),
         }
     }

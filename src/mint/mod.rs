@@ -337,7 +337,9 @@ mod tests {
         assert!(!minter.reusable(&a, now + 240), "reissued near expiry");
         assert!(!minter.reusable(&a, now + 260));
         // A credential expiring soon gets a JWT that is never reused.
-        let short = minter.mint(&identity(Some(now + 5)), None, None, now).unwrap();
+        let short = minter
+            .mint(&identity(Some(now + 5)), None, None, now)
+            .unwrap();
         assert!(!minter.reusable(&short, now));
 
         // Rotation: the new key signs, the old one stays published.

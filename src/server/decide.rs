@@ -229,7 +229,12 @@ impl App {
         }
         match self.policy.evaluate_rule(rule, Some(identity)) {
             Decision::Allow { audience, .. } => {
-                match authenticated.minted_for(&self.minter, audience.as_ref(), crate::unix_now(), hit) {
+                match authenticated.minted_for(
+                    &self.minter,
+                    audience.as_ref(),
+                    crate::unix_now(),
+                    hit,
+                ) {
                     Ok(minted) => Outcome::Allow {
                         authenticated: authenticated.clone(),
                         minted,

@@ -13,8 +13,8 @@ use super::pool::{Pool, create_parent, query_err};
 use super::sessions_sql;
 use super::sqlite_rows::{key_from_row, to_json, token_from_row, user_from_row};
 use super::{
-    KeyRecord, SessionMatch, SessionRecord, Store, StoreError, TokenLookup, TokenRecord, TokenRef,
-    UserRecord,
+    KeyRecord, LAST_USE_RESOLUTION_SECS, SessionMatch, SessionRecord, Store, StoreError,
+    TokenLookup, TokenRecord, TokenRef, UserRecord,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
@@ -232,11 +232,13 @@ impl Store for SqliteStore {
             {
                 let mut stmt = tx
                     .prepare_cached(
-                        "UPDATE api_tokens SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1",
+                        "UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1
+                         AND (last_used_at IS NULL OR last_used_at <= ?2 - ?3)",
                     )
                     .map_err(query_err)?;
                 for (id, at) in &uses {
-                    stmt.execute(params![id, at]).map_err(query_err)?;
+                    stmt.execute(params![id, at, LAST_USE_RESOLUTION_SECS])
+                        .map_err(query_err)?;
                 }
             }
             tx.commit().map_err(query_err)

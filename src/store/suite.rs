@@ -2,7 +2,8 @@
 //! called by one test per backend (`sqlite`'s and `redis`'s unit tests).
 
 use super::{
-    KeyRecord, SessionMatch, SessionRecord, Store, StoreError, TokenRecord, TokenRef, UserRecord,
+    KeyRecord, LAST_USE_RESOLUTION_SECS, SessionMatch, SessionRecord, Store, StoreError,
+    TokenRecord, TokenRef, UserRecord,
 };
 use crate::identity::{AttributeValue, Attributes, Names};
 use crate::secret::{Secret, sha256};
@@ -288,8 +289,8 @@ pub async fn users_and_optional_fields_round_trip(store: &dyn Store) {
     assert_eq!(store.subjects(None).await.unwrap(), ["zoe"]);
 }
 
-/// A batch of last uses larger than one script call: the latest use per token kept, in
-/// any order, and uses of unknown tokens ignored.
+/// A batch of last uses larger than one script call: the latest use per token kept, to the
+/// minute ([`LAST_USE_RESOLUTION_SECS`]), in any order, and uses of unknown tokens ignored.
 pub async fn last_uses_in_large_batches(store: &dyn Store) {
     store
         .insert_token(&token("tok_1", "a", "s1"))
@@ -302,7 +303,8 @@ pub async fn last_uses_in_large_batches(store: &dyn Store) {
     let mut uses: Vec<(String, i64)> = (0..1200).map(|i| ("tok_1".into(), 10_000 - i)).collect();
     uses.push(("tok_2".into(), 7));
     uses.push(("tok_unknown".into(), 9));
-    uses.extend((0..300).map(|i| ("tok_2".into(), i)));
+    // Uses further apart than the resolution: each written in turn.
+    uses.extend((0..300).map(|i| ("tok_2".into(), i * LAST_USE_RESOLUTION_SECS)));
     store.record_last_used(&uses).await.unwrap();
     let last = |tokens: Vec<TokenRecord>| {
         tokens
@@ -312,9 +314,36 @@ pub async fn last_uses_in_large_batches(store: &dyn Store) {
     };
     assert_eq!(
         last(store.list_tokens(None).await.unwrap()),
-        [("tok_1".into(), Some(10_000)), ("tok_2".into(), Some(299))]
+        [
+            ("tok_1".into(), Some(10_000)),
+            ("tok_2".into(), Some(299 * LAST_USE_RESOLUTION_SECS))
+        ]
     );
     store.record_last_used(&[]).await.unwrap();
+
+    // To the minute: a use less than the resolution after the recorded one is not written,
+    // one that far or further is, an earlier one never.
+    let r = LAST_USE_RESOLUTION_SECS;
+    let at = 1_000_000;
+    let cases = [
+        (at, at, "the first use"),
+        (at + r - 1, at, "within the resolution: not written"),
+        (at + r, at + r, "the resolution later: written"),
+        (at - 5 * r, at + r, "never an earlier one"),
+        (at + 3 * r + 7, at + 3 * r + 7, "further: written"),
+    ];
+    store
+        .insert_token(&token("tok_3", "c", "s3"))
+        .await
+        .unwrap();
+    for (used, recorded, why) in cases {
+        store
+            .record_last_used(&[("tok_3".into(), used)])
+            .await
+            .unwrap();
+        let got = store.get_token("tok_3").await.unwrap().unwrap();
+        assert_eq!(got.last_used_at, Some(recorded), "{why}");
+    }
 }
 
 /// A session of `sub` (at `issuer`, with `sid`) made at `now`, ending an hour later.

@@ -445,7 +445,8 @@ impl Store for RedisStore {
                 .arg(scripts::RECORD_LAST_USED.get_hash())
                 .arg(1)
                 .arg(&self.prefix)
-                .arg(&self.prefix);
+                .arg(&self.prefix)
+                .arg(super::LAST_USE_RESOLUTION_SECS);
             for (id, at) in chunk {
                 call.arg(id).arg(*at);
             }

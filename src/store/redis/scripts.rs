@@ -75,17 +75,19 @@ return revoke(p, id, ARGV[4])
     ))
 });
 
-/// ARGV: prefix, then (id, at) pairs: each last use kept if later than the stored one.
+/// ARGV: prefix, the resolution (store::LAST_USE_RESOLUTION_SECS), then (id, at) pairs:
+/// a use is written when none is stored or it is that much or more after the stored one.
 /// Its source is sent with `SCRIPT LOAD` in the same pipeline as its calls.
 pub const RECORD_LAST_USED_SOURCE: &str = r#"
-local p = ARGV[1]
-for i = 2, #ARGV, 2 do
+local p, resolution = ARGV[1], tonumber(ARGV[2])
+for i = 3, #ARGV, 2 do
   local k = p .. 'tok:id:' .. ARGV[i]
   if redis.call('EXISTS', k) == 1 then
-    local current = tonumber(redis.call('HGET', k, 'last_used_at') or '0')
+    local current = tonumber(redis.call('HGET', k, 'last_used_at') or '')
     local at = tonumber(ARGV[i + 1])
-    if at > current then current = at end
-    redis.call('HSET', k, 'last_used_at', string.format('%d', current))
+    if current == nil or at - current >= resolution then
+      redis.call('HSET', k, 'last_used_at', string.format('%d', at))
+    end
   end
 end
 return 1
