@@ -335,7 +335,7 @@ async fn caddy_forward_auth_end_to_end() {
     assert_eq!(resp.status(), 421);
 
     // No secret ever reaches the logs.
-    let logs = authgate.log_text();
+    let logs = authgate.stop_and_log_text().await;
     for secret in [&token, &other_scope, &bob, "alice-password", jwt] {
         assert!(!logs.contains(secret), "a secret is in the logs");
     }

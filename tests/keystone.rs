@@ -320,7 +320,7 @@ policy:
         .await
         .unwrap();
     assert_eq!(resp.status(), 503);
-    let logs = authgate.log_text();
+    let logs = authgate.stop_and_log_text().await;
     for secret in [
         alice.as_str(),
         svc.as_str(),

@@ -254,7 +254,7 @@ async fn ldap_groups_by_member_of() {
     })
     .await;
     assert!(back, "the directory back up must work again");
-    assert!(!authgate.log_text().contains(READER_PASSWORD));
+    assert!(!authgate.stop_and_log_text().await.contains(READER_PASSWORD));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -355,7 +355,7 @@ async fn nginx_auth_request_end_to_end() {
     );
 
     // No secret ever reaches the logs.
-    let logs = authgate.log_text();
+    let logs = authgate.stop_and_log_text().await;
     assert!(
         logs.contains("\"outcome\":\"allow\""),
         "decision lines are logged"

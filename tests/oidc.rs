@@ -365,7 +365,9 @@ async fn opaque_tokens_by_introspection() {
         ended,
         "a revoked token is still accepted after the 5 s cache entry"
     );
-    let logs = cached.log_text() + &uncached.log_text() + &misconfigured.log_text();
+    let logs = cached.stop_and_log_text().await
+        + &uncached.stop_and_log_text().await
+        + &misconfigured.stop_and_log_text().await;
     for secret in [
         token.as_str(),
         doomed.as_str(),
@@ -509,7 +511,7 @@ async fn offline_refresh_tokens() {
         assert!(state.contains("unreachable"), "{kind}: {state}");
     }
     assert_eq!(body["providers"]["api_token"], "ok");
-    let logs = authgate.log_text();
+    let logs = authgate.stop_and_log_text().await;
     for secret in [
         refresh.as_str(),
         fresh.as_str(),

@@ -424,7 +424,7 @@ async fn api_statuses_limits_and_admins() {
     assert!(audited("token.create", ci_id.clone(), "alice").await);
     assert!(audited("token.revoke", ci_id.clone(), "alice").await);
     assert!(audited("token.revoke", third.clone(), "root").await);
-    let logs = authgate.log_text();
+    let logs = authgate.stop_and_log_text().await;
     for secret in [&ci_secret, &ro_secret] {
         assert!(!logs.contains(secret.as_str()), "a secret reached the log");
     }

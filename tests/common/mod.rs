@@ -32,6 +32,8 @@ pub struct Authgate {
     pub admin: SocketAddr,
     pub config: PathBuf,
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// The thread reading the process's stderr into `logs` (done at its end of file).
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 /// The config every test starts from; `extra` is appended (later keys win in YAML only
@@ -84,7 +86,7 @@ impl Authgate {
         let logs: Arc<Mutex<Vec<String>>> = Arc::default();
         let (tx, rx) = std::sync::mpsc::channel::<(String, SocketAddr)>();
         let sink = logs.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Ok(v) = serde_json::from_str::<Value>(&line)
@@ -118,6 +120,7 @@ impl Authgate {
             admin: admin.unwrap(),
             config: config.to_owned(),
             logs,
+            reader: Some(reader),
         }
     }
 
@@ -136,6 +139,31 @@ impl Authgate {
 
     /// Sends SIGTERM and waits; returns the exit status code.
     pub fn stop(mut self) -> Option<i32> {
+        self.terminate()
+    }
+
+    /// Stops authgate and returns every line it logged: its log writer writes each line
+    /// before the process exits, and the reader has read to the end of its output. So a
+    /// check that no secret reached the log misses none, where `log_text` may be read
+    /// while the last lines are still being gathered (up to 10 ms). A second SIGTERM, once
+    /// the first one's drain delay has begun, ends that delay.
+    pub async fn stop_and_log_text(mut self) -> String {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let draining = eventually(Duration::from_secs(10), async || {
+            self.log_text().contains("shutting down")
+        })
+        .await;
+        assert!(draining, "no shutdown after SIGTERM:\n{}", self.log_text());
+        assert_eq!(self.terminate(), Some(0), "{}", self.log_text());
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        self.log_text()
+    }
+
+    /// Sends SIGTERM (again, if already sent) and waits; returns the exit status code.
+    fn terminate(&mut self) -> Option<i32> {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
