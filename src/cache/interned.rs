@@ -183,18 +183,24 @@ impl Known {
         }
     }
 
-    /// The JWT for this identity (no stored credential's) and `audience` (the default when
-    /// `None`) at `now`: see [`KeptJwts::minted`].
+    /// The JWT for this identity and `audience` (the default when `None`) at `now`, for the
+    /// stored credential `own` (its id and the JWTs its entry keeps), if any: see
+    /// [`KeptJwts::minted`]. A stored credential's JWTs carry its id (`token_id`), so its
+    /// entry keeps them; any other is kept here, for every entry of this identity.
     pub(super) fn minted_for(
         &self,
+        own: Option<(&str, &CredentialJwts)>,
         minter: &Minter,
         audience: Option<&Arc<str>>,
         now: i64,
         repeated: bool,
     ) -> Result<Arc<Minted>, KeyError> {
-        let mint = |audience: &Arc<str>| minter.mint(&self.identity, None, Some(audience), now);
-        self.minted
-            .minted(minter, audience, now, repeated, &self.charge, mint)
+        let (kept, charge, token_id) = match own {
+            Some((id, jwts)) => (&jwts.minted, &jwts.charge, Some(id)),
+            None => (&self.minted, &self.charge, None),
+        };
+        let mint = |audience: &Arc<str>| minter.mint(&self.identity, token_id, Some(audience), now);
+        kept.minted(minter, audience, now, repeated, charge, mint)
     }
 }
 
@@ -205,22 +211,6 @@ impl CredentialJwts {
             minted: KeptJwts::default(),
             charge: Charge::new(budget),
         }
-    }
-
-    /// The JWT for `identity` presenting stored credential `token_id`, for `audience` at
-    /// `now`: see [`KeptJwts::minted`].
-    pub(super) fn minted_for(
-        &self,
-        minter: &Minter,
-        identity: &Identity,
-        token_id: &str,
-        audience: Option<&Arc<str>>,
-        now: i64,
-        repeated: bool,
-    ) -> Result<Arc<Minted>, KeyError> {
-        let mint = |audience: &Arc<str>| minter.mint(identity, Some(token_id), Some(audience), now);
-        self.minted
-            .minted(minter, audience, now, repeated, &self.charge, mint)
     }
 }
 
@@ -330,6 +320,26 @@ mod tests {
     use crate::mint::{MintConfig, rotate};
     use crate::store::SqliteStore;
 
+    /// A minter on a store of its own (kept with its directory while the test runs).
+    async fn minter() -> (tempfile::TempDir, SqliteStore, Minter) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("k.db")).unwrap();
+        let minter = Minter::new(&MintConfig::default(), &store, true)
+            .await
+            .unwrap();
+        (dir, store, minter)
+    }
+
+    /// Part `index` of a JWT (0 the header, 1 the claims), decoded.
+    fn jwt_part(jwt: &str, index: usize) -> serde_json::Value {
+        let part = jwt.split('.').nth(index).unwrap();
+        serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, part)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn kept_headers_are_charged_and_given_back() {
         let cache = DecisionCache::new(&config(10));
@@ -365,18 +375,14 @@ mod tests {
 
     #[tokio::test]
     async fn minted_jwts_are_kept_from_the_second_request_on_within_the_budget() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("k.db")).unwrap();
-        let minter = Minter::new(&MintConfig::default(), &store, true)
-            .await
-            .unwrap();
+        let (_dir, store, minter) = minter().await;
         let now = 1_000_000;
         let budget = Arc::new(ReuseBudget::new(1 << 20));
         let mut interned = Interned::default();
         let known = interned.intern(identity(None), &budget);
         let jwt = |known: &Known, repeated: bool, audience: Option<&Arc<str>>, at: i64| {
             known
-                .minted_for(&minter, audience, at, repeated)
+                .minted_for(None, &minter, audience, at, repeated)
                 .unwrap()
                 .jwt()
                 .to_owned()
@@ -439,14 +445,7 @@ mod tests {
             .unwrap();
         assert!(minter.reload(&store).await.unwrap());
         let d = jwt(&known, true, Some(&Arc::from("aud-3")), now + 266);
-        let header: serde_json::Value = serde_json::from_slice(
-            &base64::Engine::decode(
-                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                d.split('.').next().unwrap(),
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let header = jwt_part(&d, 0);
         assert_eq!(
             header["kid"],
             serde_json::json!(record.kid),
@@ -462,22 +461,9 @@ mod tests {
         );
     }
 
-    fn payload(jwt: &str) -> serde_json::Value {
-        let part = jwt.split('.').nth(1).unwrap();
-        serde_json::from_slice(
-            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, part)
-                .unwrap(),
-        )
-        .unwrap()
-    }
-
     #[tokio::test]
     async fn tokens_of_one_owner_share_the_identity_and_keep_jwts_of_their_own_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("k.db")).unwrap();
-        let minter = Minter::new(&MintConfig::default(), &store, true)
-            .await
-            .unwrap();
+        let (_dir, _store, minter) = minter().await;
         let cache = DecisionCache::new(&config(10));
         let mut second = identity(None);
         second.credential_id = Some("tok_2".into());
@@ -491,15 +477,15 @@ mod tests {
                 .jwt()
                 .to_owned()
         };
-        assert_eq!(payload(&jwt(&one, false))["token_id"], "tok_1");
-        assert_eq!(payload(&jwt(&two, false))["token_id"], "tok_2");
+        assert_eq!(jwt_part(&jwt(&one, false), 1)["token_id"], "tok_1");
+        assert_eq!(jwt_part(&jwt(&two, false), 1)["token_id"], "tok_2");
         assert_eq!(cache.reuse_bytes(), 0, "nothing kept for a first request");
         // From the second request on, each entry keeps its own, charged to the budget.
         let (kept_one, kept_two) = (jwt(&one, true), jwt(&two, true));
         assert_eq!(kept_one, jwt(&one, false), "kept");
         assert_eq!(kept_two, jwt(&two, false), "kept");
-        assert_eq!(payload(&kept_one)["token_id"], "tok_1");
-        assert_eq!(payload(&kept_two)["token_id"], "tok_2");
+        assert_eq!(jwt_part(&kept_one, 1)["token_id"], "tok_1");
+        assert_eq!(jwt_part(&kept_two, 1)["token_id"], "tok_2");
         let weight = |m: &str| m.len() + "Bearer ".len() + MINTED_OVERHEAD;
         assert_eq!(cache.reuse_bytes(), weight(&kept_one) + weight(&kept_two));
         // An identity without a stored credential keeps its JWT in the shared identity,
@@ -509,7 +495,7 @@ mod tests {
         user.subject = "basic-user".into();
         let three = insert(&cache, key(3), user).await;
         let shared = jwt(&three, true);
-        assert_eq!(payload(&shared).get("token_id"), None);
+        assert_eq!(jwt_part(&shared, 1).get("token_id"), None);
         assert_eq!(shared, jwt(&three, false), "kept by the identity");
         drop((one, two, three));
         for i in 1..=3 {

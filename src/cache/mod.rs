@@ -132,12 +132,9 @@ impl Authenticated {
         now: i64,
         repeated: bool,
     ) -> Result<Arc<Minted>, KeyError> {
-        match self.last_use.credential_id() {
-            Some(id) => self
-                .jwts
-                .minted_for(minter, &self.identity, id, audience, now, repeated),
-            None => self.identity.minted_for(minter, audience, now, repeated),
-        }
+        let own = self.last_use.credential_id().map(|id| (id, &self.jwts));
+        self.identity
+            .minted_for(own, minter, audience, now, repeated)
     }
 }
 
